@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from Go modules, with the machine's Go, into a cache.
+#
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes
+#   etcd                                                              <- go.etcd.io/etcd/server/v3
+#   kwok (controller)                                                 <- sigs.k8s.io/kwok
+#   helm                                                              <- helm.sh/helm/v3
+#
+# Versions are pinned below. Binaries land in $TOKENFACTORY_CACHE/bin (default
+# ~/.cache/tokenfactory/bin) and are rebuilt only when missing or when the pinned version changes.
+# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm; default all)
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-0.8.0}"
+HELM_VERSION="${HELM_VERSION:-3.22.0}"
+
+CACHE="${TOKENFACTORY_CACHE:-$HOME/.cache/tokenfactory}"
+BIN="$CACHE/bin"
+WORK="$CACHE/build"
+mkdir -p "$BIN" "$WORK"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+export CGO_ENABLED=0
+JOBS="${TOKENFACTORY_BUILD_JOBS:-$(nproc)}"
+
+log() { printf '[build-binaries %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+command -v go >/dev/null || { log "Go is required (go 1.24 or newer) and was not found on PATH"; exit 1; }
+
+# up_to_date NAME VERSION: true when $BIN/NAME exists and was built for VERSION.
+up_to_date() { [[ -x "$BIN/$1" && "$(cat "$BIN/.$1.version" 2>/dev/null)" == "$2" ]]; }
+stamp() { echo "$2" > "$BIN/.$1.version"; }
+
+build_kubernetes() {
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl) todo=() n
+  for n in "${names[@]}"; do up_to_date "$n" "$K8S_VERSION" || todo+=("$n"); done
+  [[ ${#todo[@]} -eq 0 ]] && { log "kubernetes v$K8S_VERSION: cached"; return; }
+  local minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
+  local staging="0.${K8S_VERSION#*.}"
+  local mod="$WORK/kubernetes-$K8S_VERSION"
+  mkdir -p "$mod"
+  log "kubernetes v$K8S_VERSION: preparing helper module (staging modules pinned to v$staging)"
+  # k8s.io/kubernetes' own go.mod replaces every staging module with a local path, which `go install`
+  # refuses (golang/go#44840). A helper module requires it and replaces each staging module with the
+  # published version of the same release instead. The list comes from that tag's go.mod.
+  go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" > "$mod/download.json"
+  local gomod
+  gomod=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' "$mod/download.json")
+  {
+    echo "module tokenfactory.dev/localcluster/kubernetes"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes v$K8S_VERSION"
+    echo
+    echo "replace ("
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*#\t\1 => \1 v'"$staging"'#p' "$gomod"
+    echo ")"
+  } > "$mod/go.mod"
+  cat > "$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$mod" && go mod download)
+  local ver="v$K8S_VERSION"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$ver -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+    ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  for n in "${todo[@]}"; do
+    log "kubernetes v$K8S_VERSION: building $n (cold builds take several minutes each)"
+    local t0=$SECONDS
+    (cd "$mod" && go build -p "$JOBS" -trimpath -ldflags "$ldflags" -o "$BIN/$n.tmp" "k8s.io/kubernetes/cmd/$n")
+    mv "$BIN/$n.tmp" "$BIN/$n"; stamp "$n" "$K8S_VERSION"
+    log "kubernetes v$K8S_VERSION: $n built in $((SECONDS - t0))s"
+  done
+}
+
+build_etcd() {
+  up_to_date etcd "$ETCD_VERSION" && { log "etcd v$ETCD_VERSION: cached"; return; }
+  local mod="$WORK/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  log "etcd v$ETCD_VERSION: building"
+  cat > "$mod/go.mod" <<GOMOD
+module tokenfactory.dev/localcluster/etcd
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
+GOMOD
+  cat > "$mod/main.go" <<'GO'
+// etcd's own main package is a thin wrapper around etcdmain; this is the same wrapper.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  local t0=$SECONDS
+  (cd "$mod" && go mod tidy && go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" .)
+  mv "$BIN/etcd.tmp" "$BIN/etcd"; stamp etcd "$ETCD_VERSION"
+  log "etcd v$ETCD_VERSION: built in $((SECONDS - t0))s"
+}
+
+build_go_install() {  # NAME VERSION PACKAGE
+  local name=$1 version=$2 pkg=$3
+  up_to_date "$name" "$version" && { log "$name v$version: cached"; return; }
+  log "$name v$version: building"
+  local t0=$SECONDS tmp="$WORK/gobin-$name"
+  mkdir -p "$tmp"
+  GOBIN="$tmp" go install -p "$JOBS" -trimpath -ldflags "-s -w" "$pkg@v$version"
+  mv "$tmp/$(basename "${pkg%%/v[0-9]*}")" "$BIN/$name" 2>/dev/null || mv "$tmp"/* "$BIN/$name"
+  stamp "$name" "$version"
+  log "$name v$version: built in $((SECONDS - t0))s"
+}
+
+components=("$@")
+[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm)
+for c in "${components[@]}"; do
+  case "$c" in
+    kubernetes) build_kubernetes ;;
+    etcd) build_etcd ;;
+    kwok) build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    helm) build_go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
+    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm)"; exit 2 ;;
+  esac
+done
+log "binaries ready in $BIN"
