@@ -17,6 +17,8 @@ import tokenfactory
 # ``func`` (a callable taking the parsed args and returning an exit code) on its parsers.
 COMMAND_MODULES = [
     "tokenfactory.commands",
+    "tokenfactory.cost_cli",
+    "tokenfactory.sim.cli",
 ]
 
 

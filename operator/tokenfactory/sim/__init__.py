@@ -1,0 +1,1 @@
+"""Fleet simulator speaking vLLM's metric names (``tokenfactory sim``)."""
