@@ -1,0 +1,324 @@
+"""Where the operator reads live vLLM figures from: a Prometheus (or a fake).
+
+``PrometheusSource`` uses httpx's ``AsyncClient`` against Prometheus' HTTP API
+(``/api/v1/query``, instant queries). Why httpx: the operator runs inside kopf's asyncio loop, so
+the client must be async (a blocking call would stall every handler); all it needs is a handful of
+instant queries per factory and reconcile, which is one small GET each — no Prometheus client
+library (and its dependencies) is needed for that; and httpx gives explicit connect/read timeouts
+plus ``MockTransport`` for unit tests without a server. Every answer is validated strictly:
+anything unexpected becomes :class:`MetricsUnavailable` with a short machine reason, never a
+half-trusted number.
+
+The PromQL builders are pure functions (:func:`promql_queries`), tested on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+# Machine reasons carried by MetricsUnavailable
+PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
+PROMETHEUS_ERROR = "PrometheusError"
+BAD_RESPONSE = "BadResponse"
+NO_SERIES = "NoSeries"
+TIMEOUT = "Timeout"
+REASONS = (PROMETHEUS_UNREACHABLE, PROMETHEUS_ERROR, BAD_RESPONSE, NO_SERIES, TIMEOUT)
+
+
+class MetricsUnavailable(Exception):
+    """The figures could not be read; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, message: str = ""):
+        self.reason = reason
+        self.message = message or reason
+        super().__init__(f"{reason}: {self.message}")
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    """Measured figures for one pool over the window (rates are per second).
+
+    ``*_p95_seconds`` are ``None`` when no request completed in the window (Prometheus answers
+    NaN then) and may be ``inf`` when the p95 lies beyond the largest histogram bucket.
+    """
+
+    pool: str
+    prompt_tokens_per_second: float = 0.0
+    generation_tokens_per_second: float = 0.0
+    ttft_p95_seconds: float | None = None
+    itl_p95_seconds: float | None = None
+    requests_waiting: float = 0.0
+    requests_running: float = 0.0
+    kv_cache_usage: float | None = None
+    engines_reporting: int = 0
+    sampled_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class FactoryMetrics:
+    namespace: str
+    factory: str
+    window_seconds: float
+    sampled_at: float
+    pools: Mapping[str, PoolMetrics] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        return sum(p.prompt_tokens_per_second for p in self.pools.values())
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        return sum(p.generation_tokens_per_second for p in self.pools.values())
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    async def pool_metrics(
+        self, namespace: str, factory: str, window_seconds: float, now: float | None = None
+    ) -> FactoryMetrics:
+        """Per-pool figures of one factory; raises :class:`MetricsUnavailable`."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# PromQL (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for a PromQL string literal."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def selector(namespace: str, factory: str) -> str:
+    return f'{{namespace="{escape_label_value(namespace)}",factory="{escape_label_value(factory)}"}}'
+
+
+def range_literal(window_seconds: float) -> str:
+    w = int(math.ceil(float(window_seconds)))
+    if w <= 0:
+        raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
+    return f"[{w}s]"
+
+
+def rate_query(metric: str, namespace: str, factory: str, window_seconds: float) -> str:
+    return f"sum by (pool) (rate({metric}{selector(namespace, factory)}{range_literal(window_seconds)}))"
+
+
+def quantile_query(histogram: str, namespace: str, factory: str, window_seconds: float, q: float = 0.95) -> str:
+    return (
+        f"histogram_quantile({q}, sum by (pool, le) "
+        f"(rate({histogram}_bucket{selector(namespace, factory)}{range_literal(window_seconds)})))"
+    )
+
+
+def gauge_query(metric: str, namespace: str, factory: str, agg: str = "sum") -> str:
+    return f"{agg} by (pool) ({metric}{selector(namespace, factory)})"
+
+
+def promql_queries(namespace: str, factory: str, window_seconds: float) -> dict[str, str]:
+    """The instant queries behind :class:`PoolMetrics`, keyed by field name."""
+    return {
+        "generation_tokens_per_second": rate_query("vllm:generation_tokens_total", namespace, factory, window_seconds),
+        "prompt_tokens_per_second": rate_query("vllm:prompt_tokens_total", namespace, factory, window_seconds),
+        "ttft_p95_seconds": quantile_query("vllm:time_to_first_token_seconds", namespace, factory, window_seconds),
+        "itl_p95_seconds": quantile_query("vllm:inter_token_latency_seconds", namespace, factory, window_seconds),
+        "requests_waiting": gauge_query("vllm:num_requests_waiting", namespace, factory),
+        "requests_running": gauge_query("vllm:num_requests_running", namespace, factory),
+        "kv_cache_usage": gauge_query("vllm:kv_cache_usage_perc", namespace, factory, "avg"),
+        "engines_reporting": gauge_query("vllm:num_requests_running", namespace, factory, "count"),
+    }
+
+
+# Fields where NaN means "no observation" (None) and +Inf is a legitimate answer.
+_QUANTILE_FIELDS = {"ttft_p95_seconds", "itl_p95_seconds"}
+
+
+def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, float]]:
+    """Validate a ``/api/v1/query`` answer; return ``[(pool, timestamp, value)]``.
+
+    Raises :class:`MetricsUnavailable` (``PrometheusError`` for ``status: error``, ``BadResponse``
+    for anything not shaped like an instant vector).
+    """
+    if not isinstance(payload, dict):
+        raise MetricsUnavailable(BAD_RESPONSE, f"answer is not a JSON object ({query})")
+    status = payload.get("status")
+    if status == "error":
+        raise MetricsUnavailable(
+            PROMETHEUS_ERROR, f"{payload.get('errorType', 'error')}: {payload.get('error', '')} ({query})"
+        )
+    if status != "success":
+        raise MetricsUnavailable(BAD_RESPONSE, f"status {status!r} ({query})")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise MetricsUnavailable(BAD_RESPONSE, f"no data object ({query})")
+    if data.get("resultType") != "vector":
+        raise MetricsUnavailable(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, want 'vector' ({query})")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise MetricsUnavailable(BAD_RESPONSE, f"result is not a list ({query})")
+    out: list[tuple[str, float, float]] = []
+    seen: set[str] = set()
+    for item in result:
+        if not isinstance(item, dict):
+            raise MetricsUnavailable(BAD_RESPONSE, f"sample is not an object ({query})")
+        metric = item.get("metric")
+        value = item.get("value")
+        if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample {item!r:.200} ({query})")
+        pool = metric.get("pool", "")
+        if not isinstance(pool, str):
+            raise MetricsUnavailable(BAD_RESPONSE, f"pool label is not a string ({query})")
+        ts, raw = value
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not isinstance(raw, str):
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample value {value!r:.100} ({query})")
+        try:
+            v = float(raw)
+        except ValueError:
+            raise MetricsUnavailable(BAD_RESPONSE, f"sample value {raw!r:.50} is not a number ({query})") from None
+        if pool in seen:
+            raise MetricsUnavailable(BAD_RESPONSE, f"duplicate series for pool {pool!r} ({query})")
+        seen.add(pool)
+        out.append((pool, float(ts), v))
+    return out
+
+
+def assemble(
+    namespace: str, factory: str, window_seconds: float, answers: Mapping[str, list[tuple[str, float, float]]]
+) -> FactoryMetrics:
+    """Combine validated vectors into :class:`FactoryMetrics` (pure).
+
+    The pools are those with a generation-token rate; no such series at all is ``NoSeries``.
+    NaN is accepted only for quantiles (no request finished in the window); in a rate or gauge it
+    is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
+    """
+    gen = [(p, ts, v) for p, ts, v in answers.get("generation_tokens_per_second", []) if p]
+    if not gen:
+        raise MetricsUnavailable(
+            NO_SERIES, f"no vllm:generation_tokens_total series for namespace={namespace} factory={factory}"
+        )
+    per_pool: dict[str, dict[str, object]] = {p: {"sampled_at": ts} for p, ts, _ in gen}
+    for name, vector in answers.items():
+        for pool, _ts, v in vector:
+            if pool not in per_pool:
+                continue
+            if math.isnan(v):
+                if name in _QUANTILE_FIELDS:
+                    per_pool[pool][name] = None
+                    continue
+                raise MetricsUnavailable(BAD_RESPONSE, f"NaN for {name} of pool {pool!r}")
+            if math.isinf(v) and name not in _QUANTILE_FIELDS:
+                raise MetricsUnavailable(BAD_RESPONSE, f"infinite {name} for pool {pool!r}")
+            if v < 0:
+                raise MetricsUnavailable(BAD_RESPONSE, f"negative {name} ({v}) for pool {pool!r}")
+            per_pool[pool][name] = int(v) if name == "engines_reporting" else v
+    pools = {p: PoolMetrics(pool=p, **fields) for p, fields in sorted(per_pool.items())}
+    sampled = max(ts for _, ts, _ in gen)
+    return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=sampled, pools=pools)
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus over HTTP
+# --------------------------------------------------------------------------------------------
+
+
+class PrometheusSource:
+    """Reads pool figures from a Prometheus HTTP API with instant queries (run concurrently)."""
+
+    def __init__(self, url: str, timeout: float = 5.0, *, transport: httpx.AsyncBaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = float(timeout)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout, transport=self._transport)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def query(self, promql: str, now: float | None = None) -> list[tuple[str, float, float]]:
+        params = {"query": promql}
+        if now is not None:
+            params["time"] = f"{float(now):.3f}"
+        try:
+            resp = await self._http().get("/api/v1/query", params=params)
+        except httpx.TimeoutException as e:
+            raise MetricsUnavailable(TIMEOUT, f"{self.url} did not answer within {self.timeout}s") from e
+        except httpx.HTTPError as e:
+            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: {type(e).__name__}: {e}") from e
+        try:
+            payload = json.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            if resp.status_code >= 400:
+                raise MetricsUnavailable(PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}") from None
+            raise MetricsUnavailable(BAD_RESPONSE, f"answer from {self.url} is not JSON") from None
+        if resp.status_code >= 400 and not (isinstance(payload, dict) and payload.get("status") == "error"):
+            raise MetricsUnavailable(PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}")
+        return parse_vector(payload, promql)
+
+    async def pool_metrics(
+        self, namespace: str, factory: str, window_seconds: float, now: float | None = None
+    ) -> FactoryMetrics:
+        queries = promql_queries(namespace, factory, window_seconds)
+        names = list(queries)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(self.query(queries[n], now) for n in names)), timeout=self.timeout * 2
+            )
+        except asyncio.TimeoutError as e:
+            raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
+        return assemble(namespace, factory, window_seconds, dict(zip(names, results)))
+
+
+# --------------------------------------------------------------------------------------------
+# Fake
+# --------------------------------------------------------------------------------------------
+
+
+class FakeMetricsSource:
+    """In-memory source: set figures per pool, or make it fail with a reason."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str], dict[str, PoolMetrics]] = {}
+        self._fail: dict[tuple[str, str] | None, MetricsUnavailable] = {}
+        self.calls: list[tuple[str, str, float, float | None]] = []
+
+    def set_pool(self, namespace: str, factory: str, pool: str, **figures) -> None:
+        self._pools.setdefault((namespace, factory), {})[pool] = PoolMetrics(pool=pool, **figures)
+
+    def remove_pool(self, namespace: str, factory: str, pool: str) -> None:
+        self._pools.get((namespace, factory), {}).pop(pool, None)
+
+    def fail(self, reason: str = PROMETHEUS_UNREACHABLE, namespace: str | None = None, factory: str | None = None) -> None:
+        """Fail every query (or only this factory's) with ``reason`` until :meth:`recover`."""
+        key = None if namespace is None else (namespace, factory or "")
+        self._fail[key] = MetricsUnavailable(reason, "fake failure")
+
+    def recover(self) -> None:
+        self._fail.clear()
+
+    async def pool_metrics(
+        self, namespace: str, factory: str, window_seconds: float, now: float | None = None
+    ) -> FactoryMetrics:
+        self.calls.append((namespace, factory, window_seconds, now))
+        err = self._fail.get((namespace, factory)) or self._fail.get(None)
+        if err is not None:
+            raise err
+        pools = self._pools.get((namespace, factory))
+        if not pools:
+            raise MetricsUnavailable(NO_SERIES, f"no figures set for {namespace}/{factory}")
+        ts = float(now) if now is not None else 0.0
+        pools = {p: (m if m.sampled_at else replace(m, sampled_at=ts)) for p, m in sorted(pools.items())}
+        return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=ts, pools=pools)

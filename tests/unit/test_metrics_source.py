@@ -1,0 +1,196 @@
+import asyncio
+import json
+import math
+
+import httpx
+import pytest
+
+from tokenfactory import metrics_source as ms
+
+
+def test_promql_builders():
+    q = ms.promql_queries("team-a", "r1", 60)
+    assert q["generation_tokens_per_second"] == (
+        'sum by (pool) (rate(vllm:generation_tokens_total{namespace="team-a",factory="r1"}[60s]))'
+    )
+    assert q["prompt_tokens_per_second"].startswith("sum by (pool) (rate(vllm:prompt_tokens_total{")
+    assert q["ttft_p95_seconds"] == (
+        "histogram_quantile(0.95, sum by (pool, le) (rate(vllm:time_to_first_token_seconds_bucket"
+        '{namespace="team-a",factory="r1"}[60s])))'
+    )
+    assert "vllm:inter_token_latency_seconds_bucket" in q["itl_p95_seconds"]
+    assert q["requests_waiting"] == 'sum by (pool) (vllm:num_requests_waiting{namespace="team-a",factory="r1"})'
+    assert q["kv_cache_usage"].startswith("avg by (pool) (vllm:kv_cache_usage_perc{")
+    assert q["engines_reporting"].startswith("count by (pool) (")
+
+
+def test_promql_escapes_and_window():
+    assert ms.selector('a"b', "c\\d") == '{namespace="a\\"b",factory="c\\\\d"}'
+    assert ms.range_literal(29.2) == "[30s]"
+    with pytest.raises(ValueError):
+        ms.range_literal(0)
+
+
+def vec(*samples, rt="vector"):
+    return {
+        "status": "success",
+        "data": {
+            "resultType": rt,
+            "result": [{"metric": {"pool": p}, "value": [ts, v]} for p, ts, v in samples],
+        },
+    }
+
+
+def answer_for(query: str, values: dict[str, dict]) -> dict:
+    for key, q in ms.promql_queries("ns", "f", 60).items():
+        if q == query:
+            return values.get(key, vec())
+    raise AssertionError(f"unexpected query {query}")
+
+
+def make_source(handler, timeout=2.0):
+    return ms.PrometheusSource("http://prom:9090", timeout=timeout, transport=httpx.MockTransport(handler))
+
+
+GOOD = {
+    "generation_tokens_per_second": vec(("h200", 100.0, "1440"), ("gb300", 100.0, "24000")),
+    "prompt_tokens_per_second": vec(("h200", 100.0, "2880"), ("gb300", 100.0, "48000")),
+    "ttft_p95_seconds": vec(("h200", 100.0, "0.62"), ("gb300", 100.0, "NaN")),
+    "itl_p95_seconds": vec(("h200", 100.0, "0.045"), ("gb300", 100.0, "+Inf")),
+    "requests_waiting": vec(("h200", 100.0, "3"), ("gb300", 100.0, "0")),
+    "requests_running": vec(("h200", 100.0, "40"), ("gb300", 100.0, "300")),
+    "kv_cache_usage": vec(("h200", 100.0, "0.8"), ("gb300", 100.0, "0.4")),
+    "engines_reporting": vec(("h200", 100.0, "2"), ("gb300", 100.0, "1")),
+}
+
+
+async def test_prometheus_source_parses_pools():
+    seen = []
+
+    def handler(request: httpx.Request):
+        assert request.url.path == "/api/v1/query"
+        seen.append(dict(request.url.params))
+        return httpx.Response(200, json=answer_for(request.url.params["query"], GOOD))
+
+    src = make_source(handler)
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert set(fm.pools) == {"h200", "gb300"}
+    h = fm.pools["h200"]
+    assert h.generation_tokens_per_second == 1440.0
+    assert h.prompt_tokens_per_second == 2880.0
+    assert h.ttft_p95_seconds == 0.62
+    assert h.itl_p95_seconds == 0.045
+    assert h.requests_waiting == 3 and h.requests_running == 40
+    assert h.kv_cache_usage == 0.8
+    assert h.engines_reporting == 2
+    assert h.sampled_at == 100.0
+    g = fm.pools["gb300"]
+    assert g.ttft_p95_seconds is None  # NaN: no request finished in the window
+    assert math.isinf(g.itl_p95_seconds)
+    assert fm.generation_tokens_per_second == 25440.0
+    assert len(seen) == 8 and all(p["time"] == "100.000" for p in seen)
+
+
+async def fails_with(handler, reason, timeout=2.0):
+    src = make_source(handler, timeout)
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason == reason, ei.value
+    return ei.value
+
+
+async def test_no_series():
+    await fails_with(lambda r: httpx.Response(200, json=vec()), ms.NO_SERIES)
+
+
+async def test_status_error():
+    body = {"status": "error", "errorType": "bad_data", "error": "parse error"}
+    e = await fails_with(lambda r: httpx.Response(400, json=body), ms.PROMETHEUS_ERROR)
+    assert "parse error" in str(e)
+
+
+async def test_http_500_not_json():
+    await fails_with(lambda r: httpx.Response(500, text="oops"), ms.PROMETHEUS_ERROR)
+
+
+async def test_malformed_json():
+    await fails_with(lambda r: httpx.Response(200, text="{not json"), ms.BAD_RESPONSE)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"status": "success"},
+        {"status": "success", "data": {"resultType": "matrix", "result": []}},
+        {"status": "success", "data": {"resultType": "vector", "result": {}}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"pool": "a"}}]}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"pool": "a"}, "value": [1, 2]}]}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"pool": "a"}, "value": [1, "x"]}]}},
+        vec(("a", 1, "1"), ("a", 1, "2")),
+        vec(("a", 1, "NaN")),
+        vec(("a", 1, "-3")),
+        {"status": "weird", "data": {}},
+    ],
+)
+async def test_garbage_is_bad_response(body):
+    await fails_with(lambda r: httpx.Response(200, json=body), ms.BAD_RESPONSE)
+
+
+async def test_unreachable():
+    def handler(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    await fails_with(handler, ms.PROMETHEUS_UNREACHABLE)
+
+
+async def test_timeout():
+    def handler(request):
+        raise httpx.ReadTimeout("slow", request=request)
+
+    await fails_with(handler, ms.TIMEOUT)
+
+
+async def test_slow_server_times_out():
+    async def handler(request):
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=vec())
+
+    await fails_with(handler, ms.TIMEOUT, timeout=0.1)
+
+
+async def test_real_unreachable_port():
+    src = ms.PrometheusSource("http://127.0.0.1:9", timeout=1.0)
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason in (ms.PROMETHEUS_UNREACHABLE, ms.TIMEOUT)
+
+
+async def test_fake_source():
+    fake = ms.FakeMetricsSource()
+    assert isinstance(fake, ms.MetricsSource)
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await fake.pool_metrics("ns", "f", 60)
+    assert ei.value.reason == ms.NO_SERIES
+    fake.set_pool("ns", "f", "h200", generation_tokens_per_second=900.0, ttft_p95_seconds=0.4)
+    fm = await fake.pool_metrics("ns", "f", 60, now=5.0)
+    assert fm.pools["h200"].generation_tokens_per_second == 900.0
+    assert fm.pools["h200"].sampled_at == 5.0
+    fake.fail(ms.TIMEOUT, "ns", "f")
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await fake.pool_metrics("ns", "f", 60)
+    assert ei.value.reason == ms.TIMEOUT
+    fake.recover()
+    assert (await fake.pool_metrics("ns", "f", 60)).pools["h200"].ttft_p95_seconds == 0.4
+    fake.remove_pool("ns", "f", "h200")
+    with pytest.raises(ms.MetricsUnavailable):
+        await fake.pool_metrics("ns", "f", 60)
+    assert len(fake.calls) == 5
+
+
+def test_parse_vector_direct():
+    assert ms.parse_vector(vec(("p", 1.5, "2.5"))) == [("p", 1.5, 2.5)]
+    assert json.dumps(vec())  # sanity
