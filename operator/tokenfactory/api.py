@@ -1,0 +1,640 @@
+"""The TokenFactory custom resource, as pydantic models.
+
+These models are the single source of truth: the CRD in ``crds/`` is generated from them
+(``tokenfactory crd``), the operator parses what it watches with them, and ``tokenfactory
+validate`` / ``render`` check files offline with them. Descriptions here are what ``kubectl explain``
+shows; bounds, enums and defaults become OpenAPI constraints; the ``x-kubernetes-validations``
+(CEL) rules attached to the classes are enforced by the apiserver and re-checked in Python so that
+offline validation agrees with the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from tokenfactory import gpusheet
+
+GROUP = "tokenfactory.dev"
+VERSION = "v1alpha1"
+KIND = "TokenFactory"
+PLURAL = "tokenfactories"
+SINGULAR = "tokenfactory"
+SHORT_NAMES = ["tf"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+HOURS_PER_YEAR = 8760.0
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as ``30s``, ``5m`` or ``1h30m``."""
+    if not re.fullmatch(DURATION, text):
+        raise ValueError(f"{text!r} is not a duration; use e.g. 30s, 5m, 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused (the apiserver prunes them; we say so)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+Quantity = int | str
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+class ModelSpec(Model):
+    """The model every pool serves."""
+
+    name: str = Field(min_length=1, max_length=256, examples=["deepseek-ai/DeepSeek-R1"])
+    """Model to load (vLLM --model): a Hugging Face id such as deepseek-ai/DeepSeek-R1, or a path."""
+    served_name: str | None = Field(default=None, min_length=1, max_length=256)
+    """Name clients use in the OpenAI API (vLLM --served-model-name). Defaults to model.name."""
+    max_model_len: int = Field(default=32768, ge=1, le=10_000_000)
+    """Maximum context length in tokens (vLLM --max-model-len)."""
+    quantization: (
+        Literal["fp8", "mxfp4", "modelopt", "modelopt_fp4", "awq", "gptq", "compressed-tensors", "bitsandbytes"]
+        | None
+    ) = None
+    """Weight quantization (vLLM --quantization). Leave unset to serve the checkpoint as it is."""
+
+
+class EnvVar(Model):
+    """An environment variable for the vLLM container."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """Variable name."""
+    value: str | None = None
+    """Literal value."""
+    value_from: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    """A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...), passed through as is."""
+
+
+class Resources(Model):
+    """CPU, memory and other resources for the vLLM container, beyond GPUs (GPUs come from the pool)."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    """Resource requests, e.g. {cpu: 8, memory: 64Gi}."""
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    """Resource limits. nvidia.com/gpu is set from the pool's gpusPerReplica and may not be given here."""
+
+    @model_validator(mode="after")
+    def _no_gpu(self) -> Resources:
+        for part in ("requests", "limits"):
+            if "nvidia.com/gpu" in getattr(self, part):
+                raise ValueError(f"{part}: nvidia.com/gpu is set from pools[].gpusPerReplica; remove it here")
+        return self
+
+
+class EngineSpec(Model):
+    """How vLLM runs: image, port, extra arguments, environment and resources."""
+
+    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
+    """vLLM OpenAI-server container image."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port of vLLM's OpenAI API and /metrics (vLLM --port)."""
+    extra_args: list[str] = Field(default_factory=list, max_length=64)
+    """Further vLLM arguments, appended after the ones TokenFactory sets (e.g. --enable-expert-parallel)."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Environment variables for the vLLM container."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU/memory requests and limits beyond GPUs."""
+    shm_size: str = Field(default="16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
+    """Size of the in-memory /dev/shm volume (NCCL and tensor-parallel workers need it)."""
+
+
+class Toleration(Model):
+    """A Kubernetes toleration for the pool's pods."""
+
+    key: str | None = None
+    """Taint key to tolerate; empty with operator Exists tolerates everything."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists or Equal."""
+    value: str | None = None
+    """Taint value to match with operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+    toleration_seconds: int | None = Field(default=None, ge=0)
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+_POOL_RULES = [
+    cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
+    cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
+    cel(
+        "!(has(self.pricePerGpuHour) && has(self.capexPerGpu))",
+        "set either pricePerGpuHour (cloud) or capexPerGpu with amortizationYears and dollarsPerKwh (on-prem), not both",
+    ),
+    cel(
+        "has(self.capexPerGpu) == has(self.amortizationYears) && has(self.capexPerGpu) == has(self.dollarsPerKwh)",
+        "on-prem pricing needs capexPerGpu, amortizationYears and dollarsPerKwh together",
+    ),
+]
+
+
+# Cross-field rules that CEL enforces on the server, re-checked here for offline validation.
+def _check_pool_rules(pool: "PoolSpec") -> "PoolSpec":
+    if pool.min_replicas > pool.max_replicas:
+        raise ValueError(f"minReplicas ({pool.min_replicas}) must be less than or equal to maxReplicas ({pool.max_replicas})")
+    onprem = [pool.capex_per_gpu is not None, pool.amortization_years is not None, pool.dollars_per_kwh is not None]
+    if pool.price_per_gpu_hour is not None and onprem[0]:
+        raise ValueError("set either pricePerGpuHour (cloud) or capexPerGpu with amortizationYears and dollarsPerKwh (on-prem), not both")
+    if any(onprem) and not all(onprem):
+        raise ValueError("on-prem pricing needs capexPerGpu, amortizationYears and dollarsPerKwh together")
+    return pool
+
+
+class PoolSpec(Model):
+    """A GPU node pool serving the model: its hardware, its price, its power and its replica bounds."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _POOL_RULES})
+
+    name: str = Field(min_length=1, max_length=24, pattern=DNS_LABEL)
+    """Pool name (DNS label). The pool's Deployment is named <factory>-<pool>."""
+    gpu_type: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL, examples=["h200", "gb300"])
+    """GPU type, lower case (e.g. h200, gb300). Known types take their price, throughput and power from the
+    built-in GPU sheet wherever this pool leaves them out; other types need pricePerGpuHour (or on-prem figures)."""
+    gpus_per_replica: int = Field(default=8, ge=1, le=72)
+    """GPUs per vLLM replica: the tensor-parallel size (vLLM --tensor-parallel-size) and the nvidia.com/gpu limit."""
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    """Fewest replicas the pool keeps (the autoscaler never goes below; reconcile starts here)."""
+    max_replicas: int = Field(default=10, ge=0, le=1000)
+    """Most replicas the pool may run (bounded in practice by the pool's nodes)."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pool's pods must match, e.g. {tokenfactory.dev/node-pool: h200}."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
+    """Tolerations for the pool's pods (GPU nodes are usually tainted, e.g. nvidia.com/gpu=present:NoSchedule)."""
+    price_per_gpu_hour: float | None = Field(default=None, gt=0, le=1000)
+    """Cloud price in dollars per GPU-hour, all-in. Defaults to the GPU sheet's figure for gpuType."""
+    capex_per_gpu: float | None = Field(default=None, gt=0, le=10_000_000)
+    """On-prem: purchase cost per GPU in dollars (with amortizationYears and dollarsPerKwh instead of pricePerGpuHour)."""
+    amortization_years: float | None = Field(default=None, gt=0, le=20)
+    """On-prem: years over which capexPerGpu is written off."""
+    dollars_per_kwh: float | None = Field(default=None, ge=0, le=10)
+    """On-prem: electricity price in dollars per kWh."""
+    pue: float = Field(default=1.0, ge=1.0, le=3.0)
+    """On-prem: power usage effectiveness applied to kilowattsPerGpu. The sheet's kW figures are already all-in,
+    so leave 1.0 unless kilowattsPerGpu is IT power only."""
+    kilowatts_per_gpu: float | None = Field(default=None, gt=0, le=100)
+    """All-in power per GPU in kW, for tokens per megawatt and the power cap. Defaults to the GPU sheet."""
+    tokens_per_second_per_gpu: float | None = Field(default=None, gt=0, le=10_000_000)
+    """Throughput profile: delivered tokens/s per GPU at saturation. Defaults to the GPU sheet; the autoscaler
+    refines it from what the pool really delivers."""
+    startup_seconds: float | None = Field(default=None, ge=0, le=86400)
+    """Time from a replica being scheduled to serving (model load). Defaults to the GPU sheet."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> PoolSpec:
+        return _check_pool_rules(self)
+
+
+class ScalingSpec(Model):
+    """How the operator picks replica counts."""
+
+    mode: Literal["Auto", "Recommend", "Off"] = "Auto"
+    """Auto: apply the cheapest replica mix that meets demand and objectives. Recommend: compute it and report it
+    in status and Events, change no replicas. Off: no planning. In Recommend and Off, replicas stay where they are
+    (minReplicas for a new pool), kept within the pool's bounds."""
+    interval: str = Field(default="30s", pattern=DURATION)
+    """How often to read metrics and plan (a duration: 30s, 1m)."""
+    scale_down_stabilization: str = Field(default="5m", pattern=DURATION)
+    """A lower replica count must hold this long before the operator scales down."""
+    headroom: float = Field(default=0.2, ge=0, le=4)
+    """Spare capacity to plan for, as a fraction of demand (0.2 = 20% above forecast demand)."""
+
+
+class ObjectivesSpec(Model):
+    """Service-level and cost objectives. All optional; set what matters."""
+
+    ttft_p95_seconds: float | None = Field(default=None, gt=0, le=3600)
+    """Target p95 time to first token, seconds."""
+    itl_p95_seconds: float | None = Field(default=None, gt=0, le=60)
+    """Target p95 inter-token latency, seconds."""
+    max_cost_per_million_tokens: float | None = Field(default=None, gt=0)
+    """Budget in dollars per million delivered tokens; above it BudgetExceeded is set."""
+    max_dollars_per_hour: float | None = Field(default=None, gt=0)
+    """Budget in dollars per hour for the whole factory; the autoscaler never plans above it."""
+    max_megawatts: float | None = Field(default=None, gt=0)
+    """Power cap in megawatts (all-in) for the whole factory; the autoscaler never plans above it."""
+
+
+class MetricsSpec(Model):
+    """Where and how throughput and latency are read."""
+
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://.+")
+    """Prometheus base URL (e.g. http://prometheus.monitoring:9090). Defaults to the operator's --prometheus-url."""
+    window: str = Field(default="2m", pattern=DURATION)
+    """Rate window for token throughput and latency quantiles (PromQL range)."""
+    token_accounting: Literal["output", "total"] = "output"
+    """Which tokens the headline $/Mtok counts: output (generated tokens) or total (prompt + generated)."""
+
+
+_SPEC_RULES = [
+    cel("size(self.pools) > 0", "at least one pool is required", ".pools"),
+    cel("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))", "pool names must be unique", ".pools"),
+]
+
+
+class TokenFactorySpec(Model):
+    """Desired state: one model served by vLLM on one or more GPU pools, with objectives and a budget."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    model: ModelSpec
+    """The model to serve."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """The vLLM engine settings shared by all pools."""
+    pools: list[PoolSpec] = Field(min_length=1, max_length=8)
+    """GPU node pools that serve the model; each becomes one Deployment."""
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    """Autoscaling mode and pacing."""
+    objectives: ObjectivesSpec = Field(default_factory=ObjectivesSpec)
+    """Latency and cost objectives."""
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    """Metrics source and accounting."""
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_pools(cls, pools: list[PoolSpec]) -> list[PoolSpec]:
+        seen: set[str] = set()
+        for i, p in enumerate(pools):
+            if p.name in seen:
+                raise ValueError(f"pool names must be unique: pools[{i}].name {p.name!r} is used twice")
+            seen.add(p.name)
+        return pools
+
+    @property
+    def served_name(self) -> str:
+        return self.model.served_name or self.model.name
+
+    def resolve_pools(self) -> list[ResolvedPool]:
+        """Every pool with the GPU sheet's defaults filled in. Raises PoolResolutionError naming the field."""
+        return [resolve_pool(p, i) for i, p in enumerate(self.pools)]
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+class Condition(Model):
+    """A Kubernetes-style condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    """Ready, Progressing, Degraded, MetricsAvailable or BudgetExceeded."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = ""
+    """One CamelCase word saying why."""
+    message: str = ""
+    """What happened, for people."""
+    last_transition_time: str | None = None
+    """When status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The .metadata.generation this condition was computed from."""
+
+
+class PoolStatus(Model):
+    """What one pool is doing and what it costs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    """Pool name."""
+    gpu_type: str | None = None
+    """GPU type."""
+    deployment: str | None = None
+    """The pool's Deployment."""
+    desired_replicas: int = 0
+    """Replicas the operator asks for."""
+    ready_replicas: int = 0
+    """Replicas ready to serve."""
+    gpus: int = 0
+    """GPUs held by the pool's scheduled pods (what is paid for)."""
+    price_per_gpu_hour: float | None = None
+    """Effective price per GPU-hour (spec, on-prem formula or sheet)."""
+    tokens_per_second: float | None = None
+    """Delivered tokens/s counted by metrics.tokenAccounting."""
+    prompt_tokens_per_second: float | None = None
+    """Delivered prompt (input) tokens/s."""
+    generation_tokens_per_second: float | None = None
+    """Delivered generated (output) tokens/s."""
+    dollars_per_hour: float | None = None
+    """GPUs held x price per GPU-hour."""
+    cost_per_million_tokens: float | None = None
+    """Dollars per million delivered tokens; absent when no tokens flow."""
+    tokens_per_second_per_gpu: float | None = None
+    """Delivered tokens/s per GPU held."""
+    tokens_per_second_per_megawatt: float | None = None
+    """Delivered tokens/s per megawatt of all-in power."""
+    power_kilowatts: float | None = None
+    """All-in power of the GPUs held, kW."""
+    utilization: float | None = None
+    """Delivered tokens/s over the pool's estimated capacity."""
+    capacity_tokens_per_second: float | None = None
+    """Estimated capacity of the ready replicas, tokens/s."""
+    ttft_p95_seconds: float | None = None
+    """p95 time to first token over metrics.window."""
+    itl_p95_seconds: float | None = None
+    """p95 inter-token latency over metrics.window."""
+    requests_waiting: float | None = None
+    """Requests queued in the pool's engines."""
+
+
+class PoolChange(Model):
+    model_config = ConfigDict(extra="ignore")
+
+    pool: str
+    """Pool name."""
+    from_replicas: int = Field(alias="from")
+    """Replicas before."""
+    to_replicas: int = Field(alias="to")
+    """Replicas after."""
+    reason: str = ""
+    """Why."""
+
+
+class Decision(Model):
+    """The autoscaler's last decision."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    time: str
+    """When it was made (RFC 3339)."""
+    mode: str
+    """Scaling mode it was made in."""
+    applied: bool
+    """Whether replicas were changed (Auto) or only recommended."""
+    changes: list[PoolChange] = Field(default_factory=list)
+    """Old -> new replicas per pool."""
+    reason: str = ""
+    """Summary of why."""
+    demand_tokens_per_second: float | None = None
+    """Demand the plan was made for (forecast, before headroom)."""
+    expected_dollars_per_hour: float | None = None
+    """$/hour of the planned fleet."""
+    expected_cost_per_million_tokens: float | None = None
+    """$/Mtok of the planned fleet at the forecast demand."""
+
+
+class TokenFactoryStatus(Model):
+    """Observed state, written by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    """The .metadata.generation last reconciled."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded."""
+    replicas: str | None = None
+    """ready/desired replicas over all pools, for kubectl get."""
+    ready_replicas: int = 0
+    """Ready replicas over all pools."""
+    desired_replicas: int = 0
+    """Desired replicas over all pools."""
+    gpus: int = 0
+    """GPUs held over all pools."""
+    tokens_per_second: float | None = None
+    """Delivered tokens/s over all pools (metrics.tokenAccounting)."""
+    dollars_per_hour: float | None = None
+    """$/hour over all pools."""
+    cost_per_million_tokens: float | None = None
+    """Factory $/Mtok: total $/hour over total delivered tokens."""
+    tokens_per_second_per_gpu: float | None = None
+    """Delivered tokens/s per GPU held, whole factory."""
+    tokens_per_second_per_megawatt: float | None = None
+    """Delivered tokens/s per megawatt, whole factory."""
+    power_kilowatts: float | None = None
+    """All-in power of the GPUs held, kW."""
+    ttft_p95_seconds: float | None = None
+    """Worst pool p95 time to first token."""
+    itl_p95_seconds: float | None = None
+    """Worst pool p95 inter-token latency."""
+    last_metrics_time: str | None = None
+    """When the figures were last read from Prometheus (RFC 3339)."""
+    pools: list[PoolStatus] = Field(default_factory=list)
+    """Per-pool figures."""
+    last_decision: Decision | None = None
+    """The autoscaler's last decision."""
+
+
+class TokenFactory(BaseModel):
+    """A TokenFactory object as stored in the cluster (for parsing only; the CRD is built from the spec)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    apiVersion: Literal["tokenfactory.dev/v1alpha1"]
+    kind: Literal["TokenFactory"]
+    metadata: dict[str, Any]
+    spec: TokenFactorySpec
+    status: TokenFactoryStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.get("namespace") or "default"
+
+
+# --------------------------------------------------------------------------------- resolved pools
+
+
+class PoolResolutionError(ValueError):
+    """A pool passes the schema but cannot be served (e.g. an unknown gpuType without a price)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ResolvedPool:
+    """A pool with every figure settled (spec value, on-prem formula, or GPU sheet), and where each came from."""
+
+    name: str
+    gpu_type: str
+    gpus_per_replica: int
+    min_replicas: int
+    max_replicas: int
+    price_per_gpu_hour: float
+    tokens_per_second_per_gpu: float
+    kilowatts_per_gpu: float
+    startup_seconds: float
+    sources: dict[str, str]
+
+    @property
+    def price_per_replica_hour(self) -> float:
+        return self.price_per_gpu_hour * self.gpus_per_replica
+
+    @property
+    def tokens_per_second_per_replica(self) -> float:
+        return self.tokens_per_second_per_gpu * self.gpus_per_replica
+
+    @property
+    def kilowatts_per_replica(self) -> float:
+        return self.kilowatts_per_gpu * self.gpus_per_replica
+
+
+def onprem_price_per_gpu_hour(capex_per_gpu: float, amortization_years: float, kilowatts_per_gpu: float,
+                              dollars_per_kwh: float, pue: float = 1.0) -> float:
+    """Capex written off per hour plus the electricity of one GPU: capex/(years x 8760) + kW x PUE x $/kWh."""
+    return capex_per_gpu / (amortization_years * HOURS_PER_YEAR) + kilowatts_per_gpu * pue * dollars_per_kwh
+
+
+def resolve_pool(pool: PoolSpec, index: int = 0) -> ResolvedPool:
+    where = f"spec.pools[{index}]"
+    sheet = gpusheet.lookup(pool.gpu_type)
+    known = ", ".join(gpusheet.known_types())
+    sources: dict[str, str] = {}
+
+    missing: list[str] = []
+
+    def pick(field: str, spec_value: float | None, sheet_value: float | None) -> float:
+        if spec_value is not None:
+            sources[field] = "spec"
+            return float(spec_value)
+        if sheet_value is not None:
+            sources[field] = "sheet"
+            return float(sheet_value)
+        missing.append(field)
+        return 0.0
+
+    onprem = pool.capex_per_gpu is not None
+    if not onprem:
+        price = pick("pricePerGpuHour", pool.price_per_gpu_hour, sheet.price_per_gpu_hour if sheet else None)
+    kw = pick("kilowattsPerGpu", pool.kilowatts_per_gpu, sheet.kilowatts_per_gpu if sheet else None)
+    tps = pick("tokensPerSecondPerGpu", pool.tokens_per_second_per_gpu, sheet.tokens_per_second_per_gpu if sheet else None)
+    if missing:
+        raise PoolResolutionError(
+            f"{where}.{missing[0]}",
+            f"gpuType {pool.gpu_type!r} is not in the built-in GPU sheet (known: {known}), so the pool must set "
+            + ", ".join(missing),
+        )
+    if onprem:
+        assert pool.capex_per_gpu is not None and pool.amortization_years is not None and pool.dollars_per_kwh is not None
+        price = onprem_price_per_gpu_hour(pool.capex_per_gpu, pool.amortization_years, kw, pool.dollars_per_kwh, pool.pue)
+        sources["pricePerGpuHour"] = "onPrem"
+    if pool.startup_seconds is not None:
+        startup, sources["startupSeconds"] = pool.startup_seconds, "spec"
+    else:
+        startup, sources["startupSeconds"] = (sheet.startup_seconds if sheet else 300.0), ("sheet" if sheet else "default")
+    return ResolvedPool(
+        name=pool.name,
+        gpu_type=pool.gpu_type.lower(),
+        gpus_per_replica=pool.gpus_per_replica,
+        min_replicas=pool.min_replicas,
+        max_replicas=pool.max_replicas,
+        price_per_gpu_hour=price,
+        tokens_per_second_per_gpu=tps,
+        kilowatts_per_gpu=kw,
+        startup_seconds=float(startup),
+        sources=sources,
+    )
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+class SpecError(ValueError):
+    """Bad input, with one line per problem: the field path and what is allowed."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}"
+    return out
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec") -> list[str]:
+    problems = []
+    for e in err.errors():
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (not in the TokenFactory schema)"
+        elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
+            msg = f"must be one of {e['ctx']['expected']}"
+        problems.append(f"{_loc(prefix, e['loc'])}: {msg}")
+    return problems
+
+
+def parse_spec(data: Any, prefix: str = "spec", resolve: bool = True) -> TokenFactorySpec:
+    """Parse and validate a spec dict; raise SpecError listing every problem with its field path."""
+    if not isinstance(data, dict):
+        raise SpecError([f"{prefix}: must be an object, got {type(data).__name__}"])
+    try:
+        spec = TokenFactorySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, prefix)) from None
+    if resolve:
+        problems = []
+        for i, pool in enumerate(spec.pools):
+            try:
+                resolve_pool(pool, i)
+            except PoolResolutionError as err:
+                problems.append(str(err))
+        if problems:
+            raise SpecError(problems)
+    return spec
+
+
+def parse_object(obj: Any) -> TokenFactory:
+    """Validate a whole TokenFactory manifest (apiVersion, kind, metadata.name, spec)."""
+    if not isinstance(obj, dict):
+        raise SpecError([f"document: must be a mapping, got {type(obj).__name__}"])
+    problems = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(f"apiVersion: must be {API_VERSION}, got {obj.get('apiVersion')!r}")
+    if obj.get("kind") != KIND:
+        problems.append(f"kind: must be {KIND}, got {obj.get('kind')!r}")
+    name = (obj.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or not re.fullmatch(DNS_LABEL, name) or len(name) > 38:
+        problems.append("metadata.name: must be a DNS label of at most 38 characters (lower case letters, digits, '-')")
+    if "spec" not in obj:
+        problems.append("spec: required")
+    spec_problems: list[str] = []
+    if "spec" in obj:
+        try:
+            parse_spec(obj["spec"])
+        except SpecError as err:
+            spec_problems = err.problems
+    if problems or spec_problems:
+        raise SpecError(problems + spec_problems)
+    return TokenFactory.model_validate(obj)

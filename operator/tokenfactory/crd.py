@@ -1,0 +1,173 @@
+"""Generate the TokenFactory CustomResourceDefinition from the pydantic models in ``api``.
+
+pydantic emits JSON Schema (2020-12); Kubernetes wants a *structural* OpenAPI v3 schema. The
+conversion inlines ``$ref``s, turns ``Optional[X]`` into plain optional ``X``, ``int | str`` into
+``x-kubernetes-int-or-string``, numeric exclusive bounds into the OpenAPI 3.0 form, drops keywords
+Kubernetes rejects (title, examples, additionalProperties: false), gives object-valued fields a ``{}``
+default so their nested defaults apply, and keeps descriptions, defaults, enums, patterns, bounds and
+the ``x-kubernetes-*`` extensions (CEL rules, list types).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from tokenfactory import api
+
+DROP = {"title", "examples", "$defs"}
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        target.update(extra)  # the field's own description/default win over the class docstring
+        return target
+    return node
+
+
+def _convert(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_convert(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = _resolve(node, defs)
+    if "anyOf" in node:
+        options = [_resolve(o, defs) for o in node["anyOf"]]
+        non_null = [o for o in options if o.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if rest.get("default", 0) is None:
+            rest.pop("default")
+        types = sorted(o.get("type", "") for o in non_null)
+        if len(non_null) == 1:
+            merged = dict(non_null[0])
+            merged.update(rest)
+            return _convert(merged, defs)
+        if types == ["integer", "string"]:
+            return _convert({**rest, "x-kubernetes-int-or-string": True}, defs)
+        raise ValueError(f"cannot express anyOf {types} in a structural schema")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in DROP:
+            continue
+        if key == "additionalProperties" and isinstance(value, bool):
+            continue
+        if key == "description":
+            out[key] = " ".join(value.split())
+            continue
+        if key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+            continue
+        if key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+            continue
+        if key == "properties":
+            out[key] = {k: _convert(v, defs) for k, v in value.items()}
+            continue
+        if key in ("items", "additionalProperties"):
+            out[key] = _convert(value, defs)
+            continue
+        out[key] = value
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        out["type"] = "object"
+    if out.get("type") == "object" and "properties" in out:
+        required = set(out.get("required", []))
+        for name, prop in out["properties"].items():
+            if prop.get("type") == "object" and "properties" in prop and "default" not in prop and name not in required:
+                prop["default"] = {}
+    return out
+
+
+def openapi_schema(model: type[api.BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _convert(raw, raw.get("$defs", {}))
+
+
+def _spec_schema() -> dict[str, Any]:
+    schema = openapi_schema(api.TokenFactorySpec)
+    pools = schema["properties"]["pools"]
+    pools["x-kubernetes-list-type"] = "map"
+    pools["x-kubernetes-list-map-keys"] = ["name"]
+    return schema
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = openapi_schema(api.TokenFactoryStatus)
+    schema.pop("default", None)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "description": "Model served"},
+    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicas", "description": "Ready/desired replicas, all pools"},
+    {"name": "Tok/s", "type": "number", "jsonPath": ".status.tokensPerSecond", "description": "Delivered tokens per second"},
+    {"name": "$/Mtok", "type": "number", "jsonPath": ".status.costPerMillionTokens", "description": "Dollars per million delivered tokens"},
+    {"name": "$/h", "type": "number", "jsonPath": ".status.dollarsPerHour", "description": "Dollars per hour for the GPUs held"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status', "description": "Ready condition"},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.scaling.mode", "priority": 1, "description": "Scaling mode"},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1, "description": "Ready reason"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{api.PLURAL}.{api.GROUP}",
+            "labels": {"app.kubernetes.io/name": "tokenfactory", "app.kubernetes.io/part-of": "tokenfactory"},
+        },
+        "spec": {
+            "group": api.GROUP,
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": api.SHORT_NAMES,
+                "categories": ["all", "tokenfactory"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                "TokenFactory serves one LLM with vLLM on one or more GPU node pools, reports live cost "
+                                "per million tokens per pool, and picks the cheapest replica mix that meets demand and "
+                                "latency objectives."
+                            ),
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+                                "kind": {"type": "string", "description": "Kind of this object."},
+                                "metadata": {"type": "object"},
+                                "spec": _spec_schema(),
+                                "status": _status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `tokenfactory crd` from tokenfactory/api.py. Do not edit by hand.\n"
+
+
+def crd_yaml() -> str:
+    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)

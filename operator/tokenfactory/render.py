@@ -1,0 +1,186 @@
+"""Pure rendering: a TokenFactory spec -> one vLLM Deployment per pool and one Service.
+
+No I/O and no clock: the same inputs always give the same manifests (plain dicts, ready for
+server-side apply). Replica counts come in from the caller (the reconcile loop, which takes them from
+the planner or holds them), so autoscaling plugs in without touching rendering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tokenfactory import api
+
+MANAGED_BY = "tokenfactory"
+LABEL_FACTORY = "tokenfactory.dev/factory"
+LABEL_POOL = "tokenfactory.dev/pool"
+LABEL_GPU_TYPE = "tokenfactory.dev/gpu-type"
+GPU_RESOURCE = "nvidia.com/gpu"
+VLLM_ENTRYPOINT = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The TokenFactory that owns what is rendered (for names, labels and owner references)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def deployment_name(factory: str, pool: str) -> str:
+    return f"{factory}-{pool}"
+
+
+def factory_labels(factory: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": factory,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_FACTORY: factory,
+    }
+
+
+def pool_labels(factory: str, pool: api.PoolSpec) -> dict[str, str]:
+    return {
+        **factory_labels(factory),
+        "app.kubernetes.io/component": "inference-pool",
+        LABEL_POOL: pool.name,
+        LABEL_GPU_TYPE: pool.gpu_type.lower(),
+    }
+
+
+def selector_labels(factory: str, pool: str) -> dict[str, str]:
+    """The Deployment selector: immutable, so only labels that never change for a pool."""
+    return {LABEL_FACTORY: factory, LABEL_POOL: pool}
+
+
+def vllm_args(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> list[str]:
+    args = [
+        "--model", spec.model.name,
+        "--served-model-name", spec.served_name,
+        "--tensor-parallel-size", str(pool.gpus_per_replica),
+        "--max-model-len", str(spec.model.max_model_len),
+        "--host", "0.0.0.0",
+        "--port", str(spec.engine.port),
+    ]
+    if spec.model.quantization:
+        args += ["--quantization", spec.model.quantization]
+    return args + list(spec.engine.extra_args)
+
+
+def _quantity(value: int | str) -> str:
+    return str(value)
+
+
+def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]:
+    gpus = str(pool.gpus_per_replica)
+    requests = {k: _quantity(v) for k, v in spec.engine.resources.requests.items()}
+    limits = {k: _quantity(v) for k, v in spec.engine.resources.limits.items()}
+    limits[GPU_RESOURCE] = gpus
+    requests[GPU_RESOURCE] = gpus
+    env: list[dict[str, Any]] = []
+    for var in spec.engine.env:
+        item: dict[str, Any] = {"name": var.name}
+        if var.value is not None:
+            item["value"] = var.value
+        if var.value_from is not None:
+            item["valueFrom"] = var.value_from
+        env.append(item)
+    def probe(**timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": "/health", "port": "http"}, **timing}
+
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": spec.engine.image,
+        "command": list(VLLM_ENTRYPOINT),
+        "args": vllm_args(spec, pool),
+        "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
+        "resources": {"requests": requests, "limits": limits},
+        # Loading a large model takes minutes: the startup probe allows 30 minutes before liveness applies.
+        "startupProbe": probe(periodSeconds=10, failureThreshold=180),
+        "readinessProbe": probe(periodSeconds=5, failureThreshold=3),
+        "livenessProbe": probe(periodSeconds=10, failureThreshold=6),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if env:
+        container["env"] = env
+    return container
+
+
+def render_deployment(owner: Owner, spec: api.TokenFactorySpec, pool: api.PoolSpec, replicas: int) -> dict[str, Any]:
+    labels = pool_labels(owner.name, pool)
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(spec, pool)],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}],
+        "terminationGracePeriodSeconds": 60,
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner.name, pool.name),
+            "namespace": owner.namespace,
+            "labels": dict(labels),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, pool.name)},
+            # New GPUs come up before old ones go, so a rollout never drops serving capacity.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def render_service(owner: Owner, spec: api.TokenFactorySpec) -> dict[str, Any]:
+    labels = factory_labels(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": {**labels, "app.kubernetes.io/component": "openai-endpoint"},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": "vllm", LABEL_FACTORY: owner.name},
+            "ports": [{"name": "http", "port": spec.engine.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def initial_replicas(spec: api.TokenFactorySpec) -> dict[str, int]:
+    return {p.name: p.min_replicas for p in spec.pools}
+
+
+def clamp_replicas(spec: api.TokenFactorySpec, wanted: Mapping[str, int]) -> dict[str, int]:
+    """Replicas per pool: the wanted count where given, else minReplicas, always within the pool's bounds."""
+    return {p.name: max(p.min_replicas, min(p.max_replicas, wanted.get(p.name, p.min_replicas))) for p in spec.pools}
+
+
+def render(owner: Owner, spec: api.TokenFactorySpec, replicas: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """All manifests for a factory: one Deployment per pool (in spec order), then the Service."""
+    counts = clamp_replicas(spec, replicas or {})
+    out = [render_deployment(owner, spec, pool, counts[pool.name]) for pool in spec.pools]
+    out.append(render_service(owner, spec))
+    return out

@@ -1,0 +1,65 @@
+"""Start the operator process: build the adapters, hand them to the kopf handlers, run kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+
+def _configure_logging(log_format: str, verbose: bool) -> None:
+    import kopf
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def build_runtime(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
+                  metrics_address: str) -> Any:
+    """Wire the real adapters into a handlers.Runtime."""
+    from tokenfactory import handlers
+    from tokenfactory.controller import Reconciler
+    from tokenfactory.kube import LightkubeClient
+
+    kube = LightkubeClient()
+    measurer = None
+    on_forget = None
+    try:
+        from tokenfactory.measure import build_measurer
+    except ImportError:  # cost/metrics wiring not present
+        build_measurer = None
+    if build_measurer is not None:
+        measurer, on_forget = build_measurer(
+            prometheus_url=prometheus_url,
+            prometheus_timeout=prometheus_timeout,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+        )
+    return handlers.Runtime(reconciler=Reconciler(kube, measurer), on_forget=on_forget)
+
+
+def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: str, health_port: int,
+                 prometheus_url: str | None, prometheus_timeout: float, log_format: str, verbose: bool) -> int:
+    import kopf
+
+    from tokenfactory import handlers
+
+    _configure_logging(log_format, verbose)
+    log = logging.getLogger("tokenfactory")
+    scope = f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces"
+    log.info("starting TokenFactory operator (%s, metrics :%s, health :%s, prometheus %s)",
+             scope, metrics_port or "off", health_port or "off", prometheus_url or "from each spec")
+    runtime = build_runtime(prometheus_url=prometheus_url, prometheus_timeout=prometheus_timeout,
+                            metrics_port=metrics_port, metrics_address=metrics_address)
+    handlers.configure(runtime)
+    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces or None,
+            liveness_endpoint=liveness,
+        )
+    except asyncio.CancelledError:
+        return 0
+    return 0
