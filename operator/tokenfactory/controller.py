@@ -168,12 +168,16 @@ class Reconciler:
 
         observed = await self.observe(namespace, name)
         replicas = current_replicas(spec, memory, old_status, observed)
-        figures: dict[str, Any] = {}
         if self.measurer is not None and measure:
-            result = await self.measurer.measure(obj, spec, replicas, observed, memory, now)
-            replicas = render.clamp_replicas(spec, result.replicas)
-            figures = result.status
-            events.extend(result.events)
+            try:
+                result = await self.measurer.measure(obj, spec, replicas, observed, memory, now)
+            except Exception:  # noqa: BLE001 - a measuring bug must not stop reconciling the children
+                log.exception("%s/%s: measuring failed; keeping replicas and the last figures", namespace, name)
+            else:
+                replicas = render.clamp_replicas(spec, result.replicas)
+                memory.extra["figures"] = result.status
+                events.extend(result.events)
+        figures: dict[str, Any] = dict(memory.extra.get("figures") or {})
         memory.desired = dict(replicas)
 
         owner = render.Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
@@ -204,9 +208,12 @@ class Reconciler:
                 events.append(Event("Normal", "Deleted", f"Deleted Deployment {dep}: pool {pool} is no longer in the spec"))
 
         status = self._status(spec, name, generation, replicas, observed, prev_conditions, apply_errors, now)
+        pool_figures = figures.pop("poolFigures", {})
+        extra_conditions = figures.pop("conditions", [])
+        for entry in status["pools"]:
+            entry.update(pool_figures.get(entry["name"], {}))
         status.update(figures)
-        if figures.get("conditions"):
-            status["conditions"] = status["conditions"] + figures["conditions"]
+        status["conditions"] = status["conditions"] + extra_conditions
         await self._write(obj, memory, status, events)
         return events
 

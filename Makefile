@@ -1,0 +1,29 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set up and run the live demo
+#   make test   set up and run every test (unit + end-to-end on a real local control plane)
+.PHONY: setup demo test unit e2e crd bench clean
+
+setup:
+	bash hack/setup.sh
+
+demo: setup
+	.venv/bin/tokenfactory demo
+
+test: setup
+	.venv/bin/python -m pytest -ra tests
+
+unit: setup
+	.venv/bin/python -m pytest -ra tests/unit
+
+e2e: setup
+	.venv/bin/python -m pytest -ra tests/e2e
+
+crd:
+	.venv/bin/tokenfactory crd -o crds/tokenfactory.dev_tokenfactories.yaml
+
+bench: setup
+	.venv/bin/python bench/autoscale.py --quick --json out/bench-autoscale.json
+
+clean:
+	-.venv/bin/tokenfactory cluster down
+	rm -rf out .pytest_cache
