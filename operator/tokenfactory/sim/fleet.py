@@ -310,6 +310,10 @@ class Fleet:
             if not serving:
                 st.dropped += arrivals / out_tokens
                 continue
+            routable = max(f for _, f in serving)
+            if routable < 1.0:  # the first engine came up during this step: earlier arrivals found nobody
+                st.dropped += arrivals * (1.0 - routable) / out_tokens
+                arrivals *= routable
             # Route: by free room first, then the excess by capacity.
             caps = [e.capacity * dt * f for e, f in serving]
             free = [max(0.0, c - e.backlog) for (e, _), c in zip(serving, caps)]

@@ -1,0 +1,422 @@
+import argparse
+import json
+import math
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tokenfactory.sim import cli as sim_cli
+from tokenfactory.sim import traces as tr
+from tokenfactory.sim.cluster import specs_from_pods
+from tokenfactory.sim.exposition import render
+from tokenfactory.sim.fleet import TTFT_BUCKETS, EngineSpec, Fleet, LogNormalHistogram, mixture_quantile
+from tokenfactory.sim.server import RealtimeRunner, SimServer
+
+H200_ENGINE_CAP = 90 * 8  # tok/s of one 8-GPU H200 engine per the sheet
+GB300_ENGINE_CAP = 6000 * 4
+
+
+def h200(name="h0", **kw):
+    base = dict(name=name, pool="h200", gpu_type="h200", gpus=8, startup_seconds=0.0)
+    base.update(kw)
+    return EngineSpec(**base)
+
+
+def fleet_with(rate, *specs, **kw):
+    f = Fleet(tr.Constant(rate), **kw)
+    for s in specs:
+        f.add_engine(s, 0.0)
+    return f
+
+
+def families(fleet):
+    return {fam.name: fam for fam in text_string_to_metric_families(render(fleet).decode())}
+
+
+def pool_truth(fleet, pool):
+    return next(p for p in fleet.truth()["pools"] if p["pool"] == pool)
+
+
+# ---------------------------------------------------------------- exposition
+
+
+def test_metrics_parse_with_vllm_names_types_and_labels():
+    f = fleet_with(500, h200("h0"), h200("h1"))
+    f.run(30, 1.0)
+    fams = families(f)
+    want = {
+        "vllm:prompt_tokens": "counter",
+        "vllm:generation_tokens": "counter",
+        "vllm:request_success": "counter",
+        "vllm:num_requests_running": "gauge",
+        "vllm:num_requests_waiting": "gauge",
+        "vllm:kv_cache_usage_perc": "gauge",
+        "vllm:time_to_first_token_seconds": "histogram",
+        "vllm:inter_token_latency_seconds": "histogram",
+        "vllm:e2e_request_latency_seconds": "histogram",
+    }
+    assert {n: fam.type for n, fam in fams.items()} == want
+    sample = next(s for s in fams["vllm:generation_tokens"].samples if s.labels["pod"] == "h0")
+    assert sample.name == "vllm:generation_tokens_total"
+    assert set(sample.labels) == {"model_name", "engine", "namespace", "pod", "factory", "pool", "gpu_type"}
+    assert sample.labels["engine"] == "0" and sample.labels["gpu_type"] == "h200"
+    assert sample.labels["model_name"] == "deepseek-ai/DeepSeek-R1"
+    les = [s.labels["le"] for s in fams["vllm:time_to_first_token_seconds"].samples
+           if s.name.endswith("_bucket") and s.labels["pod"] == "h0"]
+    assert [float(x) for x in les[:-1]] == list(TTFT_BUCKETS) and les[-1] == "+Inf"
+    reasons = {s.labels["finished_reason"] for s in fams["vllm:request_success"].samples}
+    assert reasons == {"stop"}
+
+
+def test_counters_match_truth_and_conserve_tokens():
+    f = fleet_with(1000, h200("h0"), h200("h1"))  # 1000 demanded vs 1440 capacity
+    f.run(120, 1.0)
+    fams = families(f)
+    gen = {s.labels["pod"]: s.value for s in fams["vllm:generation_tokens"].samples}
+    truth = {e["name"]: e for e in f.truth()["engines"]}
+    for pod, v in gen.items():
+        assert v == math.floor(truth[pod]["generation_tokens_total"])
+    # under capacity: everything demanded is delivered
+    assert sum(gen.values()) == pytest.approx(1000 * 120, abs=2)
+    prompt = sum(s.value for s in fams["vllm:prompt_tokens"].samples)
+    assert prompt == pytest.approx(2 * 1000 * 120, abs=2)
+    p = pool_truth(f, "h200")
+    assert p["generation_tokens_per_second"] == pytest.approx(1000, rel=1e-6)
+    assert p["prompt_tokens_per_second"] == pytest.approx(2000, rel=1e-6)
+    # histogram counts = requests completed = success counter
+    succ = sum(s.value for s in fams["vllm:request_success"].samples)
+    ttft_count = sum(s.value for s in fams["vllm:time_to_first_token_seconds"].samples if s.name.endswith("_count"))
+    assert succ == ttft_count == pytest.approx(1000 * 120 / 500, abs=2)
+
+
+def test_counters_monotonic_across_scrapes():
+    f = fleet_with(3000, h200("h0"))  # overloaded
+    prev = {}
+    for k in range(10):
+        f.run(f.now + 7, 1.0)
+        for fam in text_string_to_metric_families(render(f).decode()):
+            for s in fam.samples:
+                if fam.type in ("counter", "histogram") and not s.name.endswith("_sum"):
+                    key = (s.name, tuple(sorted(s.labels.items())))
+                    assert s.value >= prev.get(key, 0.0)
+                    prev[key] = s.value
+
+
+def histogram_quantile(q, buckets):
+    """Prometheus' algorithm on [(le, cumulative count)] sorted by le (incl. +Inf)."""
+    total = buckets[-1][1]
+    if total == 0:
+        return math.nan
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if math.isinf(le):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+        prev_le, prev_c = le, c
+    return math.nan
+
+
+def bucket_deltas(before, after, name):
+    def collect(fams):
+        out = {}
+        for s in fams[name].samples:
+            if s.name.endswith("_bucket"):
+                le = float(s.labels["le"])
+                out[le] = out.get(le, 0.0) + s.value
+        return out
+
+    b, a = collect(before), collect(after)
+    return sorted((le, a[le] - b.get(le, 0.0)) for le in a)
+
+
+@pytest.mark.parametrize("rate", [400.0, 1300.0, 1700.0])
+def test_histogram_p95_close_to_true_p95(rate):
+    f = fleet_with(rate, h200("h0"), h200("h1"), window_seconds=60)
+    f.run(600, 1.0)
+    before = families(f)
+    f.run(660, 1.0)
+    after = families(f)
+    p = pool_truth(f, "h200")
+    for name, key in (
+        ("vllm:time_to_first_token_seconds", "ttft_p95_seconds"),
+        ("vllm:inter_token_latency_seconds", "itl_p95_seconds"),
+        ("vllm:e2e_request_latency_seconds", "e2e_p95_seconds"),
+    ):
+        deltas = bucket_deltas(before, after, name)
+        est = histogram_quantile(0.95, deltas)
+        true = p[key]
+        # Prometheus interpolates linearly inside a bucket: the estimate must lie in the bucket
+        # that holds the true p95, and the bucket counts must put 95 % of requests below it.
+        bounds = [0.0] + [le for le, _ in deltas]
+        i = next(k for k in range(1, len(bounds)) if true <= bounds[k])
+        assert bounds[i - 1] <= est <= bounds[i], (name, est, true, bounds[i - 1], bounds[i])
+        total = deltas[-1][1]
+        below = dict(deltas)
+        assert below.get(bounds[i], total) / total >= 0.95 - 0.005
+        if bounds[i - 1] > 0:
+            assert below[bounds[i - 1]] / total <= 0.95 + 0.005
+        if bounds[i] / max(bounds[i - 1], 1e-9) <= 1.6:  # narrow bucket: close in value too
+            assert est == pytest.approx(true, rel=0.15), (name, est, true)
+
+
+def test_latency_rises_with_load():
+    out = {}
+    for rate in (150.0, 700.0, 1400.0, 2000.0):
+        f = fleet_with(rate, h200("h0"), h200("h1"))
+        f.run(300, 1.0)
+        out[rate] = pool_truth(f, "h200")
+    rates = sorted(out)
+    for lo, hi in zip(rates, rates[1:]):
+        assert out[hi]["itl_p95_seconds"] >= out[lo]["itl_p95_seconds"]
+        assert out[hi]["ttft_p95_seconds"] > out[lo]["ttft_p95_seconds"]
+    assert out[150.0]["itl_p95_seconds"] < 0.04  # base ITL 30 ms at low load
+    assert out[1400.0]["itl_p95_seconds"] > 1.5 * out[150.0]["itl_p95_seconds"]
+    # overload: a queue forms, TTFT explodes, throughput capped at capacity
+    over = out[2000.0]
+    assert over["requests_waiting"] > 0
+    assert over["ttft_p95_seconds"] > 10 * out[700.0]["ttft_p95_seconds"]
+    assert over["generation_tokens_per_second"] == pytest.approx(2 * H200_ENGINE_CAP, rel=1e-6)
+    assert out[700.0]["requests_waiting"] == 0
+
+
+def test_bounded_queue_drops_requests():
+    f = fleet_with(2 * H200_ENGINE_CAP, h200("h0"))
+    f.run(2000, 1.0)
+    e = f.truth()["engines"][0]
+    # backlog grows at 720 tok/s = 1.44 req/s until the 1000-request bound, then drops
+    assert e["requests_waiting"] == pytest.approx(1000)
+    assert e["requests_dropped_total"] == pytest.approx((2000 * 720 / 500) - 1000, rel=0.01)
+
+
+def test_startup_delay_respected():
+    f = Fleet(tr.Constant(300.0))
+    f.add_engine(h200("h0", startup_seconds=100.0), 0.0)
+    f.run(99, 1.0)
+    t = f.truth()
+    assert t["engines"][0]["state"] == "starting"
+    assert t["engines"][0]["generation_tokens_total"] == 0
+    assert t["pools"][0]["replicas_starting"] == 1 and t["pools"][0]["gpus"] == 8
+    assert t["factories"][0]["requests_dropped_unrouted_total"] == pytest.approx(99 * 300 / 500)
+    assert "vllm:generation_tokens" not in {n for n, fam in families(f).items() if fam.samples}
+    f.run(99.5, 0.5)
+    f.run(150, 1.0)
+    t = f.truth()
+    assert t["engines"][0]["state"] == "serving"
+    assert t["engines"][0]["generation_tokens_total"] == pytest.approx(300 * 50, rel=1e-6)
+
+
+def test_sheet_startup_is_default():
+    f = Fleet(tr.Constant(100.0))
+    e = f.add_engine(EngineSpec(name="x", gpu_type="gb300", gpus=4), 10.0)
+    assert e.serving_from == 310.0  # sheet startupSeconds 300
+
+
+def test_capacity_factor_changes_real_capacity():
+    f = fleet_with(10_000, h200("a", pool="a"), h200("b", pool="b", capacity_factor=0.5))
+    f.run(60, 1.0)
+    a, b = pool_truth(f, "a"), pool_truth(f, "b")
+    assert a["generation_tokens_per_second"] == pytest.approx(720, rel=1e-6)
+    assert b["generation_tokens_per_second"] == pytest.approx(360, rel=1e-6)
+
+
+def test_router_prefers_free_capacity_and_mixes_gpu_types():
+    f = fleet_with(12_000, h200("h0"), EngineSpec(name="g0", pool="gb300", gpu_type="gb300", gpus=4, startup_seconds=0))
+    f.run(60, 1.0)
+    h, g = pool_truth(f, "h200"), pool_truth(f, "gb300")
+    total_cap = H200_ENGINE_CAP + GB300_ENGINE_CAP
+    assert h["generation_tokens_per_second"] == pytest.approx(12000 * H200_ENGINE_CAP / total_cap, rel=1e-3)
+    assert g["generation_tokens_per_second"] == pytest.approx(12000 * GB300_ENGINE_CAP / total_cap, rel=1e-3)
+    assert g["itl_p95_seconds"] < h["itl_p95_seconds"]  # GB300 base ITL 15 ms vs 30 ms
+
+
+def test_removed_engine_backlog_is_rerouted():
+    f = fleet_with(2000, h200("h0"), h200("h1"))
+    f.run(60, 1.0)
+    waiting = sum(e["requests_waiting"] for e in f.truth()["engines"])
+    assert waiting > 0
+    f.set_engines([h200("h0")], 60.0)
+    assert f.factories[("default", "sim")].carry_tokens == pytest.approx(waiting / 2 * 500, rel=1e-6)
+    assert [e["name"] for e in f.truth()["engines"]] == ["h0"]
+    # the pool's cumulative truth survives the engine
+    assert pool_truth(f, "h200")["generation_tokens_total"] == pytest.approx(2 * 720 * 60)
+
+
+def test_deterministic():
+    def run():
+        f = Fleet(tr.Bursty(500, 3000, 120, 30, 0.7, seed=3), start_time=0.0)
+        for i in range(3):
+            f.add_engine(h200(f"h{i}"), 0.0)
+        f.run(1800, 2.0)
+        return json.dumps(f.truth(), sort_keys=True), render(f)
+
+    assert run() == run()
+
+
+def test_fast_forward_an_hour_of_twenty_engines_quickly():
+    f = Fleet(tr.Diurnal(40_000, 20_000))
+    for i in range(16):
+        f.add_engine(h200(f"h{i}"), 0.0)
+    for i in range(4):
+        f.add_engine(EngineSpec(name=f"g{i}", pool="gb300", gpu_type="gb300", gpus=4, startup_seconds=0), 0.0)
+    t0 = time.perf_counter()
+    f.run(3600, 1.0)
+    elapsed = time.perf_counter() - t0
+    assert f.steps == 3600
+    assert elapsed < 1.0, elapsed
+
+
+def test_lognormal_histogram_and_mixture():
+    h = LogNormalHistogram(TTFT_BUCKETS, 0.3)
+    h.observe(0.5, 1000)
+    cum = dict(h.cumulative())
+    assert cum[math.inf] == 1000
+    assert abs(cum[0.5] - 500) <= 2  # the median sits on a bucket boundary
+    assert mixture_quantile([(1.0, 1.0)], 0.3) == pytest.approx(math.exp(1.6448536 * 0.3), rel=1e-3)
+    assert mixture_quantile([], 0.3) is None
+
+
+# ---------------------------------------------------------------- traces
+
+
+def test_trace_parsing():
+    assert tr.parse_trace("constant:5k")(10).output_tokens_per_second == 5000
+    s = tr.parse_trace("step:2000,20000@120,500@300")
+    assert [s(t).output_tokens_per_second for t in (0, 119.9, 120, 299, 300)] == [2000, 2000, 20000, 20000, 500]
+    r = tr.parse_trace("ramp:1000,2000@10,20")
+    assert [r(t).output_tokens_per_second for t in (0, 10, 15, 20, 99)] == [1000, 1000, 1500, 2000, 2000]
+    d = tr.parse_trace("diurnal:1000,500@100,25")
+    assert d(25).output_tokens_per_second == pytest.approx(1500)
+    assert d(75).output_tokens_per_second == pytest.approx(500)
+    assert tr.parse_trace("diurnal:100,500")(0).output_tokens_per_second >= 0
+    dem = tr.parse_trace("constant:1000", prompt_tokens=2000, output_tokens=250)(0)
+    assert dem.requests_per_second == 4 and dem.prompt_tokens_per_second == 8000
+
+
+def test_bursty_is_seeded_and_pure():
+    a = tr.parse_trace("bursty:100,5000@60,10,1.0", seed=1)
+    b = tr.parse_trace("bursty:100,5000@60,10,1.0", seed=1)
+    c = tr.parse_trace("bursty:100,5000@60,10,1.0", seed=2)
+    sa = [a(t).output_tokens_per_second for t in range(0, 600)]
+    assert sa == [b(t).output_tokens_per_second for t in range(0, 600)]
+    assert sa != [c(t).output_tokens_per_second for t in range(0, 600)]
+    assert sa.count(5000) == 100  # one 10 s burst per 60 s window
+    assert set(sa) == {100, 5000}
+
+
+def test_csv_traces(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("seconds,tokens_per_second\n0,100\n10,200\n")
+    t = tr.parse_trace(f"csv:{p}")
+    assert t(5).output_tokens_per_second == 150 and t(50).output_tokens_per_second == 200
+    q = tmp_path / "r.csv"
+    q.write_text("seconds,requests_per_second,prompt_tokens,output_tokens\n0,2,800,400\n")
+    d = tr.parse_trace(f"csv:{q}")(3)
+    assert d.output_tokens_per_second == 800 and d.prompt_tokens == 800 and d.prompt_tokens_per_second == 1600
+    bad = tmp_path / "b.csv"
+    bad.write_text("time,rate\n0,1\n")
+    with pytest.raises(tr.TraceSyntaxError, match="seconds"):
+        tr.parse_trace(f"csv:{bad}")
+
+
+@pytest.mark.parametrize("spec", ["constant", "constant:-5", "step:100", "ramp:1,2@5,3", "nope:1", "bursty:1,2@10,20", "diurnal:1"])
+def test_trace_errors(spec):
+    with pytest.raises(tr.TraceSyntaxError):
+        tr.parse_trace(spec)
+
+
+# ---------------------------------------------------------------- cluster mode (pure part)
+
+
+def pod(name, ready=True, gpus="8", pool="h200", gpu="h200", factory="r1", deleting=False):
+    meta = {
+        "name": name,
+        "namespace": "team",
+        "labels": {"tokenfactory.dev/factory": factory, "tokenfactory.dev/pool": pool, "tokenfactory.dev/gpu-type": gpu},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                   "lastTransitionTime": "2026-01-01T00:00:10Z"}]},
+    }
+
+
+def test_specs_from_pods():
+    pods = [pod("a"), pod("b", ready=False), pod("c", deleting=True), pod("d", gpus="4", pool="gb", gpu="GB300"),
+            pod("e", factory="other")]
+    specs = specs_from_pods(pods, factory="r1", startup_seconds=5, capacity_factors={"gb": 0.5})
+    assert [(s.pod, s.pool, s.gpu_type, s.gpus, s.capacity_factor) for s in specs] == [
+        ("a", "h200", "h200", 8, 1.0),
+        ("d", "gb", "gb300", 4, 0.5),
+    ]
+    assert specs[0].name == "team/a" and specs[0].namespace == "team" and specs[0].factory == "r1"
+    assert specs[0].ready_at == 1767225610.0 and specs[0].startup_seconds == 5
+    assert len(specs_from_pods(pods)) == 3  # all factories
+
+
+# ---------------------------------------------------------------- HTTP + runner + CLI
+
+
+def test_server_endpoints_with_fake_clock():
+    clock = [1000.0]
+    f = Fleet(tr.Constant(700.0), start_time=1000.0)
+    runner = RealtimeRunner(f, tick=1.0, clock=lambda: clock[0])
+    runner.set_engines([h200("h0")])
+    srv = SimServer(runner, "127.0.0.1", 0)
+    srv.start()
+    try:
+        clock[0] = 1030.0
+        runner.step_now()
+        base = f"http://127.0.0.1:{srv.port}"
+        assert urllib.request.urlopen(base + "/healthz", timeout=5).read() == b"ok\n"
+        truth = json.loads(urllib.request.urlopen(base + "/truth", timeout=5).read())
+        assert truth["now"] == 1030.0
+        assert truth["pools"][0]["generation_tokens_total"] == pytest.approx(700 * 30)
+        body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        fams = {fam.name: fam for fam in text_string_to_metric_families(body)}
+        assert fams["vllm:generation_tokens"].samples[0].value == 21000
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/nope", timeout=5)
+    finally:
+        srv.stop()
+
+
+def _sim_args(argv):
+    p = argparse.ArgumentParser()
+    sim_cli.register(p.add_subparsers())
+    return p.parse_args(["sim", *argv])
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["--trace", "bogus:1"], "--trace"),
+        (["--time-scale", "0"], "--time-scale"),
+        (["--engine", "h200:h200"], "--engine"),
+        (["--capacity-factor", "x"], "--capacity-factor"),
+        (["--engines", "/nonexistent.yaml"], "--engines"),
+    ],
+)
+def test_cli_bad_input_exit_2(argv, flag, capsys):
+    args = _sim_args(["--port", "0", "--duration", "0.1", *argv])
+    assert args.func(args) == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_cli_offline_engines_file(tmp_path):
+    y = tmp_path / "e.yaml"
+    y.write_text("factory: demo\nengines:\n  - {pool: h200, gpu_type: h200, gpus: 8, replicas: 2}\n"
+                 "  - {pool: gb300, gpu_type: gb300, gpus: 4, replicas: 1, capacity_factor: 0.8}\n")
+    args = _sim_args(["--engines", str(y), "--time-scale", "10"])
+    specs = sim_cli.offline_specs(args, {}, 10.0)
+    assert [(s.name, s.factory, s.gpus, s.capacity_factor, s.startup_seconds) for s in specs] == [
+        ("demo-h200-0", "demo", 8, 1.0, 30.0),
+        ("demo-h200-1", "demo", 8, 1.0, 30.0),
+        ("demo-gb300-0", "demo", 4, 0.8, 30.0),
+    ]
