@@ -17,6 +17,7 @@ import tokenfactory
 # ``func`` (a callable taking the parsed args and returning an exit code) on its parsers.
 COMMAND_MODULES = [
     "tokenfactory.commands",
+    "tokenfactory.localcluster.cli",
     "tokenfactory.cost_cli",
     "tokenfactory.sim.cli",
 ]
