@@ -76,7 +76,8 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("type") == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, prop in out["properties"].items():
-            if prop.get("type") == "object" and "properties" in prop and "default" not in prop and name not in required:
+            if (prop.get("type") == "object" and "properties" in prop and "default" not in prop
+                    and name not in required and not prop.get("required")):
                 prop["default"] = {}
     return out
 

@@ -11,7 +11,8 @@ def _configure_logging(log_format: str, verbose: bool) -> None:
     import kopf
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def build_runtime(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
@@ -57,7 +58,7 @@ def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: s
         kopf.run(
             standalone=True,
             clusterwide=not namespaces,
-            namespaces=namespaces or None,
+            namespaces=namespaces,
             liveness_endpoint=liveness,
         )
     except asyncio.CancelledError:
