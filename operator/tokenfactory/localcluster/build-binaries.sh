@@ -26,6 +26,17 @@ JOBS="${TOKENFACTORY_BUILD_JOBS:-$(nproc)}"
 
 log() { printf '[build-binaries %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# One build at a time per cache: a second invocation waits for the first, then finds its outputs
+# cached. (Two concurrent `go build`s into the same outputs would race on the final `mv`.)
+if command -v flock >/dev/null && [[ -z "${TOKENFACTORY_BUILD_LOCKED:-}" ]]; then
+  exec 9>"$CACHE/.build.lock"
+  if ! flock -n 9; then
+    log "another build-binaries.sh is running on $CACHE; waiting for it to finish"
+    flock 9
+  fi
+  export TOKENFACTORY_BUILD_LOCKED=1
+fi
+
 command -v go >/dev/null || { log "Go is required (go 1.24 or newer) and was not found on PATH"; exit 1; }
 
 # up_to_date NAME VERSION: true when $BIN/NAME exists and was built for VERSION.
@@ -129,6 +140,32 @@ build_go_install() {  # NAME VERSION PACKAGE
   log "$name v$version: built in $((SECONDS - t0))s"
 }
 
+# helm, with the link-time variables its own Makefile sets: without them `helm version` has no patch
+# level and offline `helm template`/`helm lint` assume Kubernetes v1.20, failing charts that declare
+# a newer kubeVersion. The Kubernetes version is derived from helm's client-go, as its Makefile does.
+HELM_BUILD_REV=2  # bump when the build flags change, to rebuild cached binaries
+build_helm() {
+  if up_to_date helm "$HELM_VERSION" && [[ "$(cat "$BIN/.helm.build-rev" 2>/dev/null)" == "$HELM_BUILD_REV" ]]; then
+    log "helm v$HELM_VERSION: cached"; return
+  fi
+  log "helm v$HELM_VERSION: building"
+  local t0=$SECONDS tmp="$WORK/gobin-helm" gomod client_go major minor
+  mkdir -p "$tmp"
+  gomod=$(go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  client_go=$(sed -n 's#^\s*k8s.io/client-go v\([0-9][0-9.]*\).*#\1#p' "$gomod" | head -n1)
+  major=$(( ${client_go%%.*} + 1 )); minor=$(echo "$client_go" | cut -d. -f2)
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  GOBIN="$tmp" go install -p "$JOBS" -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  mv "$tmp/helm" "$BIN/helm"
+  stamp helm "$HELM_VERSION"; echo "$HELM_BUILD_REV" > "$BIN/.helm.build-rev"
+  log "helm v$HELM_VERSION: built in $((SECONDS - t0))s (default Kubernetes version v$major.$minor for offline rendering)"
+}
+
 components=("$@")
 [[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm)
 for c in "${components[@]}"; do
@@ -136,7 +173,7 @@ for c in "${components[@]}"; do
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
-    helm) build_go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
+    helm) build_helm ;;
     *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm)"; exit 2 ;;
   esac
 done

@@ -110,11 +110,31 @@ def alive(pid: int | None, expect: str | os.PathLike | None = None) -> bool:
     return True
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            out.append(int(d.name))
+    return out
+
+
 def stop(pid: int | None, expect: str | os.PathLike | None = None, timeout: float = 15.0) -> bool:
-    """SIGTERM the process group of ``pid``, then SIGKILL after ``timeout``. True if it was alive."""
+    """SIGTERM the process group of ``pid`` (it leads its own session), then SIGKILL what is left
+    after ``timeout``; returns once the whole group is gone. True if ``pid`` was alive."""
     if not alive(pid, expect):
         return False
     assert pid is not None
+
+    def gone() -> bool:
+        return not alive(pid) and not group_members(pid)
+
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
@@ -122,10 +142,10 @@ def stop(pid: int | None, expect: str | os.PathLike | None = None, timeout: floa
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not alive(pid):
+            if gone():
                 return True
             time.sleep(0.05)
-    return not alive(pid)
+    return gone()
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
