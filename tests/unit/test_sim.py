@@ -420,3 +420,38 @@ def test_cli_offline_engines_file(tmp_path):
         ("demo-h200-1", "demo", 8, 1.0, 30.0),
         ("demo-gb300-0", "demo", 4, 0.8, 30.0),
     ]
+
+
+def test_pod_poller_with_fake_client_feeds_runner():
+    class FakePod:
+        def __init__(self, d):
+            self.d = d
+
+        def to_dict(self):
+            return self.d
+
+    class FakeClient:
+        def __init__(self):
+            self.pods = [pod("a"), pod("b", pool="gb", gpu="gb300", gpus="4")]
+            self.calls = []
+
+        def list(self, res, namespace=None, labels=None):
+            self.calls.append((res.__name__, namespace, labels))
+            return [FakePod(p) for p in self.pods]
+
+    from tokenfactory.sim.cluster import PodPoller
+
+    clock = [1767225700.0]
+    f = Fleet(tr.Constant(100.0), start_time=clock[0])
+    runner = RealtimeRunner(f, clock=lambda: clock[0])
+    client = FakeClient()
+    poller = PodPoller(runner.set_engines, namespace="team", factory="r1", client=client, startup_seconds=0)
+    poller.poll_once()
+    assert sorted(f.engines) == ["team/a", "team/b"]
+    assert client.calls[0][:2] == ("Pod", "team")
+    first = f.engines["team/a"]
+    poller.poll_once()  # same pods: engines kept, not restarted
+    assert f.engines["team/a"] is first
+    client.pods = [pod("a")]
+    poller.poll_once()
+    assert sorted(f.engines) == ["team/a"]
