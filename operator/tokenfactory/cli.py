@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tokenfactory.localcluster.cli",
     "tokenfactory.cost_cli",
     "tokenfactory.sim.cli",
+    "tokenfactory.dashboard_cli",
 ]
 
 
