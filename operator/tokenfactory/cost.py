@@ -130,7 +130,9 @@ class CostFigures:
     """Computed figures for one pool, or for a whole factory (``name == ""``).
 
     Rates are tokens/s. ``headline_tokens_per_second`` is the denominator chosen by
-    ``token_accounting``; the per-GPU, per-MW, utilisation and headline $/Mtok figures use it.
+    ``token_accounting``; the per-GPU, per-MW and headline $/Mtok figures use it. Capacity is
+    generation tokens/s at saturation (the sheet's tok/s per GPU x GPUs), so ``utilisation`` is
+    always generation tok/s / capacity, whatever the accounting.
     ``None`` means "not defined here" (no tokens, no GPUs, no capacity known).
     """
 
@@ -179,7 +181,7 @@ def _figures(
     total = prompt + generation
     per_gpu = headline / gpus if gpus > 0 else None
     per_mw = headline / (power_kw / 1000.0) if power_kw > 0 else None
-    util = headline / capacity if capacity is not None and capacity > 0 else None
+    util = generation / capacity if capacity is not None and capacity > 0 else None
     return CostFigures(
         name=name,
         gpu_type=gpu_type,

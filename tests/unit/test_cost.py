@@ -2,7 +2,7 @@ import argparse
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenfactory import cost, cost_cli, gpusheet
@@ -83,6 +83,7 @@ def test_pool_cost_total_accounting_changes_headline():
     assert f.headline_tokens_per_second == 4320.0
     assert f.cost_per_million_tokens == pytest.approx(f.cost_per_million_total_tokens)
     assert f.cost_per_million_tokens < cost.pool_cost(h200_pool(), "output").cost_per_million_tokens
+    assert f.utilisation == pytest.approx(1.0)  # capacity is in generation tokens
     with pytest.raises(cost.CostInputError):
         cost.pool_cost(h200_pool(), "input")
 
@@ -157,6 +158,7 @@ def test_empty_factory():
     assert fc.total.price_per_gpu_hour is None
 
 
+@settings(deadline=None, max_examples=60)
 @given(
     gpus=st.integers(min_value=1, max_value=10_000),
     price=st.floats(min_value=0.01, max_value=100),
