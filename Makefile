@@ -20,6 +20,8 @@ e2e: setup
 
 crd:
 	.venv/bin/tokenfactory crd -o crds/tokenfactory.dev_tokenfactories.yaml
+	cp crds/tokenfactory.dev_tokenfactories.yaml charts/tokenfactory/crds/tokenfactory.dev_tokenfactories.yaml
+	cp crds/tokenfactory.dev_tokenfactories.yaml deploy/kustomize/base/tokenfactory.dev_tokenfactories.yaml
 
 bench: setup
 	.venv/bin/python bench/autoscale.py --quick --json out/bench-autoscale.json

@@ -1,0 +1,96 @@
+{{/* Chart name, truncated to fit label values. */}}
+{{- define "tokenfactory.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: release-chart, or the release name when it already contains the chart name. */}}
+{{- define "tokenfactory.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokenfactory.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tokenfactory.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "tokenfactory.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "tokenfactory.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tokenfactory
+{{- end -}}
+
+{{- define "tokenfactory.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tokenfactory.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokenfactory.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does, namespaced part (see operator/tokenfactory/{handlers,kube}.py):
+- TokenFactories: watched by kopf, patched for the finalizer tokenfactory.dev/finalizer and kopf's
+  progress annotations; status merge-patched by the reconciler.
+- Deployments (one per pool) and the Service: server-side applied (patch), listed, deleted; kopf
+  watches Deployments.
+- Pods: read only (kopf watches them; the reconciler lists them for GPUs held and readiness).
+- Events: created (core v1 by the reconciler and kopf; events.k8s.io for newer clients).
+No secrets, no configmaps.
+*/}}
+{{- define "tokenfactory.namespacedRules" -}}
+- apiGroups: ["tokenfactory.dev"]
+  resources: ["tokenfactories"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["tokenfactory.dev"]
+  resources: ["tokenfactories/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}
+{{- define "tokenfactory.observeRules" -}}
+{{- if .Values.rbac.readCustomResourceDefinitions }}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- if and .Values.watchNamespaces .Values.rbac.readNamespaces }}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- end -}}
