@@ -455,3 +455,21 @@ def test_pod_poller_with_fake_client_feeds_runner():
     client.pods = [pod("a")]
     poller.poll_once()
     assert sorted(f.engines) == ["team/a"]
+
+
+async def test_fleet_metrics_source_reads_truth():
+    from tokenfactory.metrics_source import MetricsSource, MetricsUnavailable
+    from tokenfactory.sim.source import FleetMetricsSource
+
+    f = fleet_with(1000, h200("h0"), h200("h1"), h200("late", startup_seconds=1e6))
+    src = FleetMetricsSource(f)
+    assert isinstance(src, MetricsSource)
+    f.run(120, 1.0)
+    fm = await src.pool_metrics("default", "sim", 60)
+    p = fm.pools["h200"]
+    assert p.generation_tokens_per_second == pytest.approx(1000)
+    assert p.prompt_tokens_per_second == pytest.approx(2000)
+    assert p.engines_reporting == 2  # the starting engine reports nothing
+    assert p.ttft_p95_seconds == pool_truth(f, "h200")["ttft_p95_seconds"]
+    with pytest.raises(MetricsUnavailable):
+        await src.pool_metrics("default", "other", 60)
