@@ -136,3 +136,52 @@ def running(proc_factory: Callable[[], Proc]) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+def example_doc(**spec_edits: Any) -> dict[str, Any]:
+    """The two-pool example with top-level spec sections updated (e.g. scaling={"mode": "Off"})."""
+    import yaml
+
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    for section, values in spec_edits.items():
+        if isinstance(values, dict) and isinstance(doc["spec"].get(section), dict):
+            doc["spec"][section].update(values)
+        else:
+            doc["spec"][section] = values
+    return doc
+
+
+class Stack:
+    """Operator + simulator (cluster mode) + Prometheus scraping both, for one namespace."""
+
+    def __init__(self, cluster: Any, kubectl: Any, prometheus: Any, namespace: str, log_dir: Path, trace: str,
+                 sim_args: list[str] | None = None, factory: str = "deepseek-r1"):
+        self.kubectl, self.prometheus, self.namespace, self.factory = kubectl, prometheus, namespace, factory
+        kubectl("apply", "-f", str(CRD))
+        kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+        self.operator = Operator(cluster.kubeconfig, log_dir, namespaces=[namespace], prometheus_url=prometheus.url)
+        self.sim = Simulator(cluster.kubeconfig, log_dir, namespace, factory, trace, extra=sim_args)
+        prometheus.set_targets([("vllm", self.sim.address, True), ("tokenfactory-operator", f"127.0.0.1:{self.operator.metrics_port}", False)])
+
+    def tf(self) -> dict[str, Any]:
+        return self.kubectl.json("get", "tokenfactory", self.factory, "-n", self.namespace)
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next((c for c in (self.tf().get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+    def pool_status(self, pool: str) -> dict[str, Any]:
+        return next((p for p in (self.tf().get("status") or {}).get("pools", []) if p["name"] == pool), {})
+
+    def replicas(self, pool: str) -> int:
+        dep = self.kubectl.json("get", "deployment", f"{self.factory}-{pool}", "-n", self.namespace)
+        return int(dep["spec"]["replicas"])
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.kubectl.json("get", "events", "-n", self.namespace, "--field-selector",
+                                 "involvedObject.kind=TokenFactory")["items"]
+
+    def close(self) -> None:
+        self.kubectl.run("delete", "tokenfactories", "--all", "-n", self.namespace, "--timeout=30s")
+        self.sim.stop()
+        self.operator.stop()
+        self.prometheus.set_targets([])

@@ -1,0 +1,89 @@
+"""Live cost per million tokens on the real control plane + real Prometheus + the fleet simulator.
+
+The operator's status and exported $/Mtok (and tokens/s/MW) per pool must agree with the simulator's
+ground truth within 2% at steady state; stopping Prometheus flips MetricsAvailable to False and back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import Stack, example_doc, wait_for
+
+PRICE = {"gb300": 2.65, "h200": 1.41}
+KW = {"gb300": 2.143, "h200": 1.667}
+WINDOW = 20  # seconds, both the operator's PromQL window and the simulator's truth window
+
+
+@pytest.fixture
+def stack(cluster, kubectl, prometheus, namespace, tmp_path):
+    s = Stack(cluster, kubectl, prometheus, namespace, tmp_path, trace="constant:12000",
+              sim_args=["--window", str(WINDOW), "--tick", "0.5"])
+    yield s
+    s.close()
+
+
+def exported(stack: Stack) -> dict[tuple[str, str], float]:
+    out = {}
+    for fam in text_string_to_metric_families(stack.operator.exposition()):
+        for s in fam.samples:
+            if s.labels.get("namespace") == stack.namespace:
+                out[(s.name, s.labels.get("pool", ""))] = s.value
+    return out
+
+
+def test_cost_per_million_tokens_matches_ground_truth(stack, kubectl, namespace, prometheus):
+    doc = example_doc(scaling={"mode": "Off", "interval": "2s"}, metrics={"window": f"{WINDOW}s"})
+    kubectl.apply(doc, namespace)
+    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 90, "MetricsAvailable=True")
+    time.sleep(WINDOW + 6)  # a full window of steady demand in both Prometheus and the simulator
+
+    def agree():
+        truth = {p["pool"]: p for p in stack.sim.truth()["pools"] if p["namespace"] == namespace}
+        status = {p: stack.pool_status(p) for p in ("gb300", "h200")}
+        metrics = exported(stack)
+        rows = {}
+        for pool in ("gb300", "h200"):
+            t = truth[pool]
+            true_cost = t["gpus"] * PRICE[pool] / (t["generation_tokens_per_second"] * 3600) * 1e6
+            true_per_mw = t["generation_tokens_per_second"] / (t["gpus"] * KW[pool] / 1000)
+            rows[pool] = (true_cost, status[pool].get("costPerMillionTokens"),
+                          metrics.get(("tokenfactory_cost_per_million_tokens_dollars", pool)),
+                          true_per_mw, status[pool].get("tokensPerSecondPerMegawatt"),
+                          metrics.get(("tokenfactory_tokens_per_second_per_megawatt", pool)))
+        ok = all(None not in r and abs(r[1] / r[0] - 1) < 0.02 and abs(r[2] / r[0] - 1) < 0.02
+                 and abs(r[4] / r[3] - 1) < 0.02 and abs(r[5] / r[3] - 1) < 0.02 for r in rows.values())
+        return rows if ok else (False and rows)
+
+    rows = wait_for(agree, 60, "status and exported $/Mtok within 2% of the simulator's truth", interval=2)
+    # GB300 is the cheap pool per token, by a wide margin, as the seed figures say
+    assert rows["gb300"][0] < rows["h200"][0] / 5
+    obj = stack.tf()
+    assert obj["status"]["costPerMillionTokens"] > 0 and obj["status"]["tokensPerSecond"] > 10_000
+    table = kubectl("get", "tf", "-n", namespace).splitlines()[1].split()
+    assert float(table[3]) == pytest.approx(obj["status"]["tokensPerSecond"], rel=0.01)  # Tok/s column filled
+    assert float(table[4]) == pytest.approx(obj["status"]["costPerMillionTokens"], rel=0.01)  # $/Mtok column filled
+
+
+def test_prometheus_outage_flips_metrics_available(stack, kubectl, namespace, prometheus):
+    kubectl.apply(example_doc(scaling={"mode": "Auto", "interval": "2s"}, metrics={"window": f"{WINDOW}s"}), namespace)
+    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 90, "MetricsAvailable=True")
+    good = stack.tf()["status"]
+    replicas = (stack.replicas("gb300"), stack.replicas("h200"))
+    prometheus.stop()
+    try:
+        cond = wait_for(lambda: (c := stack.condition("MetricsAvailable")).get("status") == "False" and c, 30,
+                        "MetricsAvailable=False")
+        assert cond["reason"] in ("PrometheusUnreachable", "Timeout")
+        held = stack.tf()["status"]
+        assert held["lastMetricsTime"] >= good["lastMetricsTime"] and held.get("costPerMillionTokens") is not None
+        assert stack.operator.alive()
+        assert (stack.replicas("gb300"), stack.replicas("h200")) == replicas  # never acts on missing data
+        assert exported(stack)[("tokenfactory_metrics_up", "")] == 0
+        assert any(e["reason"] == "MetricsUnavailable" for e in stack.events())
+    finally:
+        prometheus.start()
+    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 60, "MetricsAvailable=True again")
