@@ -883,6 +883,7 @@ class PlannerConfig:
 
     scale_down_stabilization_seconds: float = 300.0
     max_scale_down_fraction: float = 0.5
+    scale_down_tolerance: float = 0.05
     max_metrics_age_seconds: float = 180.0
     forecast_horizon_seconds: float | None = None  # None: longest start-up among pools
     demand: DemandEstimator = DemandEstimator()
@@ -1013,7 +1014,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     state unchanged; (2) update each pool's learned capacity and the demand forecast (level + damped
     trend over the longest start-up delay), unless ``demand_tokens_per_second`` is given;
     (3) :func:`solve` for forecast x (1 + headroom); (4) scale up at once; scale down only to the
-    highest optimum recommended within ``scale_down_stabilization_seconds`` and by at most
+    highest count recommended within ``scale_down_stabilization_seconds`` (each interval records,
+    per pool, the larger of the optimum and the optimum for ``scale_down_tolerance`` more demand:
+    hysteresis against flapping at a replica boundary) and by at most
     max(1, floor(max_scale_down_fraction x current)) replicas per call; if delayed scale-downs
     would break budget or power, release them early (least cost-efficient pool first).
     Deterministic; call it with any clock (a simulated one in benchmarks).
@@ -1060,11 +1063,19 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     # (3) optimise
     sol = _solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
     raw = sol.replicas
+    # what the scale-down side remembers: the optimum for a demand scale_down_tolerance higher
+    # (hysteresis: a replica added on an upward blip is released only once demand is clearly lower)
+    if cfg.scale_down_tolerance > 0 and demand > 0:
+        upper = _solve_for(pools, demand * (1 + cfg.scale_down_tolerance), inputs.headroom, inputs.objectives,
+                           cur, caps).replicas
+    else:
+        upper = raw
+    keep = {name: max(raw[name], upper[name]) for name in raw}
 
     # (4) stabilise
     window = cfg.scale_down_stabilization_seconds
     history = tuple((t, recs) for t, recs in state.recommendations if now - t < window and t <= now)
-    history = history + ((now, tuple(sorted(raw.items()))),)
+    history = history + ((now, tuple(sorted(keep.items()))),)
     targets: dict[str, int] = {}
     notes: dict[str, str] = {}
     for p in pools:
@@ -1076,7 +1087,10 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
             wmax = max(dict(recs).get(p.name, 0) for _, recs in history)
             t = min(c, wmax)
             note = ""
-            if t > r:
+            if t > r and keep[p.name] >= t:
+                note = (f"scale-down to {r} waits: {keep[p.name]} would be needed at "
+                        f"{cfg.scale_down_tolerance:.0%} more demand (scale-down tolerance)")
+            elif t > r:
                 note = (f"scale-down to {r} waits: {wmax} was recommended within the last "
                         f"{window:.0f}s stabilization window")
             step = max(1, math.floor(c * cfg.max_scale_down_fraction))

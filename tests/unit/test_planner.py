@@ -280,30 +280,30 @@ def test_decide_scales_up_at_once_and_down_after_stabilization():
     assert plan.replicas["h200"] == min(24, math.ceil((66_000 - 48_000) / 720))  # 25 > maxReplicas
     cur = dict(plan.replicas)
     assert cur == {"gb300": 2, "h200": 24}
-    # demand falls to 40,000: the optimum is h200=0, but the scale-down waits 300 s
+    # demand falls to 30,000: the optimum is h200=0, but the scale-down waits 300 s
     for t in (30, 60, 120, 240, 299):
-        plan, state = decide(state, inputs(cur, demand=40_000, config=cfg), float(t))
+        plan, state = decide(state, inputs(cur, demand=30_000, config=cfg), float(t))
         assert plan.replicas == cur, t
         assert plan.pools[1].optimal == 0
         assert "waits" in plan.pools[1].reason and "300s stabilization window" in plan.pools[1].reason
     # once the last high recommendation has left the window: at most 50% per interval
-    plan, state = decide(state, inputs(cur, demand=40_000, config=cfg), 300.0)
+    plan, state = decide(state, inputs(cur, demand=30_000, config=cfg), 300.0)
     assert plan.replicas["h200"] == 12
     assert "limited to 12 replica(s) per interval" in plan.pools[1].reason
     cur = dict(plan.replicas)
-    plan, state = decide(state, inputs(cur, demand=40_000, config=cfg), 330.0)
+    plan, state = decide(state, inputs(cur, demand=30_000, config=cfg), 330.0)
     assert plan.replicas["h200"] == 6
     cur = dict(plan.replicas)
     seen = []
     for t in (360, 390, 420, 450):  # 6 -> 3 -> 2 -> 1 -> 0: max(1, floor(50%)) per interval
-        plan, state = decide(state, inputs(cur, demand=40_000, config=cfg), float(t))
+        plan, state = decide(state, inputs(cur, demand=30_000, config=cfg), float(t))
         cur = dict(plan.replicas)
         seen.append(cur["h200"])
     assert seen == [3, 2, 1, 0]
 
 
 def test_decide_scale_down_uses_window_max():
-    cfg = PlannerConfig(scale_down_stabilization_seconds=100, max_scale_down_fraction=1.0)
+    cfg = PlannerConfig(scale_down_stabilization_seconds=100, max_scale_down_fraction=1.0, scale_down_tolerance=0.0)
     cur = {"gb300": 2, "h200": 20}
     state = None
     # recommendations 20 (t=0), 10 (t=50), 5 (t=90): at t=90 the window max is 20 -> hold
@@ -318,6 +318,24 @@ def test_decide_scale_down_uses_window_max():
     assert plan.replicas["h200"] == 10
     plan, state = decide(state, inputs({"gb300": 2, "h200": 10}, demand=(48_000 + 5 * 720) / 1.2, config=cfg), 160.0)
     assert plan.replicas["h200"] == 5
+
+
+def test_decide_scale_down_tolerance_is_hysteresis():
+    cfg = PlannerConfig(scale_down_stabilization_seconds=60, scale_down_tolerance=0.05)
+    # 41,000 x 1.2 = 49,200 -> one h200 (48,000 + 720 = 48,720 short -> 2 h200)
+    plan, state = decide(None, inputs({"gb300": 2, "h200": 0}, demand=41_000, config=cfg), 0.0)
+    assert plan.replicas == {"gb300": 2, "h200": 2}
+    # demand eases 3%: the optimum is 0 h200, but 5% more demand would need h200 again: hold
+    cur = dict(plan.replicas)
+    for t in range(30, 600, 30):
+        plan, state = decide(state, inputs(cur, demand=39_800, config=cfg), float(t))
+        assert plan.replicas == cur
+    assert "would be needed at 5% more demand (scale-down tolerance)" in plan.pools[1].reason
+    # clearly lower demand: released after the window
+    for t in range(600, 800, 30):
+        plan, state = decide(state, inputs(cur, demand=35_000, config=cfg), float(t))
+        cur = dict(plan.replicas)
+    assert cur == {"gb300": 2, "h200": 0}
 
 
 def test_decide_delayed_scale_down_never_breaks_budget():
