@@ -10,8 +10,9 @@ Fixtures (see docs/local-cluster.md):
 * ``namespace`` (function) -> ``str``: a fresh namespace (its default ServiceAccount exists),
   deleted after the test.
 * ``prometheus`` (session) -> ``PrometheusServer``: a running Prometheus with no targets and a 2s
-  scrape interval; use ``set_targets([(job, "host:port", honor_labels), ...])``. Tests that stop
-  it must start it again.
+  scrape interval; use ``set_targets([(job, "host:port", honor_labels), ...])`` (Prometheus 2.42
+  applies target changes ~5 s later). A test may ``stop()`` it; the next test that uses it gets it
+  started again (same URL).
 
 Every test under tests/e2e is marked ``e2e``. ``TOKENFACTORY_E2E=0`` skips them (with that reason);
 nothing else skips them.
@@ -86,3 +87,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     prom.start()
     yield prom
     prom.stop()
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_running_again(request: pytest.FixtureRequest) -> None:
+    """A test that stopped the shared Prometheus and failed before starting it again must not
+    break the next one: each test that uses ``prometheus`` gets it running."""
+    if "prometheus" in request.fixturenames:
+        prom = request.getfixturevalue("prometheus")
+        if not prom.is_running():
+            prom.start()

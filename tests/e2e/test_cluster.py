@@ -223,3 +223,20 @@ def test_prometheus_scrapes_stops_and_restarts(prometheus):
         server.shutdown()
         prometheus.set_targets([])
         prometheus.start()
+
+
+def test_cli_status_reports_every_component(cluster):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "tokenfactory.cli", "cluster", "status", "--json",
+         "--state-dir", str(cluster.state_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = json.loads(res.stdout)
+    assert st["apiserver_ready"] and st["server"] == cluster.server
+    names = {c["name"] for c in st["components"] if c["running"]}
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= names

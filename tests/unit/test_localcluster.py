@@ -307,3 +307,85 @@ def test_cli_status_and_kubeconfig_without_cluster(tmp_path):
     assert res.returncode == 1 and "no cluster" in res.stdout
     res = _cli("cluster", "kubeconfig", "--state-dir", str(tmp_path / "none"))
     assert res.returncode == 1 and "no cluster" in res.stderr
+
+
+# -- sharing one cluster between sessions -------------------------------------------------------
+
+
+class FakeCluster:
+    """Stands in for LocalCluster in shared_cluster(): records up/down calls."""
+
+    def __init__(self, state_dir: Path, running: bool = False) -> None:
+        self.state_dir = state_dir
+        self.running = running
+        self.calls: list[str] = []
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def up(self, progress=None, timeout=180):
+        self.calls.append("up")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.running = True
+        return "info"
+
+    def down(self, progress=None, keep_state=False):
+        self.calls.append("down")
+        self.running = False
+        if not keep_state:
+            import shutil
+
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def test_shared_cluster_stops_what_it_started(tmp_path):
+    from tokenfactory.localcluster.sharing import shared_cluster
+
+    lc = FakeCluster(tmp_path / "c")
+    with shared_cluster(lc) as info:
+        assert info == "info"
+    assert lc.calls == ["up", "down"]
+
+
+def test_shared_cluster_leaves_a_running_cluster_alone(tmp_path):
+    from tokenfactory.localcluster.sharing import shared_cluster
+
+    lc = FakeCluster(tmp_path / "c", running=True)
+    lc.state_dir.mkdir()
+    with shared_cluster(lc):
+        pass
+    assert lc.calls == ["up"]
+
+
+def test_shared_cluster_waits_for_the_last_user(tmp_path):
+    from tokenfactory.localcluster.sharing import _users_dir, shared_cluster
+
+    lc = FakeCluster(tmp_path / "c")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        with shared_cluster(lc):
+            # Another live process registers as a user while we run.
+            (_users_dir(lc) / str(other.pid)).write_text("")
+        assert lc.calls == ["up"]  # still in use: not stopped
+    finally:
+        other.kill()
+        other.wait()
+    with shared_cluster(lc):  # the other user is gone now; the cluster was started by a session
+        pass
+    assert lc.calls == ["up", "up", "down"]
+
+
+def test_shared_cluster_stops_a_failed_start(tmp_path):
+    from tokenfactory.localcluster.sharing import shared_cluster
+
+    lc = FakeCluster(tmp_path / "c")
+
+    def boom(progress=None, timeout=180):
+        lc.calls.append("up")
+        raise RuntimeError("apiserver exited")
+
+    lc.up = boom
+    with pytest.raises(RuntimeError, match="apiserver exited"):
+        with shared_cluster(lc):
+            pass
+    assert lc.calls == ["up", "down"]
