@@ -78,7 +78,7 @@ def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | 
     if not todo:
         return bin_dir()
     say = progress or (lambda _line: None)
-    say(f"building {', '.join(todo)} into {bin_dir()} (cold Kubernetes builds take tens of minutes)")
+    say(f"building {', '.join(todo)} into {bin_dir()} (a cold Kubernetes build takes several minutes)")
     proc = subprocess.Popen(
         ["bash", str(build_script()), *todo],
         stdout=subprocess.PIPE,

@@ -117,7 +117,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         info = lc.up(progress=progress, timeout=args.timeout, build=not args.no_build,
                      with_prometheus=args.with_prometheus)
-    except (ClusterError, BuildError) as exc:
+    except BuildError as exc:
+        print(f"cluster up failed while building binaries: {exc}", file=sys.stderr)
+        return 1
+    except ClusterError as exc:
         print(f"cluster up failed: {exc}", file=sys.stderr)
         print(f"logs: {lc.layout.logs}; clean up with: tokenfactory cluster down"
               + (f" --state-dir {args.state_dir}" if args.state_dir else ""), file=sys.stderr)
@@ -174,6 +177,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"kubeconfig: {lc.kubeconfig}")
     if state.get("prometheus_url"):
         print(f"prometheus: {state['prometheus_url']}")
+    ports = state.get("ports") or {}
+    print("ports:      " + ", ".join(f"{k}={v}" for k, v in ports.items()))
     for c in comps:
         print(f"  {c.name:<24} {'running' if c.running else 'STOPPED':<8} pid {c.pid or '-':<8} {c.log}")
     return 0 if ok else 1

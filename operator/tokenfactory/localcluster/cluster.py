@@ -544,7 +544,9 @@ class LocalCluster:
         return self.info()
 
     def _pools(self) -> list[nodepools.NodePool]:
-        return nodepools.load_nodepools(self.nodepools_file)
+        # The file the cluster was created with wins over the default on later calls.
+        path = self.nodepools_file or (self._read_state() or {}).get("nodepools_file")
+        return nodepools.load_nodepools(path)
 
     def _prepare(self, bin_dir: Path, say: Progress) -> dict[str, Any]:
         """First start: certificates, kubeconfigs, kwok config, ports; returns the new state."""
@@ -579,6 +581,7 @@ class LocalCluster:
             "ports": dataclasses.asdict(ports),
             "bin_dir": str(bin_dir),
             "components": list(COMPONENTS),
+            "nodepools_file": str(Path(self.nodepools_file).absolute()) if self.nodepools_file else None,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self._write_state(state)
