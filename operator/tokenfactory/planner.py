@@ -657,7 +657,9 @@ class CapacityConfig:
     requests per ready replica that count as a queue building. kv_saturated: KV-cache usage that
     counts as saturated. kv_min_extrapolate: smallest KV usage from which delivered/usage is used
     as a (weak) capacity estimate on a healthy pool. latency_floor: the latency-bounded capacity
-    is at least this fraction of the delivered rate.
+    is at least this fraction of the delivered rate. latency_min_load: latency over objective
+    counts against capacity only when the pool is at least this loaded (delivered / estimate, or KV
+    usage); on a lighter pool more replicas would not help, so such samples are ignored.
     """
 
     gain: float = 0.6
@@ -671,6 +673,7 @@ class CapacityConfig:
     kv_min_extrapolate: float = 0.25
     extrapolate_from_kv: bool = True
     latency_floor: float = 0.5
+    latency_min_load: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -745,6 +748,11 @@ class CapacityEstimator:
             else:
                 kind, value = SATURATED, d
             what = f"saturated ({why}): delivering {_tok(d)} tok/s/replica"
+        elif ((itl_ratio is not None and itl_ratio < 1) or (ttft_ratio is not None and ttft_ratio < 1)) \
+                and max(d / state.estimate if state.estimate > 0 else 1.0, kv or 0.0) < cfg.latency_min_load:
+            what = (f"latency over objective at light load ({_tok(d)} tok/s/replica): not a capacity limit, "
+                    f"estimate kept at {_tok(state.estimate)} tok/s/replica")
+            return replace(state, samples=samples, reason=what)
         elif (itl_ratio is not None and itl_ratio < 1) or (ttft_ratio is not None and ttft_ratio < 1):
             ratio = min(x for x in (itl_ratio, ttft_ratio) if x is not None)
             kind, value = LATENCY, d * max(cfg.latency_floor, ratio)
@@ -1051,9 +1059,14 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     demand_state = state.demand
     demand_note = ""
     if inputs.demand_tokens_per_second is not None:
-        demand = max(0.0, float(inputs.demand_tokens_per_second))
+        demand = float(inputs.demand_tokens_per_second)
+        if not math.isfinite(demand):
+            return _hold(state, pools, cur, inputs, f"demand is {demand}", now), state
+        demand = max(0.0, demand)
     else:
         assert obs is not None
+        if not (math.isfinite(obs.tokens_per_second) and math.isfinite(obs.requests_waiting)):
+            return _hold(state, pools, cur, inputs, "non-finite token rate or queue", now), state
         demand_state = cfg.demand.observe(state.demand, obs, now)
         demand = cfg.demand.forecast(demand_state, horizon)
         demand_note = (f" (observed {_tok(demand_state.observed)} + backlog {_tok(demand_state.backlog)}"
@@ -1091,7 +1104,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                 note = (f"scale-down to {r} waits: {keep[p.name]} would be needed at "
                         f"{cfg.scale_down_tolerance:.0%} more demand (scale-down tolerance)")
             elif t > r:
-                note = (f"scale-down to {r} waits: {wmax} was recommended within the last "
+                note = (f"scale-down to {r} waits: up to {wmax} recommended within the last "
                         f"{window:.0f}s stabilization window")
             step = max(1, math.floor(c * cfg.max_scale_down_fraction))
             if t < c - step:
