@@ -240,3 +240,22 @@ def test_cli_status_reports_every_component(cluster):
     assert st["apiserver_ready"] and st["server"] == cluster.server
     names = {c["name"] for c in st["components"] if c["running"]}
     assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= names
+
+
+def test_serviceaccount_token_controller_fills_token_secrets(kubectl, namespace):
+    # The controller-manager signs legacy token Secrets with --service-account-private-key-file
+    # and adds the cluster CA (--root-ca-file).
+    kubectl("create", "serviceaccount", "robot", "-n", namespace)
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "robot-token", "annotations": {"kubernetes.io/service-account.name": "robot"}},
+    }, namespace=namespace)
+    data = wait_until(
+        lambda: kubectl.json("get", "secret", "robot-token", "-n", namespace).get("data", {}).get("token")
+        and kubectl.json("get", "secret", "robot-token", "-n", namespace)["data"],
+        timeout=30, what="token controller to fill robot-token")
+    assert {"token", "ca.crt", "namespace"} <= set(data)
+    # Every namespace gets the root CA published by the controller-manager.
+    cm = wait_until(lambda: kubectl.json("get", "configmap", "kube-root-ca.crt", "-n", namespace),
+                    timeout=30, what="kube-root-ca.crt")
+    assert "BEGIN CERTIFICATE" in cm["data"]["ca.crt"]
