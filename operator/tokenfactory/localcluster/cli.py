@@ -102,6 +102,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kc.set_defaults(func=cmd_kubeconfig)
 
 
+def _say(msg: str) -> None:
+    """Progress line; a closed stdout (`| head`) must not abort a half-started cluster."""
+    try:
+        print(f"[cluster] {msg}", flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+
+
 def _cluster(args: argparse.Namespace, **kw):
     from .cluster import LocalCluster, default_state_dir
 
@@ -113,7 +121,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .cluster import ClusterError
 
     lc = _cluster(args, apiserver_port=args.apiserver_port, nodepools_file=args.nodepools)
-    progress = None if args.quiet else (lambda m: print(f"[cluster] {m}", flush=True))
+    progress = None if args.quiet else _say
     try:
         info = lc.up(progress=progress, timeout=args.timeout, build=not args.no_build,
                      with_prometheus=args.with_prometheus)
@@ -143,7 +151,7 @@ def _bin_dir():
 
 def cmd_down(args: argparse.Namespace) -> int:
     lc = _cluster(args)
-    lc.down(progress=lambda m: print(f"[cluster] {m}", flush=True), keep_state=args.keep_state)
+    lc.down(progress=_say, keep_state=args.keep_state)
     return 0
 
 

@@ -489,7 +489,15 @@ class LocalCluster:
                         "; nothing to do")
                     return self.info()
             dead = [n for n, s in st.items() if not s.running]
-            if dead:
+            busy = [f"{k}={v}" for k, v in (state.get("ports") or {}).items()
+                    if procs.port_open(v)]
+            if len(dead) == len(st) and busy:
+                # Nothing of it runs (a crash or a reboot) and its ports went to someone else.
+                say(f"stale cluster state in {self.state_dir} (nothing runs and ports "
+                    f"{', '.join(busy)} are taken now): starting afresh")
+                self._wipe()
+                state = None
+            elif dead:
                 say(f"restarting stopped components of the cluster in {self.state_dir}: "
                     f"{', '.join(dead)}")
         if build:
@@ -542,6 +550,16 @@ class LocalCluster:
         say(f"cluster ready in {state['ready_seconds']}s: apiserver {state['server']}, "
             f"{n_nodes} nodes")
         return self.info()
+
+    def _wipe(self) -> None:
+        """Delete the state directory's content (the lock file stays: we hold it)."""
+        for child in self.state_dir.iterdir():
+            if child.name == self.layout.lock.name:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     def _pools(self) -> list[nodepools.NodePool]:
         # The file the cluster was created with wins over the default on later calls.
