@@ -655,11 +655,15 @@ class CapacityConfig:
     profile. window: samples kept per kind (the target is their median, padded with the current
     estimate up to 3 values, so one sample alone never moves it). queue_per_replica: waiting
     requests per ready replica that count as a queue building. kv_saturated: KV-cache usage that
-    counts as saturated. kv_min_extrapolate: smallest KV usage from which delivered/usage is used
-    as a (weak) capacity estimate on a healthy pool. latency_floor: the latency-bounded capacity
+    counts as saturated. kv_min_extrapolate: smallest KV usage from which delivered x
+    kv_at_capacity / usage is used as a capacity estimate on a healthy pool (kv_at_capacity: the
+    KV usage a replica shows at full throughput); only while p95 latencies are below latency_room x
+    their objectives, so a pool near its latency bound is not extrapolated past it. latency_floor: the latency-bounded capacity
     is at least this fraction of the delivered rate. latency_min_load: latency over objective
     counts against capacity only when the pool is at least this loaded (delivered / estimate, or KV
     usage); on a lighter pool more replicas would not help, so such samples are ignored.
+    settle_seconds: after the number of ready replicas changes, observations are not used for this
+    long (rates over a window would still count replicas that came or went; use the rate window).
     """
 
     gain: float = 0.6
@@ -671,9 +675,12 @@ class CapacityConfig:
     queue_per_replica: float = 1.0
     kv_saturated: float = 0.9
     kv_min_extrapolate: float = 0.25
+    kv_at_capacity: float = 0.9
+    latency_room: float = 0.8
     extrapolate_from_kv: bool = True
     latency_floor: float = 0.5
     latency_min_load: float = 0.3
+    settle_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -692,6 +699,8 @@ class CapacityState:
     estimate: float
     samples: tuple[CapacitySample, ...] = ()
     reason: str = "profile"
+    ready_replicas: int | None = None
+    ready_since: float | None = None
 
     @property
     def factor(self) -> float:
@@ -709,12 +718,14 @@ class CapacityEstimator:
       (times ITL objective / ITL p95 when ITL is over objective);
     * latency (TTFT or ITL p95 over objective without a queue): the latency-bounded capacity is
       lower than ``d``: ``d x max(latency_floor, objective / observed)``;
-    * utilization (healthy, KV usage u >= kv_min_extrapolate): ``d / u`` estimates capacity;
+    * utilization (healthy with latency room, KV usage u >= kv_min_extrapolate):
+      ``d x kv_at_capacity / u`` estimates capacity;
     * lower bound (healthy, light): capacity is at least ``d``.
 
-    Target: the median of recent direct samples if any (lower-bound samples newer than the last
-    direct one can only raise it), else the median of utilization samples, else the current
-    estimate; lower-bound samples raise it. Medians are padded with the current estimate to
+    Target: the newest regime wins: if the latest informative sample is a direct one, the median of
+    the direct samples newer than the last utilization sample, else the median of the utilization
+    samples newer than the last direct one; lower-bound samples newer than the last direct one can
+    only raise it. Medians are padded with the current estimate to
     three values, so a single sample never moves the estimate; then the estimate moves ``gain`` of
     the way, by at most x/÷ ``max_step`` per update, within [min_factor, max_factor] x profile.
     A 0.5x or 2x wrong profile converges within ~5 intervals of informative samples.
@@ -733,6 +744,13 @@ class CapacityEstimator:
                 or not math.isfinite(obs.tokens_per_second):
             return replace(state, samples=samples)
         r = obs.ready_replicas
+        if state.ready_replicas != r or state.ready_since is None:
+            return replace(state, samples=samples, ready_replicas=r, ready_since=now,
+                           reason=f"{r} ready replica(s) since now: waiting {cfg.settle_seconds:.0f}s for rates to settle")
+        if now - state.ready_since < cfg.settle_seconds:
+            return replace(state, samples=samples,
+                           reason=f"{r} ready replica(s) for {now - state.ready_since:.0f}s: waiting "
+                                  f"{cfg.settle_seconds:.0f}s for rates to settle")
         d = obs.tokens_per_second / r
         waiting = max(0.0, obs.requests_waiting) / r
         kv = obs.kv_cache_usage
@@ -758,8 +776,9 @@ class CapacityEstimator:
             kind, value = LATENCY, d * max(cfg.latency_floor, ratio)
             what = (f"latency over objective at {_tok(d)} tok/s/replica "
                     f"(latency-bounded capacity {_tok(value)})")
-        elif cfg.extrapolate_from_kv and kv is not None and kv >= cfg.kv_min_extrapolate:
-            kind, value = UTILIZATION, d / min(1.0, kv)
+        elif cfg.extrapolate_from_kv and kv is not None and kv >= cfg.kv_min_extrapolate and all(
+                x is None or x * cfg.latency_room >= 1.0 for x in (itl_ratio, ttft_ratio)):
+            kind, value = UTILIZATION, max(d, d * cfg.kv_at_capacity / min(1.0, kv))
             what = f"healthy at {_tok(d)} tok/s/replica with KV cache {kv:.0%} (extrapolates to {_tok(value)})"
         else:
             kind, value = LOWER_BOUND, d
@@ -767,17 +786,20 @@ class CapacityEstimator:
         samples = _trim_samples(samples + (CapacitySample(now, kind, value),), cfg.window)
 
         est = state.estimate
-        direct = [s for s in samples if s.kind in _DIRECT]
-        if direct:
-            last_direct = max(s.time for s in direct)
-            target = _padded_median([s.tokens_per_second_per_replica for s in direct], est)
-            # after a direct measurement only newer "at least d" samples count (not extrapolations)
-            lower = [s.tokens_per_second_per_replica for s in samples
-                     if s.kind == LOWER_BOUND and s.time > last_direct]
+        # the newest regime wins: direct measurements (saturated/latency) or utilization estimates,
+        # whichever kind the latest informative sample is, counting only samples newer than the
+        # last one of the other kind; "at least d" samples newer than the last direct one raise it
+        direct = [x for x in samples if x.kind in _DIRECT]
+        util = [x for x in samples if x.kind == UTILIZATION]
+        last_direct = max((x.time for x in direct), default=-INF)
+        last_util = max((x.time for x in util), default=-INF)
+        if direct and last_direct >= last_util:
+            target = _padded_median([x.tokens_per_second_per_replica for x in direct if x.time > last_util], est)
+        elif util:
+            target = _padded_median([x.tokens_per_second_per_replica for x in util if x.time > last_direct], est)
         else:
-            util = [s.tokens_per_second_per_replica for s in samples if s.kind == UTILIZATION]
-            target = _padded_median(util, est) if util else est
-            lower = [s.tokens_per_second_per_replica for s in samples if s.kind == LOWER_BOUND]
+            target = est
+        lower = [x.tokens_per_second_per_replica for x in samples if x.kind == LOWER_BOUND and x.time > last_direct]
         if lower:
             target = max(target, _padded_median(lower, est))
         new = est + cfg.gain * (target - est)
@@ -785,7 +807,8 @@ class CapacityEstimator:
         if state.profile > 0:
             new = min(max(new, state.profile * cfg.min_factor), state.profile * cfg.max_factor)
         reason = f"{what}; estimate {_tok(est)} -> {_tok(new)} tok/s/replica (profile {_tok(state.profile)})"
-        return CapacityState(pool=state.pool, profile=state.profile, estimate=new, samples=samples, reason=reason)
+        return CapacityState(pool=state.pool, profile=state.profile, estimate=new, samples=samples, reason=reason,
+                             ready_replicas=state.ready_replicas, ready_since=state.ready_since)
 
 
 def _ratio(objective: float | None, observed: float | None) -> float | None:

@@ -221,7 +221,7 @@ def test_no_flapping_on_noisy_flat_demand_observed(base, noise, seed):
             n = cur[p.name]
             if n:
                 share = d * n * p.capacity / total_cap
-                pools[p.name] = PoolObservation(n, min(share, n * p.capacity), kv_cache_usage=min(1.0, share / (n * p.capacity)))
+                pools[p.name] = PoolObservation(n, min(share, n * p.capacity), kv_cache_usage=min(1.0, 0.9 * share / (n * p.capacity)))
         obs = Observations(pools=pools, observed_at=30.0 * i) if total_cap else Observations(
             pools={"gb300": PoolObservation(1, d)}, observed_at=30.0 * i)  # cold start: demand shows up somewhere
         plan, state = decide(state, PlannerInputs(pools=REF, current=cur, observations=obs), 30.0 * i)
@@ -253,10 +253,10 @@ def test_capacity_learning_converges(factor, kind, replicas):
     pool = PoolProfile("p", "x", 10.0, 6_000.0, 0, 10)
     true = 6_000.0 * factor
     s = est.initial(pool)
-    for i in range(8):
+    for i in range(10):  # the first 2 (60 s) wait for rates to settle
         if kind == "saturated":
             obs = PoolObservation(replicas, replicas * true, requests_waiting=3.0 * replicas)
         else:
-            obs = PoolObservation(replicas, replicas * true * 0.6, kv_cache_usage=0.6)
+            obs = PoolObservation(replicas, replicas * true * 0.6, kv_cache_usage=0.9 * 0.6)
         s = est.observe(s, obs, Objectives(), 30.0 * i)
     assert abs(s.estimate / true - 1) < 0.1, (s.estimate, true)
