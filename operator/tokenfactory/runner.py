@@ -13,6 +13,15 @@ def _configure_logging(log_format: str, verbose: bool) -> None:
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(_QuietWakeHandlers())
+
+
+class _QuietWakeHandlers(logging.Filter):
+    """The watch handlers only wake a factory's loop; their per-event 'succeeded' lines are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (record.levelno <= logging.INFO and msg.startswith("Handler '_") and msg.endswith("succeeded."))
 
 
 def build_runtime(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
