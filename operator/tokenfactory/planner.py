@@ -660,8 +660,9 @@ class CapacityConfig:
     KV usage a replica shows at full throughput); only while p95 latencies are below latency_room x
     their objectives, so a pool near its latency bound is not extrapolated past it. latency_floor: the latency-bounded capacity
     is at least this fraction of the delivered rate. latency_min_load: latency over objective
-    counts against capacity only when the pool is at least this loaded (delivered / estimate, or KV
-    usage); on a lighter pool more replicas would not help, so such samples are ignored.
+    counts against capacity only when the pool is at least this loaded (KV usage / kv_at_capacity,
+    or delivered / estimate without KV figures); on a lighter pool more replicas would not help (the
+    objective is out of reach at any load), so such samples are ignored.
     settle_seconds: after the number of ready replicas changes, observations are not used for this
     long (rates over a window would still count replicas that came or went; use the rate window).
     """
@@ -679,7 +680,7 @@ class CapacityConfig:
     latency_room: float = 0.8
     extrapolate_from_kv: bool = True
     latency_floor: float = 0.5
-    latency_min_load: float = 0.3
+    latency_min_load: float = 0.5
     settle_seconds: float = 60.0
 
 
@@ -767,7 +768,8 @@ class CapacityEstimator:
                 kind, value = SATURATED, d
             what = f"saturated ({why}): delivering {_tok(d)} tok/s/replica"
         elif ((itl_ratio is not None and itl_ratio < 1) or (ttft_ratio is not None and ttft_ratio < 1)) \
-                and max(d / state.estimate if state.estimate > 0 else 1.0, kv or 0.0) < cfg.latency_min_load:
+                and (kv / cfg.kv_at_capacity if kv is not None else
+                     d / state.estimate if state.estimate > 0 else 1.0) < cfg.latency_min_load:
             what = (f"latency over objective at light load ({_tok(d)} tok/s/replica): not a capacity limit, "
                     f"estimate kept at {_tok(state.estimate)} tok/s/replica")
             return replace(state, samples=samples, reason=what)
@@ -914,7 +916,7 @@ class PlannerConfig:
 
     scale_down_stabilization_seconds: float = 300.0
     max_scale_down_fraction: float = 0.5
-    scale_down_tolerance: float = 0.05
+    scale_down_tolerance: float = 0.1
     max_metrics_age_seconds: float = 180.0
     forecast_horizon_seconds: float | None = None  # None: longest start-up among pools
     demand: DemandEstimator = DemandEstimator()
@@ -970,6 +972,7 @@ class PoolPlan:
     profile_capacity_per_replica: float
     price_per_replica_hour: float
     reason: str
+    capacity_reason: str = ""
 
     @property
     def changed(self) -> bool:
@@ -1290,7 +1293,8 @@ def _compose(pools: Sequence[PoolProfile], cur: Mapping[str, int], targets: Mapp
             text += "; serving the most that fits"
         lines.append(PoolPlan(name=p.name, gpu_type=p.gpu_type, current=c, replicas=t, optimal=o,
                               capacity_per_replica=cap, profile_capacity_per_replica=p.capacity,
-                              price_per_replica_hour=p.price_per_replica_hour, reason=text))
+                              price_per_replica_hour=p.price_per_replica_hour, reason=text,
+                              capacity_reason=cap_states[p.name].reason if cap_states and p.name in cap_states else ""))
 
     mix = ", ".join(f"{p.name}={targets[p.name]}" for p in pools)
     summary = (f"demand {_tok(demand)} tok/s{demand_note} x{1 + headroom:g} headroom = {_tok(required)} tok/s; "
