@@ -62,6 +62,12 @@ def mins_fit(pools, budget, power):
     return fits(pools, [p.min_replicas for p in pools], budget, power)
 
 
+def shortfall(pools, required, cap):
+    """max(0, required - cap), with the solver's tolerance (1e-7 x the largest of 1, demand, a replica)."""
+    short = max(0.0, required - cap)
+    return 0.0 if short <= 1e-7 * max(1.0, required, *(p.capacity for p in pools)) else short
+
+
 def brute_force(pools, required, budget, power, current):
     """The best key (shortfall, $/h, changes, GPUs) over every mix, with the solver's tolerances."""
     best = None
@@ -69,7 +75,7 @@ def brute_force(pools, required, budget, power, current):
         if not fits(pools, ns, budget, power):
             continue
         cap = sum(n * p.capacity for n, p in zip(ns, pools))
-        key = (max(0.0, required - cap), sum(n * p.price_per_replica_hour for n, p in zip(ns, pools)),
+        key = (shortfall(pools, required, cap), sum(n * p.price_per_replica_hour for n, p in zip(ns, pools)),
                sum(abs(n - current[p.name]) for n, p in zip(ns, pools)),
                sum(n * p.gpus_per_replica for n, p in zip(ns, pools)))
         if best is None or lex_less(key, best):
@@ -88,7 +94,7 @@ def lex_less(a, b, tol=1e-6):
 
 def key_of(sol, pools, required, current):
     ns = [sol.replicas[p.name] for p in pools]
-    return (max(0.0, required - sol.capacity_tokens_per_second), sol.dollars_per_hour,
+    return (shortfall(pools, required, sol.capacity_tokens_per_second), sol.dollars_per_hour,
             sum(abs(n - current[p.name]) for n, p in zip(ns, pools)), sol.gpus)
 
 
