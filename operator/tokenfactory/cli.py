@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tokenfactory.cost_cli",
     "tokenfactory.sim.cli",
     "tokenfactory.dashboard_cli",
+    "tokenfactory.demo",
 ]
 
 
