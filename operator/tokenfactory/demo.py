@@ -211,21 +211,36 @@ def _fmt(x: Any, spec: str, none: str = "-") -> str:
     return format(v, spec)
 
 
-def _pool_rows(sample: dict) -> list[list[str]]:
-    rows = []
-    for name, p in (sample.get("pools") or {}).items():
-        rows.append([
-            name, str(p.get("gpuType") or "").upper(),
-            f"{p.get('readyReplicas', 0)}/{p.get('desiredReplicas', 0)}",
-            _fmt(p.get("tokensPerSecond"), ",.0f"), _fmt(p.get("capacity"), ",.0f"),
-            _fmt(p.get("tokensPerSecondPerGpu"), ",.0f"), _fmt(p.get("tokensPerSecondPerMegawatt"), ",.0f"),
-            _fmt(p.get("dollarsPerHour"), ",.2f"), _fmt(p.get("costPerMillionTokens"), ",.3f"),
-            _fmt(p.get("ttftP95Seconds"), ".2f"), _fmt(p.get("itlP95Seconds"), ".3f"),
-        ])
-    return rows
+def _short(x: Any, dollars: bool = False) -> str:
+    """Compact numbers for the live table: 950, 24.0k, 2.80M; dollars with cents or 3 decimals."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    if not math.isfinite(v):
+        return "-"
+    if dollars:
+        return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.2f}"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:,.0f}"
 
 
-def render_live(sample: dict, elapsed: float, duration: float, decisions: list[dict], notes: list[str]):
+def _pool_row(name: str, gpu: str, p: dict, capacity: Any) -> list[str]:
+    return [
+        name, gpu, f"{p.get('readyReplicas', 0)}/{p.get('desiredReplicas', 0)}",
+        _short(p.get("tokensPerSecond")), _short(capacity),
+        _short(p.get("tokensPerSecondPerGpu")), _short(p.get("tokensPerSecondPerMegawatt")),
+        _short(p.get("dollarsPerHour"), True), _short(p.get("costPerMillionTokens"), True),
+        _fmt(p.get("ttftP95Seconds"), ".2f"), _fmt(p.get("itlP95Seconds"), ".3f"),
+    ]
+
+
+def render_live(sample: dict, elapsed: float, duration: float, decisions: list[dict], notes: list[str],
+                width: int = 120):
+    from rich import box
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
@@ -234,41 +249,44 @@ def render_live(sample: dict, elapsed: float, duration: float, decisions: list[d
     from tokenfactory.demo_report import comparison, seed_comparison
 
     f = sample.get("factory") or {}
-    table = Table(title=f"TokenFactory {FACTORY}: live per pool", expand=True, title_justify="left")
-    for col, just in (("pool", "left"), ("GPU", "left"), ("ready/desired", "right"), ("tok/s", "right"),
-                      ("capacity tok/s", "right"), ("tok/s/GPU", "right"), ("tok/s/MW", "right"),
-                      ("$/hour", "right"), ("$/Mtok", "right"), ("TTFT p95 s", "right"), ("ITL p95 s", "right")):
-        table.add_column(col, justify=just)
-    for row in _pool_rows(sample):
-        table.add_row(*row)
-    ready = sum(int(p.get("readyReplicas") or 0) for p in (sample.get("pools") or {}).values())
-    desired = sum(int(p.get("desiredReplicas") or 0) for p in (sample.get("pools") or {}).values())
-    cap = sum(float(p.get("capacity") or 0) for p in (sample.get("pools") or {}).values())
-    table.add_row("factory", "", f"{ready}/{desired}", _fmt(f.get("tokensPerSecond"), ",.0f"), _fmt(cap, ",.0f"),
-                  _fmt(f.get("tokensPerSecondPerGpu"), ",.0f"), _fmt(f.get("tokensPerSecondPerMegawatt"), ",.0f"),
-                  _fmt(f.get("dollarsPerHour"), ",.2f"), _fmt(f.get("costPerMillionTokens"), ",.3f"),
-                  _fmt(f.get("ttftP95Seconds"), ".2f"), _fmt(f.get("itlP95Seconds"), ".3f"), style="bold")
+    pools = sample.get("pools") or {}
+    table = Table(title=f"TokenFactory {FACTORY}: live per pool (status.pools[])", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1) if width >= 100 else (0, 0), pad_edge=False)
+    for col in ("pool", "GPU", "ready/\nwant", "tok/s", "capa-\ncity", "tok/s\n/GPU", "tok/s\n/MW", "$/hour",
+                "$/Mtok", "TTFT\np95 s", "ITL\np95 s"):
+        table.add_column(col, justify="left" if col in ("pool", "GPU") else "right", no_wrap=True)
+    for name, p in pools.items():
+        table.add_row(*_pool_row(name, str(p.get("gpuType") or "").upper(), p, p.get("capacity")))
+    total = {
+        **f,
+        "readyReplicas": sum(int(p.get("readyReplicas") or 0) for p in pools.values()),
+        "desiredReplicas": sum(int(p.get("desiredReplicas") or 0) for p in pools.values()),
+    }
+    cap = sum(float(p.get("capacity") or 0) for p in pools.values())
+    table.add_row(*_pool_row("factory", "all", total, cap), style="bold")
     head = Text()
-    head.append(f"t = {elapsed:5.0f}s / {duration:.0f}s   ", style="bold")
-    head.append(f"demand {_fmt(sample.get('demand'), ',.0f')} tok/s   ")
+    head.append(f"t = {elapsed:4.0f}s / {duration:.0f}s   ", style="bold")
+    head.append(f"demand {_short(sample.get('demand'))} tok/s   ", style="bold")
     conds = sample.get("conditions") or {}
     for k in ("MetricsAvailable", "BudgetExceeded", "Degraded"):
         if k in conds:
-            head.append(f"{k}={conds[k]}  ", style="red" if (conds[k] == "True") == (k != "MetricsAvailable") else "green")
-    cmp_line = Text(comparison(sample.get("pools") or {}) or "GB300 vs H200: waiting for tokens on both pools",
-                    style="bold green")
+            bad = (conds[k] == "True") != (k == "MetricsAvailable")
+            head.append(f"{k}={conds[k]}  ", style="red" if bad else "green")
+    cmp_line = Text(comparison(pools) or "GB300 vs H200: waiting for tokens on both pools", style="bold green")
     seeds = Text(seed_comparison(), style="dim")
     d = sample.get("decision") or {}
     dec = Text()
     if d:
         changes = ", ".join(f"{c.get('pool')} {c.get('from')}->{c.get('to')}" for c in d.get("changes", []))
         dec.append(f"last decision ({len(decisions)} so far) at {d.get('time', '?')}: {changes}\n", style="bold")
-        dec.append(f"  {d.get('reason', '')}\n")
+        dec.append(str(d.get("reason", "")))
         for c in d.get("changes", []):
-            dec.append(f"  {c.get('pool')}: {c.get('reason', '')}\n", style="dim")
+            pool, reason = str(c.get("pool")), str(c.get("reason", ""))
+            dec.append("\n" + (reason if reason.startswith(pool) else f"{pool}: {reason}"), style="dim")
     else:
         dec.append("no scaling decision yet", style="dim")
-    return Group(Panel(Group(head, cmp_line, seeds)), table, Panel(dec, title="autoscaler"),
+    return Group(Panel(Group(head, cmp_line, seeds), box=box.ROUNDED), table,
+                 Panel(dec, title="autoscaler (status.lastDecision)", title_align="left"),
                  Text("\n".join(notes), style="dim"))
 
 
@@ -484,7 +502,8 @@ class Demo:
                     self.samples.append(sample)
                     d = sample.get("decision")
                     if live is not None:
-                        live.update(render_live(sample, elapsed, duration, decisions(self.samples), notes))
+                        live.update(render_live(sample, elapsed, duration, decisions(self.samples), notes,
+                                                width=self.r.console.width))
                     else:
                         if d and d.get("time") and d["time"] not in seen_decisions:
                             seen_decisions.add(d["time"])

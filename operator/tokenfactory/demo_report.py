@@ -178,9 +178,9 @@ def plot(samples: Sequence[dict], path: Path, title: str = "tokenfactory demo") 
                       alpha=0.35)
         ax0.plot(t, [_num(s.get("demand")) or 0.0 for s in samples], color="black", lw=2, label="demand")
         ax0.plot(t, [_num((s.get("factory") or {}).get("tokensPerSecond")) or math.nan for s in samples],
-                 color="#d62728", lw=1.2, ls="--", label="delivered (Prometheus)")
+                 color="#d62728", lw=1.2, ls="--", label="delivered (operator status, metrics.window)")
         ax0.axhline(48000, color="#76b900", lw=0.8, ls=":")
-        ax0.text(t[0], 48000, " GB300 limit (2 replicas)", va="bottom", fontsize=8, color="#4a7a00")
+        ax0.text(t[-1], 48000, "GB300 limit: 2 replicas ", va="bottom", ha="right", fontsize=8, color="#4a7a00")
         for n in names:
             ax1.plot(t, series_nan(n, "costPerMillionTokens"), color=col[n], lw=1.5, label=f"{n} $/Mtok")
         ax1.plot(t, series_nan(None, "costPerMillionTokens"), color="black", lw=2, label="factory $/Mtok")
