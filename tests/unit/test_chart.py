@@ -228,8 +228,9 @@ def test_monitoring_objects(helm):
 
     pm = one(docs, "PodMonitor")
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
-    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "tokenfactory",
-                                                     "app.kubernetes.io/component": "inference-pool"}
+    # the labels render.py puts on every vLLM pod (docs/architecture.md)
+    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm",
+                                                     "app.kubernetes.io/managed-by": "tokenfactory"}
     ep = pm["spec"]["podMetricsEndpoints"][0]
     assert ep["port"] == "http" and ep["path"] == "/metrics"
     relabel = {r["targetLabel"]: r["sourceLabels"] for r in ep["relabelings"]}
