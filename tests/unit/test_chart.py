@@ -5,6 +5,7 @@ values, schema rejections, least-privilege RBAC, hardened operator pod, CRD copi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -222,8 +223,6 @@ def test_monitoring_objects(helm):
     svc = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # the job label the ServiceMonitor takes from the Service matches the operator-down alerts
-    import re
-
     assert re.fullmatch(alerts.OPERATOR_JOB_REGEX, svc["metadata"]["labels"]["app.kubernetes.io/name"])
 
     pm = one(docs, "PodMonitor")
@@ -314,3 +313,25 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+
+
+def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
+    """The PodMonitor's selector and relabelled pod labels are those render.py puts on vLLM pods."""
+    from tokenfactory import api, render
+
+    tf = api.parse_object(two_pool_example)
+    owner = render.Owner(name=tf.name, namespace="llm", uid="uid-1")
+    deployments = [d for d in render.render(owner, tf.spec) if d["kind"] == "Deployment"]
+    assert deployments
+    pm = one(template(helm, "podMonitor.enabled=true"), "PodMonitor")
+    ep = pm["spec"]["podMetricsEndpoints"][0]
+    for dep in deployments:
+        pod = dep["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert ep["port"] in {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        for r in ep["relabelings"]:
+            source = r["sourceLabels"][0]
+            if source.startswith("__meta_kubernetes_pod_label_"):
+                sanitized = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
+                assert source.removeprefix("__meta_kubernetes_pod_label_") in sanitized, source
