@@ -389,3 +389,14 @@ def test_shared_cluster_stops_a_failed_start(tmp_path):
         with shared_cluster(lc):
             pass
     assert lc.calls == ["up", "down"]
+
+
+def test_shared_cluster_resumes_but_keeps_a_stopped_cluster_of_someone_else(tmp_path):
+    from tokenfactory.localcluster.sharing import shared_cluster
+
+    lc = FakeCluster(tmp_path / "c")
+    lc.state_dir.mkdir()
+    (lc.state_dir / "state.json").write_text("{}")  # `cluster down --keep-state`, or a crash
+    with shared_cluster(lc):
+        pass
+    assert lc.calls == ["up"]

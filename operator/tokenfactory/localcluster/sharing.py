@@ -48,7 +48,9 @@ def shared_cluster(lc: LocalCluster, progress: Progress | None = None, keep: boo
     me = os.getpid()
     with procs.file_lock(lock):
         others = [p for p in _live_users(users) if p != me]
-        fresh = not lc.is_running() and not others
+        # Ours to stop later only if no cluster state was there at all: a stopped or crashed
+        # cluster of someone's `tokenfactory cluster up` gets resumed, and left running.
+        fresh = not lc.is_running() and not (lc.state_dir / "state.json").exists() and not others
         (users / str(me)).write_text("")
     try:
         try:
