@@ -23,11 +23,15 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tokenfactory-operator" \
       org.opencontainers.image.description="TokenFactory: vLLM on GPU node pools with live cost per million tokens" \
       org.opencontainers.image.licenses="Apache-2.0"
+# A passwd entry for uid 65532: kopf derives its identity from the user name (getpass.getuser()).
+RUN groupadd --system --gid 65532 tokenfactory \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin tokenfactory
 COPY --from=build /opt/tokenfactory /opt/tokenfactory
 ENV PATH=/opt/tokenfactory/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
+    USER=tokenfactory \
     MPLCONFIGDIR=/tmp
 USER 65532:65532
 EXPOSE 8080 8081

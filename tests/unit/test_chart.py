@@ -165,6 +165,9 @@ def test_operator_deployment_is_hardened(helm):
                          "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    # kopf calls getpass.getuser(): without USER, a uid with no passwd entry crashes it at start-up
+    assert env["USER"] and env["HOME"] == "/tmp"
 
 
 def test_args_parse_with_the_real_cli(helm):
