@@ -121,7 +121,11 @@ class Measurer:
         ready = {rp.name: (observed[rp.name].ready_replicas if rp.name in observed else 0) for rp in pools}
         observations = None
         if fm is not None:
-            observations = planner.Observations.from_factory_metrics(fm, ready, accounting)
+            # waiting requests become backlog tokens at the measured tokens per completed request
+            # (rate of generation [+ prompt] tokens / rate of vllm:request_success_total); None when
+            # nothing completed in the window (the planner then uses its default)
+            observations = planner.Observations.from_factory_metrics(
+                fm, ready, accounting, tokens_per_request=fm.tokens_per_request(accounting))
         decision_status: dict[str, Any] | None = mem.last_decision
         new_replicas = dict(replicas)
         capacities: dict[str, float] = {}

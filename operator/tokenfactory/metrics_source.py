@@ -47,6 +47,8 @@ class PoolMetrics:
 
     ``*_p95_seconds`` are ``None`` when no request completed in the window (Prometheus answers
     NaN then) and may be ``inf`` when the p95 lies beyond the largest histogram bucket.
+    ``requests_per_second`` (completed requests, ``vllm:request_success_total``) is ``None`` when
+    the pool reports no such series.
     """
 
     pool: str
@@ -59,6 +61,7 @@ class PoolMetrics:
     kv_cache_usage: float | None = None
     engines_reporting: int = 0
     sampled_at: float = 0.0
+    requests_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,22 @@ class FactoryMetrics:
     @property
     def generation_tokens_per_second(self) -> float:
         return sum(p.generation_tokens_per_second for p in self.pools.values())
+
+    def tokens_per_request(self, token_accounting: str = "output") -> float | None:
+        """Mean tokens per completed request over the window: generation (plus prompt, for "total"
+        accounting) token rate / request-success rate, over the pools that report both. ``None`` when
+        no request completed (or no pool reports the success counter)."""
+        tokens = requests = 0.0
+        for p in self.pools.values():
+            if p.requests_per_second is None or not p.requests_per_second > 0:
+                continue
+            requests += p.requests_per_second
+            tokens += p.generation_tokens_per_second
+            if token_accounting == "total":
+                tokens += p.prompt_tokens_per_second
+        if not (requests > 0 and tokens > 0):
+            return None
+        return tokens / requests
 
 
 @runtime_checkable
@@ -128,6 +147,7 @@ def promql_queries(namespace: str, factory: str, window_seconds: float) -> dict[
     return {
         "generation_tokens_per_second": rate_query("vllm:generation_tokens_total", namespace, factory, window_seconds),
         "prompt_tokens_per_second": rate_query("vllm:prompt_tokens_total", namespace, factory, window_seconds),
+        "requests_per_second": rate_query("vllm:request_success_total", namespace, factory, window_seconds),
         "ttft_p95_seconds": quantile_query("vllm:time_to_first_token_seconds", namespace, factory, window_seconds),
         "itl_p95_seconds": quantile_query("vllm:inter_token_latency_seconds", namespace, factory, window_seconds),
         "requests_waiting": gauge_query("vllm:num_requests_waiting", namespace, factory),

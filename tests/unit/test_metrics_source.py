@@ -22,6 +22,9 @@ def test_promql_builders():
     assert q["requests_waiting"] == 'sum by (pool) (vllm:num_requests_waiting{namespace="team-a",factory="r1"})'
     assert q["kv_cache_usage"].startswith("avg by (pool) (vllm:kv_cache_usage_perc{")
     assert q["engines_reporting"].startswith("count by (pool) (")
+    assert q["requests_per_second"] == (
+        'sum by (pool) (rate(vllm:request_success_total{namespace="team-a",factory="r1"}[60s]))'
+    )
 
 
 def test_promql_escapes_and_window():
@@ -61,6 +64,7 @@ GOOD = {
     "requests_running": vec(("h200", 100.0, "40"), ("gb300", 100.0, "300")),
     "kv_cache_usage": vec(("h200", 100.0, "0.8"), ("gb300", 100.0, "0.4")),
     "engines_reporting": vec(("h200", 100.0, "2"), ("gb300", 100.0, "1")),
+    "requests_per_second": vec(("h200", 100.0, "2.88"), ("gb300", 100.0, "48")),
 }
 
 
@@ -89,7 +93,39 @@ async def test_prometheus_source_parses_pools():
     assert g.ttft_p95_seconds is None  # NaN: no request finished in the window
     assert math.isinf(g.itl_p95_seconds)
     assert fm.generation_tokens_per_second == 25440.0
-    assert len(seen) == 8 and all(p["time"] == "100.000" for p in seen)
+    assert h.requests_per_second == 2.88 and fm.pools["gb300"].requests_per_second == 48.0
+    # 25,440 generation tokens/s over 50.88 requests/s = 500 per request; with prompt tokens 1,500
+    assert fm.tokens_per_request() == pytest.approx(500.0)
+    assert fm.tokens_per_request("total") == pytest.approx(1500.0)
+    assert len(seen) == 9 and all(p["time"] == "100.000" for p in seen)
+
+
+async def test_request_rate_missing_or_zero_gives_no_tokens_per_request():
+    values = {k: v for k, v in GOOD.items() if k != "requests_per_second"}
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)))
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert fm.pools["h200"].requests_per_second is None
+    assert fm.tokens_per_request() is None
+    # only the pools that report completions count; none completing -> None
+    values["requests_per_second"] = vec(("h200", 100.0, "2.88"))
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)))
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert fm.tokens_per_request() == pytest.approx(1440.0 / 2.88)
+    values["requests_per_second"] = vec(("h200", 100.0, "0"), ("gb300", 100.0, "0"))
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)))
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert fm.pools["gb300"].requests_per_second == 0.0
+    assert fm.tokens_per_request() is None
+
+
+async def test_request_rate_is_validated_like_any_rate():
+    for bad in ("NaN", "-1", "+Inf"):
+        values = {**GOOD, "requests_per_second": vec(("h200", 100.0, bad))}
+        await fails_with(lambda r, v=values: httpx.Response(200, json=answer_for(r.url.params["query"], v)),
+                         ms.BAD_RESPONSE)
 
 
 async def fails_with(handler, reason, timeout=2.0):
