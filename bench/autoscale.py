@@ -35,7 +35,7 @@ import resource
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -191,6 +191,7 @@ class Run:
         self._last_drop = 0.0
         self._demand_tokens = 0.0
         self.peak_replicas = {p.name: 0 for p in setup.profiles}
+        self._success: deque = deque()  # (t, {pool: requests completed so far}), one per interval
 
     # -- engines -----------------------------------------------------------------------------
     def replicas(self) -> dict[str, int]:
@@ -241,6 +242,25 @@ class Run:
     def ready(self) -> dict[str, int]:
         return {p: self.view(p).ready for p in self.names}
 
+    def _record_success(self) -> None:
+        done = {key[2]: st.success for key, st in self.fleet.pools.items() if key[:2] == (NAMESPACE, self.setup.factory)}
+        self._success.append((self.now, done))
+        while len(self._success) > 1 and self._success[1][0] <= self.now - self.setup.window:
+            self._success.popleft()
+
+    def with_request_rates(self, fm):
+        """``fm`` with each pool's requests_per_second filled in: what
+        ``sum by (pool) (rate(vllm:request_success_total[window]))`` answers (FleetMetricsSource does
+        not read it), from the fleet's per-pool completion counters over the metrics window."""
+        if len(self._success) < 2:
+            return fm
+        (t0, a), (t1, b) = self._success[0], self._success[-1]
+        if t1 <= t0:
+            return fm
+        pools = {name: replace(pm, requests_per_second=max(0.0, b.get(name, 0.0) - a.get(name, 0.0)) / (t1 - t0))
+                 for name, pm in fm.pools.items()}
+        return replace(fm, pools=pools)
+
     # -- time --------------------------------------------------------------------------------
     def advance(self) -> None:
         """One control interval of simulator steps, then score the interval."""
@@ -258,6 +278,7 @@ class Run:
             self.fleet.step(nxt, nxt - t)
             t = nxt
         self.now = end
+        self._record_success()
         span = end - t0
         cost = dph * span / 3600.0
         self.cost += cost
@@ -510,7 +531,11 @@ class TokenFactory(Policy):
         except MetricsUnavailable as err:
             fm, problem = None, err
         ready = run.ready()
-        obs = planner.Observations.from_factory_metrics(fm, ready, s.accounting) if fm is not None else None
+        obs = None
+        if fm is not None:  # as measure.py: waiting requests at the measured tokens per completed request
+            fm = run.with_request_rates(fm)
+            obs = planner.Observations.from_factory_metrics(fm, ready, s.accounting,
+                                                            tokens_per_request=fm.tokens_per_request(s.accounting))
         inputs = planner.PlannerInputs(
             pools=s.profiles, current=run.replicas(), observations=obs, objectives=s.objectives,
             headroom=s.headroom, config=self.config or s.planner_config(),

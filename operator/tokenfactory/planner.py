@@ -852,15 +852,23 @@ class DemandState:
     time: float | None = None
     observed: float = 0.0
     backlog: float = 0.0
+    queued_tokens: float = 0.0  # waiting requests x tokens per request
+    drained_tokens: float = 0.0  # of those, what the spare capacity serving now drains within the start-up delay
+    tokens_per_request: float = 0.0
 
 
 @dataclass(frozen=True)
 class DemandEstimator:
-    """Demand = observed token rate + queue backlog drained over ``backlog_drain_seconds``,
-    smoothed with Holt's linear trend (smoothing constants are per ``reference_interval_seconds``
-    and adapt to irregular intervals), forecast over a horizon (the pools' start-up delay) with a
-    damped, non-negative trend so scale-ups anticipate start-up while falling demand is left to
-    the scale-down stabilization.
+    """Demand = observed token rate + queue backlog, smoothed with Holt's linear trend (smoothing
+    constants are per ``reference_interval_seconds`` and adapt to irregular intervals), forecast
+    over a horizon (the pools' start-up delay) with a damped, non-negative trend so scale-ups
+    anticipate start-up while falling demand is left to the scale-down stabilization.
+
+    Backlog: waiting requests x tokens per request (measured, ``Observations.tokens_per_request``;
+    ``tokens_per_request`` here only when no figure is given). When the spare capacity serving now
+    (ready capacity - delivered rate) is known, what it drains before a new replica could start
+    (``startup_seconds``) needs no new replica and is left out; only the rest counts, as a rate that
+    drains it in ``backlog_drain_seconds`` once new replicas serve.
     """
 
     level_smoothing: float = 0.5
@@ -870,29 +878,42 @@ class DemandEstimator:
     backlog_drain_seconds: float = 60.0
     tokens_per_request: float = 1000.0
 
-    def raw(self, obs: Observations) -> tuple[float, float]:
-        """(observed tok/s, backlog tok/s) from one observation."""
+    def backlog(self, obs: Observations, spare_tokens_per_second: float | None = None,
+                startup_seconds: float = 0.0) -> tuple[float, float, float, float]:
+        """(backlog tok/s, queued tokens, of which drained before start-up, tokens per request used)."""
         tpr = obs.tokens_per_request if obs.tokens_per_request is not None else self.tokens_per_request
-        observed = max(0.0, obs.tokens_per_second)
-        backlog = max(0.0, obs.requests_waiting) * max(0.0, tpr) / max(1e-9, self.backlog_drain_seconds)
-        return observed, backlog
+        tpr = max(0.0, tpr) if math.isfinite(tpr) else self.tokens_per_request
+        queued = max(0.0, obs.requests_waiting) * tpr
+        drained = 0.0
+        if spare_tokens_per_second is not None and math.isfinite(spare_tokens_per_second):
+            drained = min(queued, max(0.0, spare_tokens_per_second) * max(0.0, startup_seconds))
+        return (queued - drained) / max(1e-9, self.backlog_drain_seconds), queued, drained, tpr
 
-    def observe(self, state: DemandState, obs: Observations, now: float) -> DemandState:
-        observed, backlog = self.raw(obs)
+    def raw(self, obs: Observations, spare_tokens_per_second: float | None = None,
+            startup_seconds: float = 0.0) -> tuple[float, float]:
+        """(observed tok/s, backlog tok/s) from one observation."""
+        return max(0.0, obs.tokens_per_second), self.backlog(obs, spare_tokens_per_second, startup_seconds)[0]
+
+    def observe(self, state: DemandState, obs: Observations, now: float,
+                spare_tokens_per_second: float | None = None, startup_seconds: float = 0.0) -> DemandState:
+        observed = max(0.0, obs.tokens_per_second)
+        backlog, queued, drained, tpr = self.backlog(obs, spare_tokens_per_second, startup_seconds)
+        extra = dict(observed=observed, backlog=backlog, queued_tokens=queued, drained_tokens=drained,
+                     tokens_per_request=tpr)
         x = observed + backlog
         if state.level is None or state.time is None:
-            return DemandState(level=x, trend=0.0, time=now, observed=observed, backlog=backlog)
+            return DemandState(level=x, trend=0.0, time=now, **extra)
         dt = now - state.time
         if dt <= 0:
             level = self.level_smoothing * x + (1 - self.level_smoothing) * state.level
-            return DemandState(level=level, trend=state.trend, time=state.time, observed=observed, backlog=backlog)
+            return DemandState(level=level, trend=state.trend, time=state.time, **extra)
         steps = dt / self.reference_interval_seconds
         a = 1 - (1 - self.level_smoothing) ** steps
         b = 1 - (1 - self.trend_smoothing) ** steps
         predicted = state.level + state.trend * dt
         level = max(0.0, a * x + (1 - a) * predicted)
         trend = b * (level - state.level) / dt + (1 - b) * state.trend
-        return DemandState(level=level, trend=trend, time=now, observed=observed, backlog=backlog)
+        return DemandState(level=level, trend=trend, time=now, **extra)
 
     def forecast(self, state: DemandState, horizon_seconds: float) -> float:
         """Level plus the damped upward trend over ``horizon_seconds``."""
@@ -912,11 +933,25 @@ class DemandEstimator:
 
 @dataclass(frozen=True)
 class PlannerConfig:
-    """Pacing and estimator settings for :func:`decide` (defaults suit a 30 s interval)."""
+    """Pacing and estimator settings for :func:`decide` (defaults suit a 30 s interval).
+
+    Scale-down hysteresis: each interval the scale-down side remembers the optimum for demand x
+    (1 + band) rather than the optimum for demand. The band is the demand noise measured, not a
+    fixed share: ``hysteresis_noise_multiple`` x the standard deviation of the planned demand around
+    its least-squares trend over the last ``hysteresis_window_seconds``, relative to its mean, at
+    most ``scale_down_tolerance`` (and exactly that until ``hysteresis_min_samples`` are seen).
+    Noisy demand (6 standard deviations span the whole spread of +-5% noise) keeps a band
+    wide enough that noise never flaps a replica; smooth demand gets a band near 0, so nothing is
+    held beyond the stabilization window (a fixed 10% of 58K tok/s would hold 8 extra 720 tok/s
+    replicas of the marginal pool for as long as demand stays there).
+    """
 
     scale_down_stabilization_seconds: float = 300.0
     max_scale_down_fraction: float = 0.5
     scale_down_tolerance: float = 0.1
+    hysteresis_noise_multiple: float = 6.0
+    hysteresis_window_seconds: float = 600.0
+    hysteresis_min_samples: int = 4
     max_metrics_age_seconds: float = 180.0
     forecast_horizon_seconds: float | None = None  # None: longest start-up among pools
     demand: DemandEstimator = DemandEstimator()
@@ -951,6 +986,7 @@ class PlannerState:
     demand: DemandState = DemandState()
     recommendations: tuple[tuple[float, tuple[tuple[str, int], ...]], ...] = ()
     time: float | None = None
+    demands: tuple[tuple[float, float], ...] = ()  # (time, planned demand) over the hysteresis window
 
     def capacity_of(self, pool: str) -> CapacityState | None:
         for cs in self.capacity:
@@ -1049,8 +1085,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     trend over the longest start-up delay), unless ``demand_tokens_per_second`` is given;
     (3) :func:`solve` for forecast x (1 + headroom); (4) scale up at once; scale down only to the
     highest count recommended within ``scale_down_stabilization_seconds`` (each interval records,
-    per pool, the larger of the optimum and the optimum for ``scale_down_tolerance`` more demand:
-    hysteresis against flapping at a replica boundary) and by at most
+    per pool, the larger of the optimum and the optimum for demand x (1 + band), band = the measured
+    demand noise, at most ``scale_down_tolerance``: hysteresis against flapping at a replica
+    boundary; see :class:`PlannerConfig`) and by at most
     max(1, floor(max_scale_down_fraction x current)) replicas per call; if delayed scale-downs
     would break budget or power, release them early (least cost-efficient pool first).
     Deterministic; call it with any clock (a simulated one in benchmarks).
@@ -1093,20 +1130,38 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
         assert obs is not None
         if not (math.isfinite(obs.tokens_per_second) and math.isfinite(obs.requests_waiting)):
             return _hold(state, pools, cur, inputs, "non-finite token rate or queue", now), state
-        demand_state = cfg.demand.observe(state.demand, obs, now)
+        # spare capacity serving now, and how soon a new replica could serve: a backlog that this
+        # spare drains before then buys nothing
+        ready_cap = sum(max(0, o.ready_replicas) * caps.get(name, 0.0) for name, o in obs.pools.items())
+        spare = max(0.0, ready_cap - max(0.0, obs.tokens_per_second))
+        startup = min((p.startup_seconds for p in pools if p.max_replicas > cur[p.name]), default=0.0)
+        demand_state = cfg.demand.observe(state.demand, obs, now, spare_tokens_per_second=spare,
+                                          startup_seconds=startup)
         demand = cfg.demand.forecast(demand_state, horizon)
-        demand_note = (f" (observed {_tok(demand_state.observed)} + backlog {_tok(demand_state.backlog)}"
+        backlog_txt = f"backlog {_tok(demand_state.backlog)}"
+        if demand_state.queued_tokens > 0:
+            backlog_txt += (f" ({obs.requests_waiting:,.0f} waiting x {_tok(demand_state.tokens_per_request)}"
+                            f" tok/request"
+                            + (f", {_tok(demand_state.drained_tokens)} tok of it drained by {_tok(spare)} tok/s"
+                               f" spare capacity within the {startup:.0f}s start-up"
+                               if demand_state.drained_tokens > 0 else "")
+                            + (f", the rest over {cfg.demand.backlog_drain_seconds:.0f}s"
+                               if demand_state.backlog > 0 else "") + ")")
+        demand_note = (f" (observed {_tok(demand_state.observed)} + {backlog_txt}"
                        f", smoothed {_tok(demand_state.level or 0.0)}, trend {demand_state.trend:+,.1f} tok/s/s"
                        f" over {horizon:.0f}s start-up)")
 
     # (3) optimise
     sol = _solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
     raw = sol.replicas
-    # what the scale-down side remembers: the optimum for a demand scale_down_tolerance higher
-    # (hysteresis: a replica added on an upward blip is released only once demand is clearly lower)
-    if cfg.scale_down_tolerance > 0 and demand > 0:
-        upper = _solve_for(pools, demand * (1 + cfg.scale_down_tolerance), inputs.headroom, inputs.objectives,
-                           cur, caps).replicas
+    # what the scale-down side remembers: the optimum for demand x (1 + band), band = the measured
+    # demand noise (hysteresis: a replica added on an upward blip is released only once demand is
+    # lower by more than its noise)
+    demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
+    demands = demands + ((now, demand),)
+    band, band_txt = _hysteresis_band(cfg, demands)
+    if band > 0 and demand > 0:
+        upper = _solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps).replicas
     else:
         upper = raw
     keep = {name: max(raw[name], upper[name]) for name in raw}
@@ -1128,7 +1183,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
             note = ""
             if t > r and keep[p.name] >= t:
                 note = (f"scale-down to {r} waits: {keep[p.name]} would be needed at "
-                        f"{cfg.scale_down_tolerance:.0%} more demand (scale-down tolerance)")
+                        f"{band:.1%} more demand (scale-down hysteresis: {band_txt})")
             elif t > r:
                 note = (f"scale-down to {r} waits: up to {wmax} recommended within the last "
                         f"{window:.0f}s stabilization window")
@@ -1146,8 +1201,39 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                        + (f" ({notes[name]})" if notes[name] else ""))
     plan = _compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
                     demand_note, cap_states={cs.pool: cs for cs in cap_states})
-    new_state = PlannerState(capacity=tuple(cap_states), demand=demand_state, recommendations=history, time=now)
+    new_state = PlannerState(capacity=tuple(cap_states), demand=demand_state, recommendations=history, time=now,
+                             demands=demands)
     return plan, new_state
+
+
+def _hysteresis_band(cfg: PlannerConfig, demands: Sequence[tuple[float, float]]) -> tuple[float, str]:
+    """The scale-down hysteresis band (a fraction of demand) and how it was set.
+
+    Noise = standard deviation of the planned demands over the window around their least-squares
+    line (so a steady ramp is not noise), relative to their mean; band = the noise multiple x noise,
+    at most ``scale_down_tolerance``; the cap itself until enough samples are seen. The default
+    multiple 6 spans +-3 standard deviations: the whole spread of the noise (uniform noise of +-a has
+    a standard deviation of a / sqrt(3), so 6 of them are 3.5a > 2a).
+    """
+    cap = max(0.0, cfg.scale_down_tolerance)
+    if cap <= 0:
+        return 0.0, "disabled"
+    n = len(demands)
+    if n < max(3, cfg.hysteresis_min_samples):
+        return cap, f"{cap:.0%} until the demand noise is measured"
+    ts = [t for t, _ in demands]
+    ds = [d for _, d in demands]
+    mt, md = sum(ts) / n, sum(ds) / n
+    if md <= 0:
+        return 0.0, "no demand"
+    var_t = sum((t - mt) ** 2 for t in ts)
+    slope = sum((t - mt) * (d - md) for t, d in demands) / var_t if var_t > 0 else 0.0
+    resid2 = sum((d - (md + slope * (t - mt))) ** 2 for t, d in demands)
+    noise = math.sqrt(resid2 / max(1, n - 2)) / md
+    band = min(cap, max(0.0, cfg.hysteresis_noise_multiple) * noise)
+    txt = (f"{cfg.hysteresis_noise_multiple:g} x the {noise:.2%} standard deviation of demand around its trend over "
+           f"{cfg.hysteresis_window_seconds:.0f}s" + (f", capped at {cap:.0%}" if band >= cap else ""))
+    return band, txt
 
 
 # ============================================================================================

@@ -181,3 +181,16 @@ async def test_removed_pool_series_are_forgotten(rig):
     assert not [s for s in rig.exporter.samples() if "h200" in s[1]]
     rig.rec.measurer.forget(NS, NAME)
     assert rig.exporter.samples() == []
+
+
+async def test_backlog_uses_measured_tokens_per_request(two_pool_example):
+    # 48 requests/s complete for 24,000 generation tok/s on gb300 (and 1.4 for 700 on h200): 500
+    # output tokens per request, so 200 waiting requests are 100,000 backlog tokens (not 200 x 1,000)
+    rig = Rig(two_pool_example)
+    await rig.step()
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=24_000.0, requests_waiting=200.0,
+                      requests_running=256.0, requests_per_second=48.0)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=700.0, requests_per_second=1.4)
+    await rig.step()
+    reason = rig.status()["lastDecision"]["reason"]
+    assert "200 waiting x 500 tok/request" in reason, reason

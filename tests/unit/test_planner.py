@@ -320,22 +320,42 @@ def test_decide_scale_down_uses_window_max():
     assert plan.replicas["h200"] == 5
 
 
-def test_decide_scale_down_tolerance_is_hysteresis():
+def test_decide_scale_down_hysteresis_follows_measured_noise():
     cfg = PlannerConfig(scale_down_stabilization_seconds=60, scale_down_tolerance=0.05)
-    # 41,000 x 1.2 = 49,200 -> one h200 (48,000 + 720 = 48,720 short -> 2 h200)
+    # 41,000 x 1.2 = 49,200 -> 2 gb300 (48,000) + 2 h200
     plan, state = decide(None, inputs({"gb300": 2, "h200": 0}, demand=41_000, config=cfg), 0.0)
     assert plan.replicas == {"gb300": 2, "h200": 2}
-    # demand eases 3%: the optimum is 0 h200, but 5% more demand would need h200 again: hold
+    # demand jitters 3% (41,000 / 39,800): the optimum at 39,800 is 0 h200, but the measured noise
+    # (band capped at 5%) says 2 would be needed again: hold
     cur = dict(plan.replicas)
-    for t in range(30, 600, 30):
+    for i, t in enumerate(range(30, 600, 30)):
+        d = 39_800 if i % 2 == 0 else 41_000
+        plan, state = decide(state, inputs(cur, demand=d, config=cfg), float(t))
+        assert plan.replicas == cur, t
+    plan, state = decide(state, inputs(cur, demand=39_800, config=cfg), 600.0)
+    assert plan.replicas == cur
+    assert "would be needed at 5.0% more demand (scale-down hysteresis: " in plan.pools[1].reason
+    assert "capped at 5%" in plan.pools[1].reason
+    # demand settles at 39,800 with no noise: the band shrinks with the noise and h200 is released
+    # once the window has forgotten the jitter (no share-of-demand margin held for good)
+    for t in range(630, 1500, 30):
         plan, state = decide(state, inputs(cur, demand=39_800, config=cfg), float(t))
-        assert plan.replicas == cur
-    assert "would be needed at 5% more demand (scale-down tolerance)" in plan.pools[1].reason
-    # clearly lower demand: released after the window
-    for t in range(600, 800, 30):
-        plan, state = decide(state, inputs(cur, demand=35_000, config=cfg), float(t))
         cur = dict(plan.replicas)
     assert cur == {"gb300": 2, "h200": 0}
+
+
+def test_decide_smooth_plateau_holds_no_extra_marginal_replicas():
+    # 58,000 tok/s flat (no headroom): the optimum is 2 gb300 + 14 h200. A fixed 10% tolerance held
+    # the optimum for 63,800 (22 h200) for as long as the plateau lasted; the measured-noise band is
+    # ~0 on smooth demand, so the extra h200 go after the stabilization window
+    cfg = PlannerConfig(scale_down_stabilization_seconds=300)
+    cur = {"gb300": 2, "h200": 24}
+    state = None
+    for t in range(0, 1800, 30):
+        plan, state = decide(state, PlannerInputs(pools=POOLS, current=cur, demand_tokens_per_second=58_000,
+                                                  headroom=0.0, config=cfg), float(t))
+        cur = dict(plan.replicas)
+    assert cur == {"gb300": 2, "h200": 14}
 
 
 def test_decide_delayed_scale_down_never_breaks_budget():
@@ -355,13 +375,37 @@ def test_decide_delayed_scale_down_never_breaks_budget():
 
 
 def test_decide_with_observations_estimates_demand_with_backlog():
-    obs = Observations(pools={"gb300": PoolObservation(1, 20_000, requests_waiting=30)}, observed_at=0.0,
+    # saturated: 1 gb300 delivers its 24,000 tok/s with 30 requests waiting, no spare capacity: the
+    # backlog is 30 x 500 (the measured tokens per request) drained over 60 s = 250 tok/s
+    obs = Observations(pools={"gb300": PoolObservation(1, 24_000, requests_waiting=30)}, observed_at=0.0,
                        tokens_per_request=500.0)
     plan, state = decide(None, inputs({"gb300": 1, "h200": 0}, obs=obs), 0.0)
-    # 20,000 observed + 30 x 500 / 60 s = 250 backlog
-    assert plan.demand_tokens_per_second == pytest.approx(20_250)
-    assert "observed 20,000 + backlog 250" in plan.summary
-    assert state.demand.level == pytest.approx(20_250)
+    assert plan.demand_tokens_per_second == pytest.approx(24_250)
+    assert "observed 24,000 + backlog 250 (30 waiting x 500 tok/request, the rest over 60s)" in plan.summary
+    assert state.demand.level == pytest.approx(24_250)
+    assert state.demand.tokens_per_request == 500.0
+
+
+def test_decide_backlog_drained_before_startup_buys_nothing():
+    # 1 gb300 delivers 20,000 of its 24,000 tok/s: the 4,000 tok/s spare drains 1.2M tokens in the
+    # 300 s a new replica needs to start; 1,000 waiting x 500 = 500,000 queued tokens drain before
+    # then, so the backlog adds nothing (it used to add 1,000 x 1,000 / 60 = 16,667 tok/s)
+    obs = Observations(pools={"gb300": PoolObservation(1, 20_000, requests_waiting=1_000)}, observed_at=0.0,
+                       tokens_per_request=500.0)
+    plan, state = decide(None, inputs({"gb300": 1, "h200": 0}, obs=obs), 0.0)
+    assert plan.demand_tokens_per_second == pytest.approx(20_000)
+    assert state.demand.backlog == 0.0 and state.demand.drained_tokens == pytest.approx(500_000)
+    assert "backlog 0 (1,000 waiting x 500 tok/request, 500,000 tok of it drained by 4,000 tok/s" in plan.summary
+    # 3,000 waiting = 1.5M tokens: 1.2M drain before start-up, the other 300,000 over 60 s = 5,000 tok/s
+    obs = replace(obs, pools={"gb300": PoolObservation(1, 20_000, requests_waiting=3_000)})
+    plan, state = decide(None, inputs({"gb300": 1, "h200": 0}, obs=obs), 0.0)
+    assert state.demand.backlog == pytest.approx(5_000)
+    assert plan.demand_tokens_per_second == pytest.approx(25_000)
+    # without a measured figure the estimator's default (1,000 tokens per request) is used
+    est = DemandEstimator()
+    assert est.raw(Observations(pools={"a": PoolObservation(1, 0.0, requests_waiting=6)}))[1] == pytest.approx(100.0)
+    assert est.raw(Observations(pools={"a": PoolObservation(1, 0.0, requests_waiting=6)}, tokens_per_request=500.0),
+                   spare_tokens_per_second=5.0, startup_seconds=300)[1] == pytest.approx(1_500 / 60)
 
 
 def test_decide_forecast_anticipates_a_ramp():
