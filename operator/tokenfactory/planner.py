@@ -1134,7 +1134,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
         # spare drains before then buys nothing
         ready_cap = sum(max(0, o.ready_replicas) * caps.get(name, 0.0) for name, o in obs.pools.items())
         spare = max(0.0, ready_cap - max(0.0, obs.tokens_per_second))
-        startup = min((p.startup_seconds for p in pools if p.max_replicas > cur[p.name]), default=0.0)
+        startup = min((p.startup_seconds for p in pools if p.max_replicas > cur[p.name]), default=horizon)
         demand_state = cfg.demand.observe(state.demand, obs, now, spare_tokens_per_second=spare,
                                           startup_seconds=startup)
         demand = cfg.demand.forecast(demand_state, horizon)

@@ -178,10 +178,14 @@ def test_solver_prefers_integer_optimum_over_greedy():
     assert sol.dollars_per_hour == pytest.approx(112.0)
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+def _timed(fn, repeats=3):
+    """(result, fastest of ``repeats`` runs): the solver's time, not a busy machine's scheduling hiccups."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
 
 
 def test_solver_speed_two_pools_24_18():
