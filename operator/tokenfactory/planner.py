@@ -946,13 +946,12 @@ class PlannerConfig:
     replicas of the marginal pool for as long as demand stays there).
 
     Short bursts (ski rental): an *excursion* is a run of intervals with a backlog that the spare
-    capacity cannot drain within the start-up delay; it *ended by itself* when no pool had more
-    ready replicas at its end than at its start (demand fell back, no new replica drained it). When the
-    excursions remembered from the last ``burst_memory_seconds`` (at least ``burst_min_seen``) all
-    ended by themselves within the start-up delay, a scale-up for a new excursion waits until it
-    has lasted as long as the longest of them: replicas ordered earlier would only start serving
-    after such a burst is over. A real step waits at most that long (bounded by the start-up
-    delay); one excursion that outlasts it, or one ended by new capacity, turns the wait off.
+    capacity cannot drain within the start-up delay. When the excursions remembered from the last
+    ``burst_memory_seconds`` (at least ``burst_min_seen``) were all over within the start-up delay,
+    replicas ordered at their start only began serving after them; so a scale-up for a new
+    excursion waits until it has lasted as long as the longest of them. A real step waits at most
+    that long (less than the start-up delay); one excursion that outlasts the start-up delay turns
+    the wait off for ``burst_memory_seconds``.
     """
 
     scale_down_stabilization_seconds: float = 300.0
@@ -999,8 +998,7 @@ class PlannerState:
     time: float | None = None
     demands: tuple[tuple[float, float], ...] = ()  # (time, planned demand) over the hysteresis window
     excursion_since: float | None = None  # a backlog excursion in progress: since when
-    excursion_ready: tuple[tuple[str, int], ...] = ()  # ready replicas per pool when it began
-    excursions: tuple[tuple[float, float, bool], ...] = ()  # (ended at, lasted s, ended by itself)
+    excursions: tuple[tuple[float, float], ...] = ()  # (ended at, lasted s) of recent backlog excursions
 
     def capacity_of(self, pool: str) -> CapacityState | None:
         for cs in self.capacity:
@@ -1166,27 +1164,23 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                        f" over {horizon:.0f}s start-up)")
 
     # excursions (runs of intervals with a backlog that needs new replicas) and short-burst deferral
-    exc_since, exc_ready, excursions = state.excursion_since, state.excursion_ready, state.excursions
+    exc_since, excursions = state.excursion_since, state.excursions
     defer_note = ""
     if inputs.demand_tokens_per_second is None and obs is not None:
         excursions = tuple(e for e in excursions if now - e[0] < cfg.burst_memory_seconds)
-        ready_now = {name: max(0, o.ready_replicas) for name, o in obs.pools.items()}
         if demand_state.backlog > 0 and exc_since is None:
-            exc_since, exc_ready = now, tuple(sorted(ready_now.items()))
+            exc_since = now
         elif demand_state.backlog <= 0 and exc_since is not None:
-            # ended by itself: no pool has more ready replicas than when it began
-            before = dict(exc_ready)
-            by_itself = all(n <= before.get(name, 0) for name, n in ready_now.items())
-            excursions = excursions + ((now, now - exc_since, by_itself),)
-            exc_since, exc_ready = None, ()
+            excursions = excursions + ((now, now - exc_since),)
+            exc_since = None
         if exc_since is not None and len(excursions) >= max(1, cfg.burst_min_seen) \
-                and all(by_itself and lasted <= horizon for _, lasted, by_itself in excursions):
-            longest = max(lasted for _, lasted, _ in excursions)
+                and all(lasted <= horizon for _, lasted in excursions):
+            longest = max(lasted for _, lasted in excursions)
             if now - exc_since < longest:
                 defer_note = (f"scale-up waits: backlog for {now - exc_since:.0f}s; the last {len(excursions)} "
-                              f"excursion(s) above capacity ended by themselves within {longest:.0f}s (<= the "
-                              f"{horizon:.0f}s start-up), so replicas ordered now would serve after it; "
-                              f"ordering if it lasts {longest:.0f}s")
+                              f"excursion(s) above capacity were over within {longest:.0f}s (<= the {horizon:.0f}s "
+                              f"start-up), so replicas ordered at their start served after them; ordering if "
+                              f"this one lasts {longest:.0f}s")
 
     # (3) optimise
     sol = _solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
@@ -1242,8 +1236,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     plan = _compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
                     demand_note, cap_states={cs.pool: cs for cs in cap_states})
     new_state = PlannerState(capacity=tuple(cap_states), demand=demand_state, recommendations=history, time=now,
-                             demands=demands, excursion_since=exc_since, excursion_ready=exc_ready,
-                             excursions=excursions)
+                             demands=demands, excursion_since=exc_since, excursions=excursions)
     return plan, new_state
 
 

@@ -619,8 +619,8 @@ def _burst_obs(t, saturated, ready=1):
     return Observations(pools=pools, observed_at=t, tokens_per_request=500.0)
 
 
-def _run_bursts(state, t, bursts, burst_seconds=120, calm_seconds=900, ready_after=None):
-    """Bursts of saturation, the cluster never adding replicas (ready stays 1) unless ``ready_after``."""
+def _run_bursts(state, t, bursts, burst_seconds=120, calm_seconds=900):
+    """Bursts of saturation; the cluster never adds replicas (ready stays 1)."""
     cur = {"gb300": 1, "h200": 0}
     plans = []
     for b in range(bursts):
@@ -629,8 +629,7 @@ def _run_bursts(state, t, bursts, burst_seconds=120, calm_seconds=900, ready_aft
             plans.append((t, True, plan))
             t += 30
         for k in range(0, calm_seconds, 30):
-            ready = ready_after if ready_after is not None and k == 0 else 1
-            plan, state = decide(state, inputs(cur, obs=_burst_obs(t, False, ready)), float(t))
+            plan, state = decide(state, inputs(cur, obs=_burst_obs(t, False)), float(t))
             plans.append((t, False, plan))
             t += 30
     return state, t, plans
@@ -641,8 +640,8 @@ def test_decide_short_bursts_do_not_buy_replicas_that_arrive_after_them():
     # the first two bursts order capacity at once (nothing known yet)
     first = [p for _, sat, p in plans if sat][0]
     assert first.replicas["h200"] > 0 or first.replicas["gb300"] > 1
-    assert [(e[1], e[2]) for e in state.excursions] == [(120.0, True), (120.0, True)]
-    # both ended by themselves within 120 s < the 300 s start-up: the third burst's scale-up waits 120 s
+    assert [e[1] for e in state.excursions] == [120.0, 120.0]
+    # both were over within 120 s < the 300 s start-up: the third burst's scale-up waits 120 s
     state, t, plans = _run_bursts(state, t, 1, burst_seconds=240)
     sat = [(tt, p) for tt, s, p in plans if s]
     t0 = sat[0][0]
@@ -650,16 +649,16 @@ def test_decide_short_bursts_do_not_buy_replicas_that_arrive_after_them():
         if tt - t0 < 120:
             assert p.replicas == {"gb300": 1, "h200": 0}, (tt - t0, p.replicas)
             reason = " ".join(p.reasons)
-            assert "scale-up waits" in reason and "ended by themselves within 120s" in reason
+            assert "scale-up waits" in reason and "were over within 120s (<= the 300s start-up)" in reason
         else:  # it lasted as long as the longest remembered: order now
             assert p.replicas != {"gb300": 1, "h200": 0}
 
 
-def test_decide_excursion_ended_by_new_capacity_turns_the_wait_off():
+def test_decide_excursion_longer_than_startup_turns_the_wait_off():
     state, t, _ = _run_bursts(None, 0, 2)
-    # a third excursion ends because new replicas became ready (a step served by scaling up)
-    state, t, _ = _run_bursts(state, t, 1, ready_after=2)
-    assert state.excursions[-1][2] is False
+    # a third excursion outlasts the 300 s start-up (waiting 120 s, then scaling up helped)
+    state, t, _ = _run_bursts(state, t, 1, burst_seconds=360)
+    assert state.excursions[-1][1] == 360.0
     state, t, plans = _run_bursts(state, t, 1)
     first = [p for _, sat, p in plans if sat][0]
     assert first.replicas != {"gb300": 1, "h200": 0}
