@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from tokenfactory import gpusheet
+from tokenfactory import cost, gpusheet
 
 GROUP = "tokenfactory.dev"
 VERSION = "v1alpha1"
@@ -29,7 +29,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-HOURS_PER_YEAR = 8760.0
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -503,12 +502,6 @@ class ResolvedPool:
         return self.kilowatts_per_gpu * self.gpus_per_replica
 
 
-def onprem_price_per_gpu_hour(capex_per_gpu: float, amortization_years: float, kilowatts_per_gpu: float,
-                              dollars_per_kwh: float, pue: float = 1.0) -> float:
-    """Capex written off per hour plus the electricity of one GPU: capex/(years x 8760) + kW x PUE x $/kWh."""
-    return capex_per_gpu / (amortization_years * HOURS_PER_YEAR) + kilowatts_per_gpu * pue * dollars_per_kwh
-
-
 def resolve_pool(pool: PoolSpec, index: int = 0) -> ResolvedPool:
     where = f"spec.pools[{index}]"
     sheet = gpusheet.lookup(pool.gpu_type)
@@ -540,7 +533,7 @@ def resolve_pool(pool: PoolSpec, index: int = 0) -> ResolvedPool:
         )
     if onprem:
         assert pool.capex_per_gpu is not None and pool.amortization_years is not None and pool.dollars_per_kwh is not None
-        price = onprem_price_per_gpu_hour(pool.capex_per_gpu, pool.amortization_years, kw, pool.dollars_per_kwh, pool.pue)
+        price = cost.on_prem_price_per_gpu_hour(pool.capex_per_gpu, pool.amortization_years, kw, pool.pue, pool.dollars_per_kwh)
         sources["pricePerGpuHour"] = "onPrem"
     if pool.startup_seconds is not None:
         startup, sources["startupSeconds"] = pool.startup_seconds, "spec"
