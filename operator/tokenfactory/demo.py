@@ -239,14 +239,13 @@ def _pool_row(name: str, gpu: str, p: dict, capacity: Any) -> list[str]:
 
 
 def render_live(sample: dict, elapsed: float, duration: float, decisions: list[dict], notes: list[str],
-                width: int = 120):
+                width: int = 120, height: int = 50):
     from rich import box
     from rich.console import Group
-    from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
 
-    from tokenfactory.demo_report import comparison, seed_comparison
+    from tokenfactory.demo_report import comparison, seed_cost_per_mtok
 
     f = sample.get("factory") or {}
     pools = sample.get("pools") or {}
@@ -273,21 +272,30 @@ def render_live(sample: dict, elapsed: float, duration: float, decisions: list[d
             bad = (conds[k] == "True") != (k == "MetricsAvailable")
             head.append(f"{k}={conds[k]}  ", style="red" if bad else "green")
     cmp_line = Text(comparison(pools) or "GB300 vs H200: waiting for tokens on both pools", style="bold green")
-    seeds = Text(seed_comparison(), style="dim")
+    seeds = Text(f"seed figures: H200 ${seed_cost_per_mtok('h200'):.2f}/Mtok, GB300 ${seed_cost_per_mtok('gb300'):.3f}/Mtok "
+                 "at full load (35x; published $4.20 vs $0.12)", style="dim")
     d = sample.get("decision") or {}
     dec = Text()
+    tall = height >= 40
     if d:
         changes = ", ".join(f"{c.get('pool')} {c.get('from')}->{c.get('to')}" for c in d.get("changes", []))
-        dec.append(f"last decision ({len(decisions)} so far) at {d.get('time', '?')}: {changes}\n", style="bold")
-        dec.append(str(d.get("reason", "")))
-        for c in d.get("changes", []):
-            pool, reason = str(c.get("pool")), str(c.get("reason", ""))
-            dec.append("\n" + (reason if reason.startswith(pool) else f"{pool}: {reason}"), style="dim")
+        when = str(d.get("time", "?")).replace("T", " ").replace("Z", "")
+        dec.append(f"last scaling decision ({len(decisions)} so far, {when}): {changes}\n", style="bold yellow")
+        reason = str(d.get("reason", ""))
+        limit = max(40, 3 * width - 10) if not tall else 10_000
+        dec.append(reason if len(reason) <= limit else reason[: limit - 1] + "…")
+        if tall:
+            for c in d.get("changes", []):
+                pool, why = str(c.get("pool")), str(c.get("reason", ""))
+                dec.append("\n" + (why if why.startswith(pool) else f"{pool}: {why}"), style="dim")
     else:
         dec.append("no scaling decision yet", style="dim")
-    return Group(Panel(Group(head, cmp_line, seeds), box=box.ROUNDED), table,
-                 Panel(dec, title="autoscaler (status.lastDecision)", title_align="left"),
-                 Text("\n".join(notes), style="dim"))
+    parts: list[Any] = [head, cmp_line, seeds, table, dec]
+    if tall:
+        parts.append(Text("\n".join(notes), style="dim"))
+    else:
+        parts.append(Text(notes[-1], style="dim"))
+    return Group(*parts)
 
 
 def headless_line(sample: dict, elapsed: float) -> str:
@@ -403,9 +411,9 @@ class Demo:
             self.users_file.write_text("")
         if was_running:
             say(f"reusing the local cluster already running in {lc.state_dir} (it stays running)")
+        self.started_cluster = not was_running  # set first: a half-started cluster is stopped too
         with self.r.step(f"local control plane in {lc.state_dir} (building binaries first if missing)"):
             info = lc.up(progress=lambda m: say(f"  cluster: {m}"), timeout=300)
-        self.started_cluster = not was_running
         env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
         self.env = env
         self.kubectl = k = Kubectl(info.kubeconfig)
@@ -503,7 +511,7 @@ class Demo:
                     d = sample.get("decision")
                     if live is not None:
                         live.update(render_live(sample, elapsed, duration, decisions(self.samples), notes,
-                                                width=self.r.console.width))
+                                                width=self.r.console.width, height=self.r.console.height))
                     else:
                         if d and d.get("time") and d["time"] not in seen_decisions:
                             seen_decisions.add(d["time"])

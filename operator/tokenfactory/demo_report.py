@@ -196,12 +196,23 @@ def plot(samples: Sequence[dict], path: Path, title: str = "tokenfactory demo") 
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8, ncol=2)
-    for d in decisions(samples):
+    span = (t[-1] - t[0]) if len(t) > 1 else 1.0
+    last_label = -math.inf
+    decs = decisions(samples)
+    for i, d in enumerate(decs):
         for ax in axes:
-            ax.axvline(d["t"], color="grey", lw=0.8, ls="--", alpha=0.8)
+            ax.axvline(d["t"], color="grey", lw=0.7, ls="--", alpha=0.7)
+        # label a decision unless the previous label is too close; a burst shows its last step
+        nxt = decs[i + 1]["t"] if i + 1 < len(decs) else math.inf
+        if d["t"] - last_label < 0.04 * span or (nxt - d["t"] < 0.02 * span and i + 1 < len(decs)):
+            continue
+        last_label = d["t"]
         label = ", ".join(f"{c.get('pool')} {c.get('from')}->{c.get('to')}" for c in d.get("changes", []))
-        ax0.annotate(label, (d["t"], 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                     va="top", ha="right", color="dimgrey")
+        ax0.annotate(label, (d["t"], 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                     va="bottom", ha="right", color="dimgrey")
+    if decs:
+        ax2.text(0.99, 0.95, f"{len(decs)} scaling decisions (dashed lines)", transform=ax2.transAxes,
+                 ha="right", va="top", fontsize=8, color="dimgrey")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
