@@ -898,6 +898,9 @@ class DemandEstimator:
                 spare_tokens_per_second: float | None = None, startup_seconds: float = 0.0) -> DemandState:
         observed = max(0.0, obs.tokens_per_second)
         backlog, queued, drained, tpr = self.backlog(obs, spare_tokens_per_second, startup_seconds)
+        if state.time is not None and now > state.time and queued < state.queued_tokens:
+            # tokens served from a shrinking queue are old demand, not new arrivals
+            observed = max(0.0, observed - (state.queued_tokens - queued) / (now - state.time))
         extra = dict(observed=observed, backlog=backlog, queued_tokens=queued, drained_tokens=drained,
                      tokens_per_request=tpr)
         x = observed + backlog
@@ -946,12 +949,21 @@ class PlannerConfig:
     replicas of the marginal pool for as long as demand stays there).
 
     Short bursts (ski rental): an *excursion* is a run of intervals with a backlog that the spare
-    capacity cannot drain within the start-up delay. When the excursions remembered from the last
+    capacity cannot drain within the start-up delay (or a queue building, as many requests waiting
+    as ready replicas, just before that shows). When the excursions remembered from the last
     ``burst_memory_seconds`` (at least ``burst_min_seen``) were all over within the start-up delay,
     replicas ordered at their start only began serving after them; so a scale-up for a new
     excursion waits until it has lasted as long as the longest of them. A real step waits at most
     that long (less than the start-up delay); one excursion that outlasts the start-up delay turns
     the wait off for ``burst_memory_seconds``.
+
+    Flap guard: the band covers demand noise, not a fit so tight that the planner's own capacity
+    estimates move across it (58,000 tok/s on 14 x 720 + 48,000 = 58,080 tok/s: a 0.3% dip of the
+    learned capacity asks for a 15th replica, which is released 5 minutes later, and so on). When a
+    pool is scaled back up within ``flap_memory_seconds`` to no more than it had before a scale-down
+    (re-adding what was released, not a new, larger need), its
+    scale-downs keep one replica above the optimum (at most one extra replica of that pool) until
+    that long has passed without a flap or a hold at the boundary it flapped at.
     """
 
     scale_down_stabilization_seconds: float = 300.0
@@ -962,6 +974,7 @@ class PlannerConfig:
     hysteresis_min_samples: int = 4
     burst_memory_seconds: float = 7200.0
     burst_min_seen: int = 2
+    flap_memory_seconds: float = 1800.0
     max_metrics_age_seconds: float = 180.0
     forecast_horizon_seconds: float | None = None  # None: longest start-up among pools
     demand: DemandEstimator = DemandEstimator()
@@ -999,6 +1012,8 @@ class PlannerState:
     demands: tuple[tuple[float, float], ...] = ()  # (time, planned demand) over the hysteresis window
     excursion_since: float | None = None  # a backlog excursion in progress: since when
     excursions: tuple[tuple[float, float], ...] = ()  # (ended at, lasted s) of recent backlog excursions
+    downs: tuple[tuple[str, float, int, int], ...] = ()  # (pool, time, from, to) of recent scale-downs
+    flaps: tuple[tuple[str, float, int], ...] = ()  # (pool, time, count) a pool went back up to count past a recent scale-down
 
     def capacity_of(self, pool: str) -> CapacityState | None:
         for cs in self.capacity:
@@ -1173,11 +1188,18 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
         elif demand_state.backlog <= 0 and exc_since is not None:
             excursions = excursions + ((now, now - exc_since),)
             exc_since = None
-        if exc_since is not None and len(excursions) >= max(1, cfg.burst_min_seen) \
+        # a queue building (as many waiting requests as ready replicas: the capacity estimator's
+        # saturation signal) is the start of an excursion even while the spare, measured over the
+        # lagging metrics window, still looks able to drain it
+        ready_total = sum(max(0, o.ready_replicas) for o in obs.pools.values())
+        queue_building = ready_total > 0 and \
+            obs.requests_waiting >= cfg.capacity.config.queue_per_replica * ready_total
+        since = exc_since if exc_since is not None else (now if queue_building else None)
+        if since is not None and len(excursions) >= max(1, cfg.burst_min_seen) \
                 and all(lasted <= horizon for _, lasted in excursions):
             longest = max(lasted for _, lasted in excursions)
-            if now - exc_since < longest:
-                defer_note = (f"scale-up waits: backlog for {now - exc_since:.0f}s; the last {len(excursions)} "
+            if now - since < longest:
+                defer_note = (f"scale-up waits: queue for {now - since:.0f}s; the last {len(excursions)} "
                               f"excursion(s) above capacity were over within {longest:.0f}s (<= the {horizon:.0f}s "
                               f"start-up), so replicas ordered at their start served after them; ordering if "
                               f"this one lasts {longest:.0f}s")
@@ -1203,6 +1225,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     history = history + ((now, tuple(sorted(keep.items()))),)
     targets: dict[str, int] = {}
     notes: dict[str, str] = {}
+    mem = cfg.flap_memory_seconds
+    downs = tuple(d for d in state.downs if now - d[1] < mem and d[1] <= now)
+    flaps = tuple(f for f in state.flaps if now - f[1] < mem and f[1] <= now)
     for p in pools:
         c, r = cur[p.name], raw[p.name]
         if r > c and defer_note:
@@ -1211,6 +1236,8 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
         elif r >= c:
             t = r
             note = ""
+            if r > c and any(name == p.name and to < r <= frm for name, _, frm, to in downs):
+                flaps = flaps + ((p.name, now, r),)
         else:
             wmax = max(dict(recs).get(p.name, 0) for _, recs in history)
             t = min(c, wmax)
@@ -1221,11 +1248,20 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
             elif t > r:
                 note = (f"scale-down to {r} waits: up to {wmax} recommended within the last "
                         f"{window:.0f}s stabilization window")
+            flapped = [(ft, n) for name, ft, n in flaps if name == p.name]
+            if flapped and t < r + 1 <= c:
+                t = r + 1
+                note = (f"scale-down keeps one replica above the optimum {r}: {p.name} went back up past a "
+                        f"scale-down within the last {mem:.0f}s (the optimum sits at a replica boundary)")
+                if t == c and any(n == c for _, n in flapped):  # still at the boundary it flapped at
+                    flaps = flaps + ((p.name, now, c),)
             step = max(1, math.floor(c * cfg.max_scale_down_fraction))
             if t < c - step:
                 t = c - step
                 note = f"scale-down to {r} limited to {step} replica(s) per interval"
         t = min(max(t, p.min_replicas), p.max_replicas)
+        if t < c:
+            downs = downs + ((p.name, now, c, t),)
         targets[p.name] = t
         notes[p.name] = note
     floors = {p.name: raw[p.name] for p in pools}
@@ -1236,7 +1272,8 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     plan = _compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
                     demand_note, cap_states={cs.pool: cs for cs in cap_states})
     new_state = PlannerState(capacity=tuple(cap_states), demand=demand_state, recommendations=history, time=now,
-                             demands=demands, excursion_since=exc_since, excursions=excursions)
+                             demands=demands, excursion_since=exc_since, excursions=excursions,
+                             downs=downs, flaps=flaps)
     return plan, new_state
 
 

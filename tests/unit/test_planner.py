@@ -649,7 +649,7 @@ def test_decide_short_bursts_do_not_buy_replicas_that_arrive_after_them():
         if tt - t0 < 120:
             assert p.replicas == {"gb300": 1, "h200": 0}, (tt - t0, p.replicas)
             reason = " ".join(p.reasons)
-            assert "scale-up waits" in reason and "were over within 120s (<= the 300s start-up)" in reason
+            assert "scale-up waits: queue for" in reason and "were over within 120s (<= the 300s start-up)" in reason
         else:  # it lasted as long as the longest remembered: order now
             assert p.replicas != {"gb300": 1, "h200": 0}
 
@@ -663,3 +663,15 @@ def test_decide_excursion_longer_than_startup_turns_the_wait_off():
     first = [p for _, sat, p in plans if sat][0]
     assert first.replicas != {"gb300": 1, "h200": 0}
     assert "scale-up waits" not in " ".join(first.reasons)
+
+
+def test_demand_does_not_count_queue_drain_as_new_demand():
+    est = DemandEstimator()
+    st = est.observe(DemandState(), Observations(pools={"a": PoolObservation(1, 24_000, requests_waiting=1_000)},
+                                                 tokens_per_request=500.0), 0.0, spare_tokens_per_second=0.0,
+                     startup_seconds=300)
+    # 30 s later the queue has shrunk by 600 requests (300,000 tokens): 10,000 of the 24,000 tok/s
+    # delivered served the queue, not new arrivals
+    st = est.observe(st, Observations(pools={"a": PoolObservation(1, 24_000, requests_waiting=400)},
+                                      tokens_per_request=500.0), 30.0, spare_tokens_per_second=0.0, startup_seconds=300)
+    assert st.observed == pytest.approx(14_000)
