@@ -700,6 +700,9 @@ def targets(report: dict) -> dict:
             "cost_vs_oracle": tf["cost_dollars"] / orc["cost_dollars"],
             "within_1_05_of_oracle": tf["cost_dollars"] <= 1.05 * orc["cost_dollars"],
             "slo_at_least_99": tf["slo_attainment"] >= 0.99,
+            # the first target is both together: a policy that misses the SLO can undercut the oracle
+            "cost_and_slo_target_met": (tf["cost_dollars"] <= 1.05 * orc["cost_dollars"]
+                                        and tf["slo_attainment"] >= 0.99),
             "saving_vs_best_hpa": 1 - tf["cost_dollars"] / hpa["cost_dollars"],
             "at_least_25pct_cheaper_than_hpa": tf["cost_dollars"] <= 0.75 * hpa["cost_dollars"],
             "hpa_variant": hpa["variant"],
@@ -826,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     for tname, tg in report["targets"].items():
         print(f"{tname:<9} tokenfactory/oracle cost {tg['cost_vs_oracle']:.3f} "
-              f"({'<=' if tg['within_1_05_of_oracle'] else '>'} 1.05), SLO>=99% {'yes' if tg['slo_at_least_99'] else 'NO'}, "
+              f"({'<=' if tg['within_1_05_of_oracle'] else '>'} 1.05), SLO>=99% {'yes' if tg['slo_at_least_99'] else 'NO'} "
+              f"(target {'met' if tg['cost_and_slo_target_met'] else 'missed'}), "
               f"{100 * tg['saving_vs_best_hpa']:+.1f}% cheaper than best hpa "
               f"({'meets' if tg['at_least_25pct_cheaper_than_hpa'] else 'misses'} 25%; that hpa is "
               f"{tg['hpa_variant']}, SLO {100 * tg['hpa_slo_attainment']:.1f}%), "
