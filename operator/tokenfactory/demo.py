@@ -184,9 +184,11 @@ class Reporter:
         if self.console is not None:
             from rich.text import Text
 
-            self.console.print(Text.assemble((stamp, "dim"), " ", msg), highlight=False)
+            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                self.console.print(Text.assemble((stamp, "dim"), " ", msg), highlight=False)
         else:
-            print(f"{stamp} {msg}", flush=True)
+            with contextlib.suppress(OSError):
+                print(f"{stamp} {msg}", flush=True)
 
     @contextlib.contextmanager
     def step(self, what: str):
@@ -326,6 +328,9 @@ def demo_manifest(namespace: str) -> dict[str, Any]:
     return doc
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -334,11 +339,15 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         print("tokenfactory demo: error: --duration must be > 0", file=sys.stderr)
         return 2
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C raises KeyboardInterrupt even when the demo was started with SIGINT ignored (a
+    # background job of a script); SIGTERM and SIGHUP (terminal closed) do the same clean-up.
+    old = {sig: signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_interrupt)
+           for sig in _STOP_SIGNALS}
     try:
         return Demo(args).run()
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 class Demo:
@@ -374,20 +383,25 @@ class Demo:
         except Exception as err:  # noqa: BLE001 - reported, then torn down
             failed = err
             self.r.say(f"error: {err}")
+        # From here on nothing interrupts: the clean-up and the report must finish (each step has
+        # its own time limit), also when the terminal goes away (SIGHUP).
+        quiet = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+        try:
+            self._teardown()
+            code = 130 if interrupted else (1 if failed else 0)
+            if self.samples:
+                try:
+                    self._report(interrupted, time.monotonic() - t_start)
+                except Exception as err:  # noqa: BLE001 - the processes are gone; say what failed
+                    self.r.say(f"error writing the summary and the plot: {err!r}")
+                    code = code or 1
+            elif failed is None and not interrupted:
+                self.r.say("no samples were taken")
+                code = 1
+            self.r.say(f"total wall time {time.monotonic() - t_start:.0f}s; exit code {code}")
         finally:
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                self._teardown()
-            finally:
-                signal.signal(signal.SIGINT, old[0])
-                signal.signal(signal.SIGTERM, old[1])
-        code = 130 if interrupted else (1 if failed else 0)
-        if self.samples:
-            self._report(interrupted, time.monotonic() - t_start)
-        elif failed is None and not interrupted:
-            self.r.say("no samples were taken")
-            code = 1
-        self.r.say(f"total wall time {time.monotonic() - t_start:.0f}s; exit code {code}")
+            for sig, handler in quiet.items():
+                signal.signal(sig, handler)
         return code
 
     def _setup(self) -> None:
@@ -406,11 +420,13 @@ class Demo:
         users = _users_dir(lc)
         users.mkdir(parents=True, exist_ok=True)
         with procs.file_lock(users / ".lock"):
-            was_running = lc.is_running()
+            # A cluster whose state is there belongs to someone (`tokenfactory cluster up`, a test
+            # session), even when some of its processes are down and `up` restarts them: left running.
+            was_running = lc.is_running() or lc.layout.state.exists()
             self.users_file = users / str(os.getpid())
             self.users_file.write_text("")
         if was_running:
-            say(f"reusing the local cluster already running in {lc.state_dir} (it stays running)")
+            say(f"reusing the local cluster in {lc.state_dir} (it stays running afterwards)")
         self.started_cluster = not was_running  # set first: a half-started cluster is stopped too
         with self.r.step(f"local control plane in {lc.state_dir} (building binaries first if missing)"):
             info = lc.up(progress=lambda m: say(f"  cluster: {m}"), timeout=300)
@@ -576,7 +592,16 @@ class Demo:
                                  f"tokenfactory.dev/factory={FACTORY}")["items"]
         ready = {d["metadata"]["name"]: int((d.get("status") or {}).get("readyReplicas") or 0) for d in deps}
         want = {f"{FACTORY}-{p['name']}" for p in self.manifest["spec"]["pools"]}
-        return want <= set(ready) and all(ready[n] >= 1 for n in want)
+        done = want <= set(ready) and all(ready[n] >= 1 for n in want)
+        now = time.monotonic()
+        if not done and now - getattr(self, "_pods_said", now - 8) >= 10:
+            self._pods_said = now
+            pods = self.kubectl.json("get", "pods", "-n", self.namespace, "-l",
+                                     f"tokenfactory.dev/factory={FACTORY}")["items"]
+            phases = ", ".join(f"{p['metadata']['name']} {(p.get('status') or {}).get('phase', '?')}" for p in pods)
+            self.r.say(f"  pods: {phases or 'none yet'}; Deployments ready: "
+                       + ", ".join(f"{n}={ready.get(n, 0)}" for n in sorted(want)))
+        return done
 
     def _delete_factory(self, quiet: bool = False) -> None:
         k = self.kubectl
@@ -661,7 +686,8 @@ class Demo:
         lines.append(f"  {summary['seedComparison']}")
         lines.append(f"  wrote {self.out / 'summary.json'} and {png}")
         for line in lines:
-            if self.r.console is not None:
-                self.r.console.print(line, highlight=False, markup=False)
-            else:
-                print(line, flush=True)
+            with contextlib.suppress(OSError):
+                if self.r.console is not None:
+                    self.r.console.print(line, highlight=False, markup=False)
+                else:
+                    print(line, flush=True)
