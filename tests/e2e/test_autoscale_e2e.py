@@ -36,7 +36,7 @@ def stack(cluster, kubectl, prometheus, namespace, tmp_path):
 
 def test_demand_step_scales_the_cheapest_pool_up_then_down(stack, kubectl, namespace):
     kubectl.apply(spec("Auto"), namespace)
-    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 60, "metrics flowing")
+    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 90, "metrics flowing")
     # low demand: one replica per pool costs far more per token than the objective
     wait_for(lambda: stack.condition("BudgetExceeded").get("status") == "True", 40, "BudgetExceeded at low demand")
 
@@ -68,7 +68,7 @@ def test_demand_step_scales_the_cheapest_pool_up_then_down(stack, kubectl, names
 
 def test_recommend_mode_reports_but_changes_nothing(stack, kubectl, namespace):
     kubectl.apply(spec("Recommend"), namespace)
-    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 60, "metrics flowing")
+    wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 90, "metrics flowing")
     decision = wait_for(lambda: (stack.tf().get("status") or {}).get("lastDecision"), 90, "a recommendation")
     assert decision["applied"] is False and decision["mode"] == "Recommend"
     assert any(c["pool"] == "gb300" and c["to"] > c["from"] for c in decision["changes"])

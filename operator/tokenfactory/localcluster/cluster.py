@@ -530,6 +530,10 @@ class LocalCluster:
         start("kube-apiserver")
         self._wait(say, "kube-apiserver /readyz", deadline, self.healthy,
                    watch=("etcd", "kube-apiserver"))
+        if not (status.get("kwok") and status["kwok"].running):
+            # A kwok that died (a crash, or the session that ran it was killed) still holds the node
+            # leases; a new kwok would leave every node (and every pod on it) alone until they expire.
+            self.kubectl("delete", "leases", "--all", "-n", "kube-node-lease", "--ignore-not-found")
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             start(name)
         self._create_nodes(say)
