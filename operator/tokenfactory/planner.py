@@ -919,14 +919,17 @@ class DemandEstimator:
         return DemandState(level=level, trend=trend, time=now, **extra)
 
     def forecast(self, state: DemandState, horizon_seconds: float) -> float:
-        """Level plus the damped upward trend over ``horizon_seconds``."""
+        """Level plus the damped upward trend over ``horizon_seconds``, and never less than what is
+        observed right now (observed + backlog): smoothing must not delay a scale-up while demand
+        climbs (the level lags a ramp by about trend x smoothing time); falling demand is left to the
+        scale-down stabilization, which already looks at the window's highest recommendation."""
         if state.level is None:
             return 0.0
         steps = max(0.0, horizon_seconds) / self.reference_interval_seconds
         phi = self.trend_damping
         damped = steps if phi >= 1 else phi * (1 - phi ** steps) / (1 - phi)
         up = max(0.0, state.trend) * self.reference_interval_seconds * damped
-        return state.level + up
+        return max(state.level + up, state.observed + state.backlog)
 
 
 # ============================================================================================
