@@ -647,7 +647,7 @@ class Demo:
                 if not self.started_cluster:
                     say("the local cluster was running before the demo: left running")
                 elif self.args.keep_cluster:
-                    say(f"--keep-cluster: the local cluster keeps running (stop it with `tokenfactory cluster down`)")
+                    say("--keep-cluster: the local cluster keeps running (stop it with `tokenfactory cluster down`)")
                 elif others:
                     say(f"the local cluster is in use by other processes ({others}): left running")
                 else:

@@ -46,7 +46,6 @@ def test_demand_step_scales_the_cheapest_pool_up_then_down(stack, kubectl, names
     assert any(c["pool"] == "gb300" and c["to"] == 2 for c in decision["changes"])
     assert stack.replicas("h200") < 8, "the expensive pool was not used for what GB300 can carry"
 
-    pods = kubectl.json("get", "pods", "-n", namespace, "-l", "tokenfactory.dev/pool=gb300")["items"]
     nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in kubectl.json("get", "nodes")["items"]}
 
     def gb300_ready():

@@ -86,7 +86,7 @@ async def test_prometheus_scrapes_simulator(prometheus, sim):
     assert set(rates) == {"h200", "gb300"}, rates
 
     # Scraped series keep the simulator's labels (honor_labels)
-    [series] = [s["metric"] for s in query(prometheus.url, f'vllm:num_requests_running{{pod="r1-gb300-0"}}')]
+    [series] = [s["metric"] for s in query(prometheus.url, 'vllm:num_requests_running{pod="r1-gb300-0"}')]
     for k in ("model_name", "engine", "namespace", "pod", "factory", "pool", "gpu_type"):
         assert k in series, series
     assert series["gpu_type"] == "gb300" and series["engine"] == "0"
