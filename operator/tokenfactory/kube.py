@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from tokenfactory import api
 
 FIELD_MANAGER = "tokenfactory"
-KINDS = ("Deployment", "Service", "Pod")
 
 
 class KubeClient(Protocol):

@@ -169,10 +169,6 @@ def render_service(owner: Owner, spec: api.TokenFactorySpec) -> dict[str, Any]:
     }
 
 
-def initial_replicas(spec: api.TokenFactorySpec) -> dict[str, int]:
-    return {p.name: p.min_replicas for p in spec.pools}
-
-
 def clamp_replicas(spec: api.TokenFactorySpec, wanted: Mapping[str, int]) -> dict[str, int]:
     """Replicas per pool: the wanted count where given, else minReplicas, always within the pool's bounds."""
     return {p.name: max(p.min_replicas, min(p.max_replicas, wanted.get(p.name, p.min_replicas))) for p in spec.pools}
