@@ -1,25 +1,21 @@
-"""The autoscaling benchmark (bench/autoscale.py) on a short trace: structure and relations that must hold."""
+"""The autoscaling benchmark (tokenfactory.bench) on a short trace: structure and relations that must hold."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from tokenfactory.bench import cli, driver, policies, run, scenario, scoring
 from tokenfactory.sim.traces import parse_trace
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_autoscale", ROOT / "bench" / "autoscale.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_autoscale"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """The package's public names, as the old single-file module exposed them."""
+    return SimpleNamespace(
+        load_setup=scenario.load_setup, Run=run.Run, run_trace=driver.run_trace, run_policy=driver.run_policy,
+        pick_best_hpa=scoring.pick_best_hpa, StaticPeak=policies.StaticPeak, Oracle=policies.Oracle, main=cli.main)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +130,39 @@ def test_main_writes_json_for_a_user_csv_trace(bench, tmp_path, capsys):
     assert meta["traces"]["mine"]["duration_seconds"] == 1200.0
     assert meta["wall_seconds"]["total"] > 0
     assert "tokenfactory" in capsys.readouterr().out
+
+
+def test_no_operator_module_imports_the_benchmark():
+    """The benchmark is tooling: nothing outside tokenfactory.bench imports it."""
+    import ast
+    from pathlib import Path
+
+    import tokenfactory
+
+    root = Path(tokenfactory.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if (root / "bench") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "tokenfactory.bench" or n.startswith("tokenfactory.bench.") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
+def test_the_console_entry_and_the_thin_script_run_the_same_main(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for cmd in ([sys.executable, "-m", "tokenfactory.bench", "--help"],
+                [sys.executable, str(root / "bench" / "autoscale.py"), "--help"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "usage: tokenfactory-bench" in res.stdout and "--quick" in res.stdout

@@ -1,0 +1,108 @@
+"""The example factory as the operator resolves it, and the one place the benchmark maps a spec +
+metrics to planner inputs (:func:`planner_inputs`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tokenfactory import api, planner
+from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: operator/tokenfactory/bench/scenario.py
+EXAMPLE = ROOT / "deploy/examples/deepseek-r1-h200-gb300.yaml"
+NAMESPACE = "bench"
+
+
+@dataclass
+class Setup:
+    factory: str
+    spec: api.TokenFactorySpec
+    resolved: list  # api.ResolvedPool
+    profiles: tuple[planner.PoolProfile, ...]
+    objectives: planner.Objectives
+    interval: float  # control interval, s
+    window: float  # metrics window, s
+    headroom: float
+    stabilization: float
+    accounting: str
+    dt: float  # simulator step, s
+
+    @property
+    def by_name(self) -> dict[str, planner.PoolProfile]:
+        return {p.name: p for p in self.profiles}
+
+    def price(self, pool: str) -> float:
+        return self.by_name[pool].price_per_replica_hour
+
+    def capacity(self, mix: dict[str, int]) -> float:
+        return sum(self.by_name[n].capacity * v for n, v in mix.items())
+
+    def dollars_per_hour(self, mix: dict[str, int]) -> float:
+        return sum(self.by_name[n].price_per_replica_hour * v for n, v in mix.items())
+
+    def minimums(self) -> dict[str, int]:
+        return {p.name: p.min_replicas for p in self.profiles}
+
+    def planner_config(self) -> planner.PlannerConfig:
+        """Exactly what measure.py passes (no tuning)."""
+        return planner.PlannerConfig(scale_down_stabilization_seconds=self.stabilization,
+                                     max_metrics_age_seconds=max(180.0, 3 * self.interval))
+
+
+def load_setup(path: Path = EXAMPLE, startup_seconds: float | None = None, dt: float = 10.0,
+               headroom: float | None = None) -> Setup:
+    """Parse the example with tokenfactory.api; ``startup_seconds`` overrides every pool's
+    (as ``spec.pools[].startupSeconds`` would), None keeps the sheet's; ``headroom`` overrides
+    ``spec.scaling.headroom`` (what the operator passes to the planner), None keeps the example's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--example: no TokenFactory YAML at {path} (the default is the checkout's "
+                                f"deploy/examples/deepseek-r1-h200-gb300.yaml; pass --example FILE)")
+    doc = yaml.safe_load(path.read_text())
+    if headroom is not None:
+        doc["spec"]["scaling"]["headroom"] = headroom
+    if startup_seconds is not None:
+        for p in doc["spec"]["pools"]:
+            p["startupSeconds"] = startup_seconds
+    obj = api.parse_object(doc)
+    spec = obj.spec
+    resolved = spec.resolve_pools()
+    interval = api.parse_duration(spec.scaling.interval)
+    if interval % dt:
+        raise ValueError(f"control interval {interval}s must be a multiple of the simulator step {dt}s")
+    return Setup(
+        factory=doc["metadata"]["name"],
+        spec=spec, resolved=resolved,
+        profiles=tuple(planner.PoolProfile.from_resolved(rp) for rp in resolved),
+        objectives=planner.Objectives.from_spec(spec.objectives),
+        interval=interval, window=api.parse_duration(spec.metrics.window),
+        headroom=spec.scaling.headroom, stabilization=api.parse_duration(spec.scaling.scale_down_stabilization),
+        accounting=spec.metrics.token_accounting, dt=dt,
+    )
+
+
+# ============================================================================================
+# THE spec + metrics -> planner inputs mapping (issue 11 item 1 / issue 16 item 8).
+# The operator has its own copy in measure.py until one shared function lands on main; when it
+# does, this function becomes a one-line call to it. Nothing else in the benchmark builds
+# planner.Observations or planner.PlannerInputs.
+# ============================================================================================
+
+
+def planner_inputs(setup: Setup, current: dict[str, int], ready: dict[str, int], fm: FactoryMetrics | None,
+                   problem: MetricsUnavailable | None, config: planner.PlannerConfig | None = None
+                   ) -> planner.PlannerInputs:
+    """What measure.py passes to ``planner.decide`` for this spec, these replicas and these metrics:
+    waiting requests become backlog at the measured tokens per completed request, PlannerConfig and
+    headroom from the spec (``config`` overrides the config for what-ifs)."""
+    obs = None
+    if fm is not None:
+        obs = planner.Observations.from_factory_metrics(
+            fm, ready, setup.accounting, tokens_per_request=fm.tokens_per_request(setup.accounting))
+    return planner.PlannerInputs(
+        pools=setup.profiles, current=dict(current), observations=obs, objectives=setup.objectives,
+        headroom=setup.headroom, config=config or setup.planner_config(),
+        metrics_unavailable_reason=f"metrics unavailable ({problem.reason})" if problem else "no metrics")
