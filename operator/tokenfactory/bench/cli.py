@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import sys
 import time
 from pathlib import Path
 
-from tokenfactory.bench.driver import run_trace
-from tokenfactory.bench.report import plot, table
+from tokenfactory.bench.driver import HPA_TARGETS, KEDA_TARGETS, hpa_variants, run_all
+from tokenfactory.bench.report import plot, table, targets_text
+from tokenfactory.bench.run import routing_modes
 from tokenfactory.bench.scenario import EXAMPLE, load_setup
-from tokenfactory.bench.scoring import targets
-from tokenfactory.bench.traces import TRACES, builtin_traces, peak, user_trace
+from tokenfactory.bench.scoring import SLO_TARGET, targets
+from tokenfactory.bench.traces import TRACES, build, builtin_cases, peak, user_case
 
 DESCRIPTION = """Benchmark of autoscaling policies on the fast-forwarded fleet simulator.
 
@@ -45,12 +45,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="override spec.scaling.headroom (what tokenfactory plans above demand; default: the example's 0.2)")
     ap.add_argument("--dt", type=float, default=10.0, help="simulator step, seconds (default 10)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bursty trace")
+    ap.add_argument("--routing", default=None,
+                    help="routing every policy runs under (default: the example's spec.routing.mode, else Service: "
+                         "one Service, requests split evenly over ready pods); tokenfactory also runs under every "
+                         "other mode the simulator offers")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes running independent simulations (default: the CPUs; 1 = in this process)")
     args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error("--workers must be >= 1")
 
     t_start = time.perf_counter()
-    setup = load_setup(Path(args.example), args.startup_seconds, args.dt, args.headroom)
+    try:
+        setup = load_setup(Path(args.example), args.startup_seconds, args.dt, args.headroom)
+    except (OSError, ValueError) as err:
+        ap.error(str(err))
+    modes = routing_modes()
+    if args.routing is not None and modes and args.routing not in modes:
+        ap.error(f"--routing {args.routing!r}: the simulator models {', '.join(modes)}")
+    routing = args.routing or setup.routing
     if args.traces == "all":
-        chosen = builtin_traces(args.quick, args.seed)
+        chosen = builtin_cases(args.quick, args.seed)
     elif args.traces == "none":
         chosen = []
     else:
@@ -58,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         known = {t[0] for t in TRACES}
         bad = [w for w in want if w not in known]
         if bad:
-            ap.error(f"unknown trace(s) {bad}; known: {sorted(known)}")
-        chosen = [t for t in builtin_traces(args.quick, args.seed) if t[0] in want]
-    chosen += [user_trace(p) for p in args.trace]
+            ap.error(f"--traces: unknown trace(s) {bad}; known: {sorted(known)}, or all / none")
+        chosen = [c for c in builtin_cases(args.quick, args.seed) if c.name in want]
+    try:
+        chosen += [user_case(p) for p in args.trace]
+    except (OSError, ValueError) as err:
+        ap.error(f"--trace: {err}")
     if not chosen:
         ap.error("no trace to run")
 
@@ -69,41 +87,50 @@ def main(argv: list[str] | None = None) -> int:
         "control_interval_seconds": setup.interval, "metrics_window_seconds": setup.window,
         "simulator_step_seconds": setup.dt, "headroom": setup.headroom,
         "scale_down_stabilization_seconds": setup.stabilization,
+        "routing": routing, "routing_modes_modelled": list(modes),
         "objectives": {"ttft_p95_seconds": setup.objectives.ttft_p95_seconds,
                        "itl_p95_seconds": setup.objectives.itl_p95_seconds},
+        "slo_target": SLO_TARGET,
         "pools": {rp.name: {"gpu_type": rp.gpu_type, "replica_tokens_per_second": rp.tokens_per_second_per_replica,
                             "replica_dollars_per_hour": rp.price_per_replica_hour,
                             "min_replicas": rp.min_replicas, "max_replicas": rp.max_replicas,
                             "startup_seconds": rp.startup_seconds} for rp in setup.resolved},
+        "tuning_grids": {"hpa_target_utilisation": list(HPA_TARGETS),
+                         "keda_waiting_requests_per_replica": list(KEDA_TARGETS),
+                         "hpa_variants": {n: list(p) for n, p in hpa_variants(setup)}},
         "tokenfactory_metrics": "FleetMetricsSource (simulator figures over the metrics window)",
-        "traces": {}, "wall_seconds": {},
+        "traces": {}, "slo_capacity_tokens_per_second": {}, "wall_seconds": {},
     }, "traces": {}}
-    for tname, trace, duration, desc in chosen:
-        t0 = time.perf_counter()
-        results, timelines = run_trace(setup, trace, duration)
-        wall = time.perf_counter() - t0
-        report["traces"][tname] = results
-        report["metadata"]["traces"][tname] = {"spec": desc, "duration_seconds": duration,
-                                               "peak_tokens_per_second": peak(trace, duration, setup.dt)}
-        report["metadata"]["wall_seconds"][tname] = wall
-        print(f"# {tname}: {desc}, {duration / 3600:.1f} h simulated in {wall:.1f} s", file=sys.stderr)
+    done = [0]
+
+    def progress(job) -> None:
+        done[0] += 1
+        if done[0] % 10 == 0:
+            print(f"# {done[0]} runs done, {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
+
+    outcome = run_all(setup, chosen, routing=routing, workers=args.workers, plot=bool(args.plot), progress=progress)
+    for case in chosen:
+        trace = build(case)
+        results = outcome.results[case.name]
+        report["traces"][case.name] = results
+        report["metadata"]["traces"][case.name] = {
+            "spec": case.desc, "duration_seconds": case.duration,
+            "peak_tokens_per_second": peak(trace, case.duration, setup.dt)}
+        report["metadata"]["slo_capacity_tokens_per_second"][case.name] = outcome.capacities.get(case.name)
         if args.plot:
             os.makedirs(args.plot, exist_ok=True)
-            plot(Path(args.plot) / f"{tname}.png", tname, timelines, results, setup)
+            plot(Path(args.plot) / f"{case.name}.png", case.name, outcome.timelines.get(case.name, {}), results, setup)
     report["targets"] = targets(report)
     report["metadata"]["wall_seconds"]["total"] = time.perf_counter() - t_start
-    report["metadata"]["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["metadata"]["workers"] = args.workers or os.cpu_count()
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report["metadata"]["max_rss_mib"] = {"main": rss_self, "largest_worker": rss_children}
     print(table(report))
-    for tname, tg in report["targets"].items():
-        print(f"{tname:<9} tokenfactory/oracle cost {tg['cost_vs_oracle']:.3f} "
-              f"({'<=' if tg['within_1_05_of_oracle'] else '>'} 1.05), SLO>=99% {'yes' if tg['slo_at_least_99'] else 'NO'} "
-              f"(target {'met' if tg['cost_and_slo_target_met'] else 'missed'}), "
-              f"{100 * tg['saving_vs_best_hpa']:+.1f}% cheaper than best hpa "
-              f"({'meets' if tg['at_least_25pct_cheaper_than_hpa'] else 'misses'} 25%; that hpa is "
-              f"{tg['hpa_variant']}, SLO {100 * tg['hpa_slo_attainment']:.1f}%), "
-              f"{100 * tg.get('saving_vs_hpa_both', math.nan):+.1f}% vs hpa_both")
+    print(targets_text(report["targets"]))
+    print(f"# {len(chosen)} traces in {report['metadata']['wall_seconds']['total']:.1f} s wall, "
+          f"max RSS {rss_self:.0f} MiB (main), {rss_children:.0f} MiB (largest worker)", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, sort_keys=False)
     return 0
-

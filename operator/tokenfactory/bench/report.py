@@ -6,29 +6,32 @@ from pathlib import Path
 
 from tokenfactory.bench.scenario import Setup
 
-ORDER = ("static_peak", "static_optimal_mix", "hpa", "keda_queue", "tokenfactory", "oracle")
-
-
 def table(report: dict) -> str:
     lines = []
-    hdr = (f"{'trace':<9} {'policy':<19} {'cost $':>9} {'$/Mtok':>7} {'SLO %':>6} {'changes':>7} "
+    hdr = (f"{'trace':<9} {'policy':<26} {'cost $':>9} {'$/Mtok':>7} {'SLO %':>6} {'changes':>7} "
            f"{'dropped Mtok':>12} {'late Mtok':>9}  notes")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for tname, res in report["traces"].items():
-        names = [n for n in ORDER if n in res] + sorted(n for n in res if n not in ORDER)
-        for n in names:
-            r = res[n]
+        for n, r in res.items():
             note = r.get("note", "")
-            if n == "hpa":
-                note = f"= {r['variant']}"
+            if "variant" in r:
+                note = f"best of {len(r.get('grid', []))}: {r['variant']}"
             cpm = f"{r['cost_per_mtok']:.3f}" if r["cost_per_mtok"] is not None else "-"
-            lines.append(f"{tname:<9} {n:<19} {r['cost_dollars']:>9,.0f} {cpm:>7} {100 * r['slo_attainment']:>6.1f} "
+            lines.append(f"{tname:<9} {n:<26} {r['cost_dollars']:>9,.0f} {cpm:>7} {100 * r['slo_attainment']:>6.1f} "
                          f"{r['replica_changes']:>7} {r['tokens_dropped'] / 1e6:>12.2f} {r['tokens_late'] / 1e6:>9.1f}  "
-                         f"{note[:70]}")
+                         f"{note[:90]}")
         lines.append("")
     return "\n".join(lines)
 
+
+def targets_text(targets: list[dict]) -> str:
+    """One line per target and trace: met / MISSED / n/a, with the figures."""
+    lines = ["targets (issue 16 item 6; full mode is the one that counts):"]
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        lines.append(f"  [{verdict:>6}] {t['trace']:<9} {t['target']}: {t['detail']}")
+    return "\n".join(lines)
 
 
 def plot(path: Path, tname: str, timelines: dict[str, list[dict]], results: dict[str, dict], setup: Setup) -> None:
@@ -52,7 +55,7 @@ def plot(path: Path, tname: str, timelines: dict[str, list[dict]], results: dict
         if bad:
             ax.plot(bad, [0] * len(bad), "|", color="red", ms=8, label="SLO missed")
         r = results[name]
-        title = name if name != "hpa" else f"hpa (best variant: {r['variant']})"
+        title = f"{name} (best of the grid: {r['variant']})" if "variant" in r else name
         ax.set_title(f"{tname}: {title} — \\${r['cost_dollars']:,.0f}, "
                      f"\\${r['cost_per_mtok'] or 0:.3f}/Mtok, SLO {100 * r['slo_attainment']:.1f}%", fontsize=10)
         ax.set_ylabel("K tok/s")

@@ -48,12 +48,21 @@ class PoolView:
     waiting: float
 
 
+def routing_modes() -> tuple[str, ...]:
+    """The routing modes the simulator models (none: it routes one way only)."""
+    from tokenfactory.sim import fleet
+
+    return tuple(getattr(fleet, "ROUTING_MODES", ()))
+
+
 class Run:
-    def __init__(self, setup: Setup, trace: Trace, duration: float):
+    def __init__(self, setup: Setup, trace: Trace, duration: float, routing: str | None = None):
         self.setup = setup
         self.trace = trace
         self.duration = duration
-        self.fleet = Fleet(trace, window_seconds=setup.window)
+        self.routing = routing or setup.routing
+        kw = {"routing": self.routing} if routing_modes() else {}
+        self.fleet = Fleet(trace, window_seconds=setup.window, **kw)
         self.source = FleetMetricsSource(self.fleet)
         self.names: dict[str, list[str]] = {p.name: [] for p in setup.profiles}
         self.serial = 0

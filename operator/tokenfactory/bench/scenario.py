@@ -29,6 +29,7 @@ class Setup:
     stabilization: float
     accounting: str
     dt: float  # simulator step, s
+    routing: str = "Service"  # spec.routing.mode: how requests reach the pods (as rendered)
 
     @property
     def by_name(self) -> dict[str, planner.PoolProfile]:
@@ -81,6 +82,7 @@ def load_setup(path: Path = EXAMPLE, startup_seconds: float | None = None, dt: f
         interval=interval, window=api.parse_duration(spec.metrics.window),
         headroom=spec.scaling.headroom, stabilization=api.parse_duration(spec.scaling.scale_down_stabilization),
         accounting=spec.metrics.token_accounting, dt=dt,
+        routing=str(getattr(getattr(spec, "routing", None), "mode", None) or "Service"),
     )
 
 

@@ -1,8 +1,9 @@
-"""The standard traces and user traces."""
+"""The standard traces and user traces, as picklable recipes (:class:`Case`) that each worker builds."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenfactory.sim.traces import TimeScaled, Trace, parse_trace
@@ -21,28 +22,64 @@ TRACES = (
 QUICK_SECONDS = 4 * 3600.0
 
 
+@dataclass(frozen=True)
+class Case:
+    """One trace as the benchmark plays it: a recipe (spec, seed, time compression) that any worker
+    process turns into the same :class:`Trace` (``trace`` short-cuts that for in-process runs)."""
+
+    name: str
+    spec: str
+    duration: float
+    desc: str
+    seed: int = 0
+    time_scale: float = 1.0
+    trace: Trace | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def build(self) -> Trace:
+        if self.trace is not None:
+            return self.trace
+        tr = parse_trace(self.spec, seed=self.seed)
+        return TimeScaled(tr, self.time_scale) if self.time_scale != 1.0 else tr
+
+
+_BUILT: dict[Case, Trace] = {}
+
+
+def build(case: Case) -> Trace:
+    """``case.build()``, once per process."""
+    if case.trace is not None:
+        return case.trace
+    if case not in _BUILT:
+        _BUILT[case] = case.build()
+    return _BUILT[case]
+
+
 def peak(trace: Trace, duration: float, dt: float) -> float:
     n = int(math.ceil(duration / dt))
     return max(trace(i * dt).output_tokens_per_second for i in range(n + 1))
 
 
+def interval_demands(trace: Trace, duration: float, interval: float, dt: float) -> list[float]:
+    """The demand rate (output tok/s) each control interval must carry: the highest rate the trace
+    asks for at the simulator steps of the interval (what perfect foresight of the rate knows)."""
+    n = int(math.ceil(duration / interval))
+    steps = max(1, int(round(interval / dt)))
+    return [max(trace(k * interval + j * dt).output_tokens_per_second for j in range(steps)) for k in range(n)]
 
-def builtin_traces(quick: bool, seed: int = 0) -> list[tuple[str, Trace, float, str]]:
+
+def builtin_cases(quick: bool, seed: int = 0) -> list[Case]:
     out = []
     for name, spec, secs, scale in TRACES:
-        tr = parse_trace(spec, seed=seed)
         if quick:
-            if scale != 1.0:
-                tr = TimeScaled(tr, scale)
             desc = f"{spec} played {scale:g}x faster" if scale != 1.0 else spec
-            out.append((name, tr, QUICK_SECONDS, desc))
+            out.append(Case(name, spec, QUICK_SECONDS, desc, seed, scale))
         else:
-            out.append((name, tr, secs, spec))
+            out.append(Case(name, spec, secs, spec, seed))
     return out
 
 
-def user_trace(path: str) -> tuple[str, Trace, float, str]:
-    tr = parse_trace(f"csv:{path}")
+def user_case(path: str) -> Case:
+    spec = f"csv:{path}"
+    tr = parse_trace(spec)
     last = tr.rows[-1][0]  # type: ignore[attr-defined]
-    return Path(path).stem, tr, max(last, 30.0), f"csv:{path}"
-
+    return Case(Path(path).stem, spec, max(last, 30.0), spec)

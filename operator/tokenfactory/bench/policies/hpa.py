@@ -60,14 +60,15 @@ class K8sAutoscaler(Policy):
 
 class HPA(K8sAutoscaler):
     """Kubernetes HPA on average utilisation (delivered / capacity per ready pod, over the metrics
-    window), target 70%: desired = ceil(pods x util / 0.70). As in the HPA controller, not-yet-ready
-    pods count as 0% when scaling up (so a scale-up is not repeated while pods start)."""
+    window), ``target`` utilisation (default 70%): desired = ceil(pods x util / target). As in the HPA
+    controller, not-yet-ready pods count as 0% when scaling up (so a scale-up is not repeated while
+    pods start)."""
 
-    target = 0.70
-
-    def __init__(self, pools: tuple[str, ...], stabilization: float = 300.0, name: str | None = None):
+    def __init__(self, pools: tuple[str, ...], stabilization: float = 300.0, name: str | None = None,
+                 target: float = 0.70):
         super().__init__(pools, stabilization)
         self.name = name or "hpa_" + "_".join(pools)
+        self.target = target
 
     def recommend(self, run: Run, pool: str, v: PoolView) -> int | None:
         if v.ready == 0:

@@ -15,9 +15,12 @@ class KedaQueue(K8sAutoscaler):
 
     name = "keda_queue"
 
-    def __init__(self, pools: tuple[str, ...], stabilization: float = 300.0, target: float = 10.0):
+    def __init__(self, pools: tuple[str, ...], stabilization: float = 300.0, target: float = 10.0,
+                 name: str | None = None):
         super().__init__(pools, stabilization)
         self.target = target
+        if name:
+            self.name = name
 
     def recommend(self, run: Run, pool: str, v: PoolView) -> int | None:
         if v.ready == 0:

@@ -1,40 +1,47 @@
-"""oracle: perfect foresight of the demand."""
+"""oracle: perfect foresight of the demand rate (not of the per-request noise)."""
 
 from __future__ import annotations
 
 import math
 
-from tokenfactory import planner
+from tokenfactory.bench.capacity import MixOption, cheapest_carrying, mix_options
 from tokenfactory.bench.policies.base import Policy
 from tokenfactory.bench.run import Run
+from tokenfactory.bench.traces import interval_demands
 
 
 class Oracle(Policy):
-    """Perfect foresight: for every interval the cheapest mix (planner.solve, same budget/power
-    limits and minReplicas, no headroom) for the highest demand in that interval; pods are launched
-    ``startup`` seconds before their interval and kept while needed again within a start-up delay
-    (cheaper than stopping and relaunching). Pods are removed the moment nothing needs them."""
+    """For every control interval the cheapest mix (within min/max, budget and power) that carries the
+    highest demand rate of that interval within the objectives under the same engine model and the
+    same routing (:mod:`tokenfactory.bench.capacity`: per-replica SLO capacities measured on the
+    simulator); each pool runs the largest count needed in its next start-up delay, so pods are
+    launched one start-up delay before they are needed and kept while needed again within one.
+    Pods are removed the moment nothing needs them."""
 
     name = "oracle"
 
-    def __init__(self) -> None:
+    def __init__(self, caps: dict[str, float], routing: str):
+        self.caps = dict(caps)
+        self.routing = routing
         self.plan: list[dict[str, int]] = []
 
     def _schedule(self, run: Run) -> None:
         s = run.setup
-        n = int(math.ceil(run.duration / s.interval))
-        steps = int(round(s.interval / s.dt))
-        cache: dict[float, dict[str, int]] = {}
-        need = []
-        for k in range(n):
-            d = max(run.trace(k * s.interval + j * s.dt).output_tokens_per_second for j in range(steps))
+        demands = interval_demands(run.trace, run.duration, s.interval, s.dt)
+        options = mix_options(s, self.caps, self.routing)
+        cache: dict[float, MixOption] = {}
+        for d in demands:
             if d not in cache:
-                cache[d] = dict(planner.solve(s.profiles, d, max_dollars_per_hour=s.objectives.max_dollars_per_hour,
-                                              max_megawatts=s.objectives.max_megawatts).replicas)
-            need.append(cache[d])
+                cache[d] = cheapest_carrying(options, d)
+        need = [cache[d].mix for d in demands]
+        short = sum(1 for d in demands if cache[d].carries < d - 1e-9)
+        n = len(need)
         ahead = {p.name: int(math.ceil(p.startup_seconds / s.interval)) for p in s.profiles}
         self.plan = [{p: max(need[j][p] for j in range(k, min(n, k + ahead[p] + 1))) for p in need[k]}
                      for k in range(n)]
+        caps = ", ".join(f"{p} {c:,.0f}" for p, c in self.caps.items())
+        self.note = (f"per-replica SLO capacity (tok/s) {caps}; routing {self.routing}"
+                     + (f"; no mix carries the demand in {short} of {n} intervals" if short else ""))
 
     def initial(self, run: Run) -> dict[str, int]:
         self._schedule(run)
@@ -43,4 +50,3 @@ class Oracle(Policy):
     def decide(self, run: Run) -> dict[str, int] | None:
         k = int(round(run.now / run.setup.interval))
         return dict(self.plan[k]) if k < len(self.plan) else None
-
