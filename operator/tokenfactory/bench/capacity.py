@@ -17,7 +17,8 @@ import math
 from dataclasses import dataclass
 
 from tokenfactory.bench.scenario import Setup
-from tokenfactory.sim.traces import Constant, Trace
+from tokenfactory.bench.traces import sampled_sizes
+from tokenfactory.sim.traces import Trace
 
 ROUTING_MODES = ("Service", "HTTPRoute", "InferencePool")
 CALIBRATION_SECONDS = 1200.0
@@ -26,9 +27,9 @@ SLO_TARGET = 0.99
 
 
 def steady_trace(template: Trace, rate: float) -> Trace:
-    """A constant ``rate`` (output tok/s) with the request sizes of ``template``."""
-    d = template(0.0)
-    return Constant(rate, d.prompt_tokens, d.output_tokens)
+    """A steady ``rate`` (output tok/s) with the request sizes of ``template`` (for a request trace:
+    Poisson arrivals, sizes drawn from the trace's own)."""
+    return sampled_sizes(template, rate, CALIBRATION_SECONDS)
 
 
 def _meets_at(setup: Setup, pool: str, template: Trace, rate: float, routing: str | None) -> bool:

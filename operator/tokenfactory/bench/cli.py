@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import sys
@@ -15,7 +16,7 @@ from tokenfactory.bench.report import plot, table, targets_text
 from tokenfactory.bench.run import routing_modes
 from tokenfactory.bench.scenario import EXAMPLE, load_setup
 from tokenfactory.bench.scoring import SLO_TARGET, targets
-from tokenfactory.bench.traces import TRACES, build, builtin_cases, peak, user_case
+from tokenfactory.bench.traces import AZURE, TRACES, auto_rate_scale, build, builtin_cases, peak, user_case
 
 DESCRIPTION = """Benchmark of autoscaling policies on the fast-forwarded fleet simulator.
 
@@ -33,17 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="4-hour traces (compressed), for CI: < 1 min")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     ap.add_argument("--plot", metavar="DIR", help="write one PNG per trace")
-    ap.add_argument("--trace", action="append", default=[], metavar="CSV",
-                    help="a user trace (columns seconds,tokens_per_second); repeatable; added to the set")
+    ap.add_argument("--trace", action="append", default=[], metavar="FILE",
+                    help="a trace file, format by content: rate CSV (seconds,tokens_per_second or "
+                         "seconds,requests_per_second,prompt_tokens,output_tokens), Azure LLM inference CSV "
+                         "(TIMESTAMP,ContextTokens,GeneratedTokens) or Mooncake JSONL (timestamp ms, input_length, "
+                         "output_length); repeatable; added to the set")
+    ap.add_argument("--rate-scale", type=float, default=None, metavar="X",
+                    help="replay X times the requests per second of every trace file (same size distribution); "
+                         "default: 1 for --trace files, and for the standard azure_code trace the scale at which its "
+                         "busiest minute asks what the GB300 pool carries within the objectives at maxReplicas "
+                         "(measured on the simulator with the trace's request sizes)")
     ap.add_argument("--traces", default="all",
-                    help="built-in traces to run: all, none, or a comma list of "
-                         + ",".join(t[0] for t in TRACES))
+                    help="standard traces to run: all, none, or a comma list of "
+                         + ",".join([t[0] for t in TRACES] + [AZURE[0]]))
     ap.add_argument("--example", default=str(EXAMPLE), help="TokenFactory YAML (default: the DeepSeek-R1 example)")
     ap.add_argument("--startup-seconds", type=float, default=None,
                     help="override every pool's start-up delay (default: the GPU sheet's, 300 s)")
     ap.add_argument("--headroom", type=float, default=None,
                     help="override spec.scaling.headroom (what tokenfactory plans above demand; default: the example's 0.2)")
-    ap.add_argument("--dt", type=float, default=10.0, help="simulator step, seconds (default 10)")
+    ap.add_argument("--dt", type=float, default=10.0,
+                    help="simulator step, seconds (default 10; the engines tick every second inside a step)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bursty trace")
     ap.add_argument("--routing", default=None,
                     help="routing every policy runs under (default: the example's spec.routing.mode, else Service: "
@@ -54,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error("--workers must be >= 1")
+    if args.rate_scale is not None and not (args.rate_scale > 0 and math.isfinite(args.rate_scale)):
+        ap.error(f"--rate-scale must be a number > 0, got {args.rate_scale}")
 
     t_start = time.perf_counter()
     try:
@@ -64,19 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.routing is not None and modes and args.routing not in modes:
         ap.error(f"--routing {args.routing!r}: the simulator models {', '.join(modes)}")
     routing = args.routing or setup.routing
-    if args.traces == "all":
-        chosen = builtin_cases(args.quick, args.seed)
-    elif args.traces == "none":
-        chosen = []
-    else:
-        want = [x.strip() for x in args.traces.split(",") if x.strip()]
-        known = {t[0] for t in TRACES}
-        bad = [w for w in want if w not in known]
-        if bad:
-            ap.error(f"--traces: unknown trace(s) {bad}; known: {sorted(known)}, or all / none")
-        chosen = [c for c in builtin_cases(args.quick, args.seed) if c.name in want]
+    known = [t[0] for t in TRACES] + [AZURE[0]]
+    want = known if args.traces == "all" else [] if args.traces == "none" else [
+        x.strip() for x in args.traces.split(",") if x.strip()]
+    bad = [w for w in want if w not in known]
+    if bad:
+        ap.error(f"--traces: unknown trace(s) {bad}; known: {', '.join(known)}, or all / none")
+    azure_scale, azure_why = args.rate_scale, "--rate-scale"
+    if azure_scale is None and AZURE[0] in want:
+        azure_scale, azure_why = auto_rate_scale(setup, AZURE[1])
+        print(f"# {AZURE[0]}: rate scale {azure_scale:g}: {azure_why}", file=sys.stderr)
+    chosen = [c for c in builtin_cases(args.quick, args.seed, azure_scale or 1.0) if c.name in want]
     try:
-        chosen += [user_case(p) for p in args.trace]
+        chosen += [user_case(p, args.rate_scale or 1.0) for p in args.trace]
     except (OSError, ValueError) as err:
         ap.error(f"--trace: {err}")
     if not chosen:
@@ -114,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         results = outcome.results[case.name]
         report["traces"][case.name] = results
         report["metadata"]["traces"][case.name] = {
-            "spec": case.desc, "duration_seconds": case.duration,
+            "spec": case.desc, "duration_seconds": case.duration, "rate_scale": case.rate_scale,
+            **({"rate_scale_why": azure_why} if case.name == AZURE[0] else {}),
             "peak_tokens_per_second": peak(trace, case.duration, setup.dt)}
         report["metadata"]["slo_capacity_tokens_per_second"][case.name] = outcome.capacities.get(case.name)
         if args.plot:

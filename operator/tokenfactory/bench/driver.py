@@ -22,7 +22,7 @@ from tokenfactory.bench.run import Run, routing_modes
 from tokenfactory.bench.scenario import Setup
 from tokenfactory.bench.scoring import pick_best
 from tokenfactory.bench.traces import Case, build
-from tokenfactory.sim.traces import Trace
+from tokenfactory.sim.traces import RequestTrace, Trace
 
 HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)  # average utilisation
 KEDA_TARGETS = (2.0, 5.0, 10.0, 20.0)  # waiting requests per replica
@@ -118,9 +118,12 @@ def _execute_in_worker(job: Job) -> tuple[Job, Any, list[dict] | None]:
 
 
 def template_key(case: Case) -> tuple:
-    """Cases whose requests have the same sizes share one calibration."""
-    d = build(case)(0.0)
-    return (round(d.prompt_tokens, 3), round(d.output_tokens, 3))
+    """Cases whose requests have the same sizes share one calibration (a trace file: its own)."""
+    tr = build(case)
+    if isinstance(tr, RequestTrace):
+        return ("requests", case.spec)
+    d = tr(0.0)
+    return ("sizes", round(d.prompt_tokens, 3), round(d.output_tokens, 3))
 
 
 def hpa_variants(setup: Setup) -> list[tuple[str, tuple[str, ...]]]:

@@ -2,39 +2,22 @@
 
 * dollars: every replica that exists (starting or serving) is paid for, per second;
 * $/Mtok delivered: dollars / output tokens actually generated;
-* SLO attainment: share of control intervals whose TTFT p95 and ITL p95 (over the requests that
-  completed in the interval, all pools together) meet the objectives, with nothing dropped;
+* SLO attainment: share of control intervals whose TTFT p95 and ITL p95 (the simulator's exact
+  quantiles of the first tokens and decode tokens of the interval, all pools together) meet the
+  objectives, with nothing dropped;
 * tokens dropped (queues full / nobody serving) and tokens late (generated in a violating interval);
 * replica changes: pods added plus pods removed.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, replace
 
-from tokenfactory.bench.scenario import NAMESPACE, Setup
+from tokenfactory.bench.scenario import NAMESPACE, Setup, route_weights
 from tokenfactory.sim.fleet import EngineSpec, Fleet
 from tokenfactory.sim.source import FleetMetricsSource
 from tokenfactory.sim.traces import Trace
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _meets(groups: list[tuple[float, float, float]], objective: float | None, q: float = 0.95) -> bool:
-    """True when the q-quantile of a mix of log-normals (median, weight, sigma) is <= objective:
-    the mixture CDF at the objective is >= q (exact, no bisection)."""
-    if objective is None:
-        return True
-    total = sum(w for _, w, _ in groups)
-    if total <= 0:
-        return True
-    lo = math.log(objective)
-    cdf = sum(w * _phi((lo - math.log(m)) / s) for m, w, s in groups if m > 0)
-    return cdf >= q * total * (1 - 1e-9)
 
 
 @dataclass
@@ -61,8 +44,7 @@ class Run:
         self.trace = trace
         self.duration = duration
         self.routing = routing or setup.routing
-        kw = {"routing": self.routing} if routing_modes() else {}
-        self.fleet = Fleet(trace, window_seconds=setup.window, **kw)
+        self.fleet = Fleet(trace, window_seconds=setup.window, routing=self.routing)
         self.source = FleetMetricsSource(self.fleet)
         self.names: dict[str, list[str]] = {p.name: [] for p in setup.profiles}
         self.serial = 0
@@ -74,9 +56,9 @@ class Run:
         self.intervals = 0
         self.good = 0
         self.late_tokens = 0.0
+        self.delivered = 0.0
+        self.dropped_tokens = 0.0
         self.timeline: list[dict] = []
-        self._last_gen = 0.0
-        self._last_drop = 0.0
         self._demand_tokens = 0.0
         self.peak_replicas = {p.name: 0 for p in setup.profiles}
         self._success: deque = deque()  # (t, {pool: requests completed so far}), one per interval
@@ -156,11 +138,13 @@ class Run:
         t0 = self.now
         end = min(self.duration, t0 + s.interval)
         dph = sum(s.price(p) * len(v) for p, v in self.names.items())
+        if self.routing == "HTTPRoute":  # the operator re-weights the route each interval
+            self.fleet.weights = route_weights(s, self.ready())
         demand_max = 0.0
         t = t0
         while t < end - 1e-9:
             nxt = min(end, t + s.dt)
-            d = self.trace(t).output_tokens_per_second  # the fleet reads the trace at the step's start
+            d = self.trace(t).output_tokens_per_second  # a rate trace is read at the step's start
             demand_max = max(demand_max, d)
             self._demand_tokens += d * (nxt - t)
             self.fleet.step(nxt, nxt - t)
@@ -170,60 +154,46 @@ class Run:
         span = end - t0
         cost = dph * span / 3600.0
         self.cost += cost
-        self._score(t0, end, span, cost, dph, demand_max)
+        self._score(t0, end, cost, dph, demand_max)
 
-    def _score(self, t0: float, t1: float, span: float, cost: float, dph: float, demand_max: float) -> None:
+    def _score(self, t0: float, t1: float, cost: float, dph: float, demand_max: float) -> None:
+        """The interval meets the SLO when the p95 TTFT and ITL of what happened in it (the simulator's
+        exact quantiles, all pools together) are within the objectives, nothing was dropped, and, when
+        requests were asked for, some got their first token (a queue that holds every request longer
+        than the interval is not a met TTFT)."""
         f, o = self.fleet, self.setup.objectives
-        ttft, itl = [], []
-        completions = 0.0
-        gen = drop = 0.0
-        cap = {}
-        for key, st in f.pools.items():
-            prof = f.profile(st.gpu_type)
-            for (t, n, tt, nitl, il, _e2e) in reversed(st.latency):
-                if t <= t0:
-                    break
-                ttft.append((tt, n, prof.ttft_sigma))
-                itl.append((il, nitl, prof.itl_sigma))
-                completions += n
-            gen += st.generation
-            drop += st.dropped
-        for fs in f.factories.values():
-            drop += fs.dropped
-        for p, names in self.names.items():
-            cap[p] = sum(f.engines[n].capacity for n in names if f.engines[n].serving(t1))
-        d_gen, d_drop = gen - self._last_gen, drop - self._last_drop
-        self._last_gen, self._last_drop = gen, drop
-        ok = d_drop <= 1e-6 and _meets(ttft, o.ttft_p95_seconds) and _meets(itl, o.itl_p95_seconds)
-        if demand_max > 0 and completions <= 0:
+        ws = f.window_stats(t0, namespace=NAMESPACE, factory=self.setup.factory)
+        ok = bool(ws.dropped <= 0 and ws.meets(o.ttft_p95_seconds, o.itl_p95_seconds))
+        if demand_max > 0 and ws.ttft_observations <= 0:
             ok = False
         self.intervals += 1
         self.good += ok
+        self.delivered += ws.generation_tokens
+        self.dropped_tokens += ws.dropped * self.trace(t0).output_tokens
         if not ok:
-            self.late_tokens += d_gen
+            self.late_tokens += ws.generation_tokens
+        cap = {p: sum(f.engines[n].capacity for n in names if f.engines[n].serving(t1))
+               for p, names in self.names.items()}
         self.timeline.append({
             "t": t1, "demand": self.trace(t0).output_tokens_per_second, "capacity": cap,
-            "replicas": self.replicas(), "dollars_per_hour": dph, "tokens": d_gen, "cost": cost, "ok": ok,
+            "replicas": self.replicas(), "dollars_per_hour": dph, "tokens": float(ws.generation_tokens), "cost": cost,
+            "ok": ok, "ttft_p95": ws.ttft_p95_seconds, "itl_p95": ws.itl_p95_seconds,
         })
 
     # -- results -----------------------------------------------------------------------------
     def result(self) -> dict:
-        f = self.fleet
-        gen = sum(st.generation for st in f.pools.values())
-        dropped_req = sum(st.dropped for st in f.pools.values()) + sum(fs.dropped for fs in f.factories.values())
-        out_tokens = self.trace(0.0).output_tokens
+        gen = self.delivered
         return {
-            "cost_dollars": self.cost,
-            "cost_per_mtok": self.cost / (gen / 1e6) if gen > 0 else None,
-            "slo_attainment": self.good / self.intervals if self.intervals else 0.0,
+            "cost_dollars": float(self.cost),
+            "cost_per_mtok": float(self.cost / (gen / 1e6)) if gen > 0 else None,
+            "slo_attainment": float(self.good / self.intervals) if self.intervals else 0.0,
             "replica_changes": self.added + self.removed,
             "scale_events": self.scale_events,
-            "tokens_delivered": gen,
-            "tokens_demanded": self._demand_tokens,
-            "tokens_dropped": dropped_req * out_tokens,
-            "tokens_late": self.late_tokens,
+            "tokens_delivered": float(gen),
+            "tokens_demanded": float(self._demand_tokens),
+            "tokens_dropped": float(self.dropped_tokens),
+            "tokens_late": float(self.late_tokens),
             "mean_dollars_per_hour": self.cost / (self.duration / 3600.0) if self.duration > 0 else 0.0,
             "peak_replicas": dict(self.peak_replicas),
             "intervals": self.intervals,
         }
-
