@@ -69,7 +69,7 @@ def test_every_policy_reports_every_field(short_run, setup):
 
 def test_tuned_baselines_report_their_grid_and_the_pick(short_run, setup):
     r, _, _ = short_run
-    n_hpa = len(driver.HPA_TARGETS) * len(driver.hpa_variants(setup))
+    n_hpa = len(driver.HPA_TARGETS) + len(driver.HPA_SINGLE_POOL_TARGETS) * (len(driver.hpa_variants(setup)) - 1)
     for group, size in (("hpa", n_hpa), ("keda_queue", len(driver.KEDA_TARGETS))):
         grid = {g["variant"]: g for g in r[group]["grid"]}
         assert len(grid) == size

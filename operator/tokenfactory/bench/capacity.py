@@ -21,8 +21,8 @@ from tokenfactory.bench.traces import sampled_sizes
 from tokenfactory.sim.traces import Trace
 
 ROUTING_MODES = ("Service", "HTTPRoute", "InferencePool")
-CALIBRATION_SECONDS = 1200.0
-CALIBRATION_STEPS = 10
+CALIBRATION_SECONDS = 600.0
+CALIBRATION_STEPS = 8
 SLO_TARGET = 0.99
 
 

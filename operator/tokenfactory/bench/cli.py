@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokenfactory.bench.driver import HPA_TARGETS, KEDA_TARGETS, hpa_variants, run_all
+from tokenfactory.bench.driver import HPA_SINGLE_POOL_TARGETS, HPA_TARGETS, KEDA_TARGETS, hpa_variants, run_all
 from tokenfactory.bench.report import plot, table, targets_text
 from tokenfactory.bench.run import routing_modes
 from tokenfactory.bench.scenario import EXAMPLE, load_setup
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                             "min_replicas": rp.min_replicas, "max_replicas": rp.max_replicas,
                             "startup_seconds": rp.startup_seconds} for rp in setup.resolved},
         "tuning_grids": {"hpa_target_utilisation": list(HPA_TARGETS),
+                         "hpa_single_pool_target_utilisation": list(HPA_SINGLE_POOL_TARGETS),
                          "keda_waiting_requests_per_replica": list(KEDA_TARGETS),
                          "hpa_variants": {n: list(p) for n, p in hpa_variants(setup)}},
         "tokenfactory_metrics": "FleetMetricsSource (simulator figures over the metrics window)",

@@ -24,7 +24,8 @@ from tokenfactory.bench.scoring import pick_best
 from tokenfactory.bench.traces import Case, build
 from tokenfactory.sim.traces import RequestTrace, Trace
 
-HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)  # average utilisation
+HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)  # average utilisation, for an HPA on every pool (hpa_both)
+HPA_SINGLE_POOL_TARGETS = (0.7,)  # an HPA on one pool, the others at minReplicas (never the best so far)
 KEDA_TARGETS = (2.0, 5.0, 10.0, 20.0)  # waiting requests per replica
 SUMMARY = ("cost_dollars", "cost_per_mtok", "slo_attainment", "replica_changes", "tokens_dropped")
 
@@ -139,7 +140,7 @@ def first_jobs(setup: Setup, case: Case, routing: str, plot: bool) -> list[Job]:
     pools = tuple(p.name for p in setup.profiles)
     jobs = [Job(case, "static_peak", "static_peak", routing)]
     for name, scaled in hpa_variants(setup):
-        for t in HPA_TARGETS:
+        for t in (HPA_TARGETS if len(scaled) == len(pools) else HPA_SINGLE_POOL_TARGETS):
             jobs.append(Job(case, f"{name}@{100 * t:.0f}", "hpa", routing, (scaled, t), keep_timeline=plot))
     for t in KEDA_TARGETS:
         jobs.append(Job(case, f"keda_queue@{t:g}", "keda_queue", routing, (pools, t), keep_timeline=plot))

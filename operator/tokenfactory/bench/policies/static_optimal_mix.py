@@ -13,7 +13,7 @@ from tokenfactory.bench.traces import interval_demands
 from tokenfactory.sim.traces import Trace
 
 MODEL_SLACK = 0.02  # simulate mixes the engine model says cover >= SLO target - this share of intervals
-MAX_SIMULATIONS = 6
+MAX_SIMULATIONS = 4
 
 
 class StaticMix(Policy):
