@@ -168,13 +168,15 @@ class EngineSpec:
 
 class PoolStats:
     """Cumulative truth for one pool (survives its engines). ``history``: (t, generation, prompt)
-    after each :meth:`Fleet.step`; ``latency``: compatibility groups (t, requests, ttft, itl_tokens,
-    itl, e2e), one per non-empty fine histogram bin per step (prefer :meth:`Fleet.window_stats`)."""
+    after each :meth:`Fleet.step`; ``latency``: compatibility view for callers of the fluid model,
+    groups (t, requests, ttft, itl_tokens, itl, e2e), one per non-empty fine histogram bin per step
+    over the window, built when read (prefer :meth:`Fleet.window_stats`)."""
 
-    __slots__ = ("key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted",
-                 "history", "latency")
+    __slots__ = ("fleet", "key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted",
+                 "history")
 
-    def __init__(self, key: tuple[str, str, str], gpu_type: str, index: int):
+    def __init__(self, fleet: Fleet, key: tuple[str, str, str], gpu_type: str, index: int):
+        self.fleet = fleet
         self.key = key
         self.gpu_type = gpu_type
         self.index = index
@@ -184,7 +186,26 @@ class PoolStats:
         self.dropped = 0.0
         self.preempted = 0.0
         self.history: deque = deque()
-        self.latency: deque = deque()
+
+    @property
+    def latency(self) -> list[tuple[float, float, float, float, float, float]]:
+        f, p = self.fleet, self.index
+        horizon = f.now - f.window_seconds
+        out = []
+        prev = None
+        for s in f._snaps:
+            if prev is not None and s[0] > horizon:
+                a = s[1][p] if p < len(s[1]) else np.zeros((3, NFINE))
+                b = prev[1][p] if p < len(prev[1]) else 0.0
+                d = a - b
+                t = s[0]
+                for i in np.flatnonzero(d[0] > 0):
+                    v = float(FINE_MID[i])
+                    out.append((t, float(d[0, i]), v, 0.0, 1e-3, v))
+                for i in np.flatnonzero(d[1] > 0):
+                    out.append((t, 0.0, 1e-3, float(d[1, i]), float(FINE_MID[i]), 1e-3))
+            prev = s
+        return out
 
 
 class Engine:
@@ -294,7 +315,9 @@ class Fleet:
     ``HTTPRoute`` | ``InferencePool``; ``weights``: HTTPRoute weights per pool name (default: 1 per
     pool; a pool without a weight gets none of the traffic); ``window_seconds``: the window of
     :meth:`truth`'s rates and p95; ``retain_seconds``: how far back :meth:`window_stats` can look
-    (default: max(window, 600 s))."""
+    (default: max(window, 600 s)); ``size_jitter``: a rate trace's requests get prompt and output
+    lengths uniform within +-jitter of its per-request figures (same means; 0: all equal, which keeps
+    a saturated batch in lock-step waves)."""
 
     def __init__(
         self,
@@ -311,11 +334,14 @@ class Fleet:
         routing: str = "Service",
         weights: Mapping[str, int] | None = None,
         retain_seconds: float | None = None,
+        size_jitter: float = 0.5,
     ):
         if routing not in ROUTING_MODES:
             raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {routing!r}")
         if not tick > 0:
             raise ValueError(f"tick must be > 0, got {tick}")
+        if not 0 <= size_jitter < 1:
+            raise ValueError(f"size_jitter must be in [0, 1), got {size_jitter}")
         if weights is not None:
             bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0}
             if bad:
@@ -331,6 +357,7 @@ class Fleet:
         self.profiles = dict(profiles or {})
         self.seed = seed
         self.tick = tick
+        self.size_jitter = size_jitter
         self.routing = routing
         self.weights = dict(weights) if weights is not None else None
         self.rng = np.random.default_rng(seed)
@@ -444,7 +471,7 @@ class Fleet:
         pkey = (spec.namespace, spec.factory, spec.pool)
         stats = self.pools.get(pkey)
         if stats is None:
-            stats = self.pools[pkey] = PoolStats(pkey, spec.gpu_type.lower(), len(self.pools))
+            stats = self.pools[pkey] = PoolStats(self, pkey, spec.gpu_type.lower(), len(self.pools))
             self._grow_pools(max(self._pcap, 2 * len(self.pools)))
             self._pool_fac[stats.index] = fs.index
         prof = self.profile(spec.gpu_type)
@@ -548,8 +575,13 @@ class Fleet:
                 lam = d.requests_per_second * (t1 - t0) if d.output_tokens > 0 else 0.0
                 n = int(rng.poisson(lam)) if lam > 0 else 0
                 times = np.sort(t0 + rng.random(n) * (t1 - t0))
-                prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
-                out = np.full(n, max(1.0, round(d.output_tokens)))
+                j = self.size_jitter
+                if j > 0 and n:  # sizes uniform in +-jitter around the trace's figures (same means)
+                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * (1 + j * (2 * rng.random(n) - 1))))
+                    out = np.maximum(1.0, np.round(d.output_tokens * (1 + j * (2 * rng.random(n) - 1))))
+                else:
+                    prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
+                    out = np.full(n, max(1.0, round(d.output_tokens)))
             n = len(times)
             if n == 0:
                 continue
@@ -623,29 +655,18 @@ class Fleet:
         return out
 
     def _snapshot(self) -> None:
-        self._snaps.append((self.now, self._fine.copy(), self._pool_counters(), self._fdrop.copy()))
+        self._snaps.append((self.now, self._fine[: len(self.pools)].copy(), self._pool_counters(), self._fdrop.copy()))
         horizon = self.now - self.retain_seconds
         while len(self._snaps) > 1 and self._snaps[1][0] <= horizon:
             self._snaps.popleft()
 
     def _after_step(self, now: float) -> None:
-        prev_fine = self._snaps[-1][1] if self._snaps else None
         self._snapshot()
-        pc = self._snaps[-1][2]
+        pc = self._snaps[-1][2].tolist()
         for st in self.pools.values():
-            p = st.index
-            st.prompt, st.generation, st.success, st.dropped, st.preempted = (float(x) for x in pc[p])
+            st.prompt, st.generation, st.success, st.dropped, st.preempted = pc[st.index]
             st.history.append((now, st.generation, st.prompt))
             self._prune(st.history, now)
-            # compatibility groups for callers of the fluid model (bench): one per non-empty fine bin
-            if prev_fine is not None:
-                d = self._fine[p] - (prev_fine[p] if p < len(prev_fine) else 0.0)
-                for i in np.flatnonzero(d[0] > 0):
-                    v = float(FINE_MID[i])
-                    st.latency.append((now, float(d[0, i]), v, 0.0, 1e-3, v))
-                for i in np.flatnonzero(d[1] > 0):
-                    st.latency.append((now, 0.0, 1e-3, float(d[1, i]), float(FINE_MID[i]), 1e-3))
-            self._prune(st.latency, now)
         gen = self._ctr[:, K.C_GEN].tolist()
         prompt = self._ctr[:, K.C_PROMPT].tolist()
         horizon = now - self.window_seconds
