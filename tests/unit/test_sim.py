@@ -404,6 +404,7 @@ def test_compiled_and_python_kernels_agree(monkeypatch):
     monkeypatch.setattr(kernel, "run_ticks", kernel.run_ticks.py_func)
     monkeypatch.setattr(kernel, "_route", kernel._route.py_func)
     monkeypatch.setattr(kernel, "_observe", kernel._observe.py_func)
+    monkeypatch.setattr(kernel, "_group", kernel._group.py_func)
     assert run_fingerprint(7, "InferencePool") == jitted
 
 
