@@ -601,8 +601,9 @@ class Fleet:
                 times = np.sort(t0 + rng.random(n) * (t1 - t0))
                 j = self.size_jitter
                 if j > 0 and n:  # sizes uniform in +-jitter around the trace's figures (same means)
-                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * (1 + j * (2 * rng.random(n) - 1))))
-                    out = np.maximum(1.0, np.round(d.output_tokens * (1 + j * (2 * rng.random(n) - 1))))
+                    u = 1.0 + j * (2.0 * rng.random((2, n)) - 1.0)
+                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * u[0]))
+                    out = np.maximum(1.0, np.round(d.output_tokens * u[1]))
                 else:
                     prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
                     out = np.full(n, max(1.0, round(d.output_tokens)))
@@ -625,13 +626,14 @@ class Fleet:
             il.append(b)
         if not fl:
             return np.zeros((0, 6)), np.zeros((0, 3), dtype=np.int64)
-        a = np.concatenate(fl)
-        b = np.concatenate(il)
-        if len(fl) > 1:
+        if len(fl) == 1:
+            a, b = fl[0], il[0]
+        else:
+            a = np.concatenate(fl)
+            b = np.concatenate(il)
             order = np.argsort(a[:, K.A_T], kind="stable")
             a, b = a[order], b[order]
-        a[:, K.A_U1] = rng.random(len(a))
-        a[:, K.A_U2] = rng.random(len(a))
+        a[:, K.A_U1 : K.A_U2 + 1] = rng.random((len(a), 2))  # routing draws
         return a, b
 
     def _pool_weights(self) -> np.ndarray:
