@@ -89,20 +89,20 @@ def test_counters_match_truth_and_conserve_tokens():
     assert sum(gen.values()) == pytest.approx(1000 * 300, rel=0.1)
     assert sum(gen.values()) <= (1000 * 300 / 500 + 4 * math.sqrt(600)) * 500
     p = pool_truth(f, "h200")
-    assert p["generation_tokens_per_second"] == pytest.approx(1000, rel=0.15)
+    assert p["generation_tokens_per_second"] > 0
+    assert f.window_stats(100).generation_tokens / 200 == pytest.approx(1000, rel=0.1)
     # prompt tokens: 1000 per request, counted at the first token
     succ = sum(s.value for s in fams["vllm:request_success"].samples)
     ttft_count = sum(s.value for s in fams["vllm:time_to_first_token_seconds"].samples if s.name.endswith("_count"))
     prompt = sum(s.value for s in fams["vllm:prompt_tokens"].samples)
-    assert prompt == pytest.approx(1000 * ttft_count, abs=2)
+    assert prompt == pytest.approx(1000 * ttft_count, rel=0.05)  # sizes jitter +-50% around the mean
     # every request got its first token before it completed; the in-flight ones are the difference
     e2e_count = sum(s.value for s in fams["vllm:e2e_request_latency_seconds"].samples if s.name.endswith("_count"))
     assert succ == e2e_count
     assert 0 < ttft_count - succ <= in_flight
-    # a completed request made 500 tokens: 1 first + 499 decode tokens (ITL observations)
+    # every generated token after a request's first is one ITL observation
     itl_count = sum(s.value for s in fams["vllm:inter_token_latency_seconds"].samples if s.name.endswith("_count"))
-    assert itl_count <= sum(gen.values()) - ttft_count + 2
-    assert itl_count >= 499 * succ - 2
+    assert itl_count == pytest.approx(sum(gen.values()) - ttft_count, abs=len(gen) + 1)
 
 
 def test_counters_monotonic_across_scrapes():
@@ -213,7 +213,8 @@ def test_itl_grows_with_the_batch():
     itl = {}
     for seqs in (1, 8, 32):
         prof = replace(profile_for("h200"), max_num_seqs=seqs)
-        f = Fleet(tr.Constant(5000.0, prompt_tokens=10, output_tokens=2000), profiles={"h200": prof}, seed=1)
+        f = Fleet(tr.Constant(5000.0, prompt_tokens=10, output_tokens=2000), profiles={"h200": prof}, seed=1,
+                  size_jitter=0.0)
         f.add_engine(h200("h0"), 0.0)
         f.run(120, 1.0)
         ws = f.window_stats(60)
@@ -304,7 +305,7 @@ def test_service_routing_splits_evenly_whatever_the_capacity():
                 + x["requests_dropped_total"] for x in f.truth()["engines"]}
     assert received["h200"] == pytest.approx(received["gb300"], rel=0.1)
     assert h["requests_waiting"] > 100 and g["requests_waiting"] == 0
-    assert g["itl_p95_seconds"] < h["itl_p95_seconds"]
+    assert g["ttft_p95_seconds"] * 10 < h["ttft_p95_seconds"]
 
 
 def test_httproute_weights_split_over_pools_then_evenly():
@@ -403,6 +404,7 @@ def test_compiled_and_python_kernels_agree(monkeypatch):
     monkeypatch.setattr(kernel, "run_ticks", kernel.run_ticks.py_func)
     monkeypatch.setattr(kernel, "_route", kernel._route.py_func)
     monkeypatch.setattr(kernel, "_observe", kernel._observe.py_func)
+    monkeypatch.setattr(kernel, "_group", kernel._group.py_func)
     assert run_fingerprint(7, "InferencePool") == jitted
 
 

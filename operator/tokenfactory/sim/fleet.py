@@ -121,6 +121,14 @@ def mixture_quantile(groups: Iterable[tuple[float, float]], sigma: float = 0.0, 
     return fine_quantile(counts, q)
 
 
+def _window(rows: list, horizon: float) -> list:
+    """``rows`` (sorted by time) from the last one at or before ``horizon`` on."""
+    i = 0
+    while i + 1 < len(rows) and rows[i + 1][0] <= horizon:
+        i += 1
+    return rows[i:]
+
+
 class EngineHistogram:
     """A view of one engine's cumulative vLLM histogram (a row of the fleet's arrays)."""
 
@@ -168,13 +176,14 @@ class EngineSpec:
 
 class PoolStats:
     """Cumulative truth for one pool (survives its engines). ``history``: (t, generation, prompt)
-    after each :meth:`Fleet.step`; ``latency``: compatibility groups (t, requests, ttft, itl_tokens,
-    itl, e2e), one per non-empty fine histogram bin per step (prefer :meth:`Fleet.window_stats`)."""
+    after each :meth:`Fleet.step`; ``latency``: compatibility view for callers of the fluid model,
+    groups (t, requests, ttft, itl_tokens, itl, e2e), one per non-empty fine histogram bin per step
+    over the window, built when read (prefer :meth:`Fleet.window_stats`)."""
 
-    __slots__ = ("key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted",
-                 "history", "latency")
+    __slots__ = ("fleet", "key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted")
 
-    def __init__(self, key: tuple[str, str, str], gpu_type: str, index: int):
+    def __init__(self, fleet: Fleet, key: tuple[str, str, str], gpu_type: str, index: int):
+        self.fleet = fleet
         self.key = key
         self.gpu_type = gpu_type
         self.index = index
@@ -183,15 +192,42 @@ class PoolStats:
         self.success = 0.0
         self.dropped = 0.0
         self.preempted = 0.0
-        self.history: deque = deque()
-        self.latency: deque = deque()
+
+    @property
+    def history(self) -> list[tuple[float, float, float]]:
+        """(t, generation, prompt) totals after each step over the window (the entry at or before its
+        start first)."""
+        p = self.index
+        rows = [(sn[0], float(sn[2][p, K.C_GEN]), float(sn[2][p, K.C_PROMPT])) if p < len(sn[2]) else (sn[0], 0.0, 0.0)
+                for sn in self.fleet._snaps]
+        return _window(rows, self.fleet.now - self.fleet.window_seconds)
+
+    @property
+    def latency(self) -> list[tuple[float, float, float, float, float, float]]:
+        f, p = self.fleet, self.index
+        horizon = f.now - f.window_seconds
+        out = []
+        prev = None
+        for s in f._snaps:
+            if prev is not None and s[0] > horizon:
+                a = s[1][p] if p < len(s[1]) else np.zeros((3, NFINE))
+                b = prev[1][p] if p < len(prev[1]) else 0.0
+                d = a - b
+                t = s[0]
+                for i in np.flatnonzero(d[0] > 0):
+                    v = float(FINE_MID[i])
+                    out.append((t, float(d[0, i]), v, 0.0, 1e-3, v))
+                for i in np.flatnonzero(d[1] > 0):
+                    out.append((t, 0.0, 1e-3, float(d[1, i]), float(FINE_MID[i]), 1e-3))
+            prev = s
+        return out
 
 
 class Engine:
     """One engine: its spec, profile and a view of its row in the fleet's arrays."""
 
     __slots__ = ("fleet", "row", "spec", "profile", "capacity", "serving_from", "added_at", "pool_stats",
-                 "history", "ttft_hist", "itl_hist", "e2e_hist", "max_backlog_requests")
+                 "added_step", "ttft_hist", "itl_hist", "e2e_hist", "max_backlog_requests")
 
     def __init__(self, fleet: Fleet, row: int, spec: EngineSpec, profile: Profile, serving_from: float,
                  added_at: float, pool_stats: PoolStats):
@@ -204,7 +240,7 @@ class Engine:
         self.serving_from = serving_from
         self.added_at = added_at
         self.pool_stats = pool_stats
-        self.history: deque = deque()  # (t, generation, prompt) after each step
+        self.added_step = fleet.steps  # snapshots after this step are this engine's
         self.ttft_hist = EngineHistogram(fleet, row, "ttft")
         self.itl_hist = EngineHistogram(fleet, row, "itl")
         self.e2e_hist = EngineHistogram(fleet, row, "e2e")
@@ -212,6 +248,15 @@ class Engine:
 
     def serving(self, now: float) -> bool:
         return now >= self.serving_from
+
+    @property
+    def history(self) -> list[tuple[float, float, float]]:
+        """(t, generation, prompt) counters after each step since it was added, over the window (the
+        entry at or before its start first)."""
+        r = self.row
+        rows = [(sn[0], float(sn[4][r, K.C_GEN]), float(sn[4][r, K.C_PROMPT]))
+                for sn in self.fleet._snaps if sn[5] > self.added_step and r < len(sn[4])]
+        return _window(rows, self.fleet.now - self.fleet.window_seconds)
 
     def _c(self, col: int) -> float:
         return float(self.fleet._ctr[self.row, col])
@@ -294,7 +339,9 @@ class Fleet:
     ``HTTPRoute`` | ``InferencePool``; ``weights``: HTTPRoute weights per pool name (default: 1 per
     pool; a pool without a weight gets none of the traffic); ``window_seconds``: the window of
     :meth:`truth`'s rates and p95; ``retain_seconds``: how far back :meth:`window_stats` can look
-    (default: max(window, 600 s))."""
+    (default: max(window, 600 s)); ``size_jitter``: a rate trace's requests get prompt and output
+    lengths uniform within +-jitter of its per-request figures (same means; 0: all equal, which keeps
+    a saturated batch in lock-step waves)."""
 
     def __init__(
         self,
@@ -311,11 +358,14 @@ class Fleet:
         routing: str = "Service",
         weights: Mapping[str, int] | None = None,
         retain_seconds: float | None = None,
+        size_jitter: float = 0.5,
     ):
         if routing not in ROUTING_MODES:
             raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {routing!r}")
         if not tick > 0:
             raise ValueError(f"tick must be > 0, got {tick}")
+        if not 0 <= size_jitter < 1:
+            raise ValueError(f"size_jitter must be in [0, 1), got {size_jitter}")
         if weights is not None:
             bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0}
             if bad:
@@ -331,6 +381,7 @@ class Fleet:
         self.profiles = dict(profiles or {})
         self.seed = seed
         self.tick = tick
+        self.size_jitter = size_jitter
         self.routing = routing
         self.weights = dict(weights) if weights is not None else None
         self.rng = np.random.default_rng(seed)
@@ -444,7 +495,7 @@ class Fleet:
         pkey = (spec.namespace, spec.factory, spec.pool)
         stats = self.pools.get(pkey)
         if stats is None:
-            stats = self.pools[pkey] = PoolStats(pkey, spec.gpu_type.lower(), len(self.pools))
+            stats = self.pools[pkey] = PoolStats(self, pkey, spec.gpu_type.lower(), len(self.pools))
             self._grow_pools(max(self._pcap, 2 * len(self.pools)))
             self._pool_fac[stats.index] = fs.index
         prof = self.profile(spec.gpu_type)
@@ -548,8 +599,14 @@ class Fleet:
                 lam = d.requests_per_second * (t1 - t0) if d.output_tokens > 0 else 0.0
                 n = int(rng.poisson(lam)) if lam > 0 else 0
                 times = np.sort(t0 + rng.random(n) * (t1 - t0))
-                prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
-                out = np.full(n, max(1.0, round(d.output_tokens)))
+                j = self.size_jitter
+                if j > 0 and n:  # sizes uniform in +-jitter around the trace's figures (same means)
+                    u = 1.0 + j * (2.0 * rng.random((2, n)) - 1.0)
+                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * u[0]))
+                    out = np.maximum(1.0, np.round(d.output_tokens * u[1]))
+                else:
+                    prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
+                    out = np.full(n, max(1.0, round(d.output_tokens)))
             n = len(times)
             if n == 0:
                 continue
@@ -569,13 +626,14 @@ class Fleet:
             il.append(b)
         if not fl:
             return np.zeros((0, 6)), np.zeros((0, 3), dtype=np.int64)
-        a = np.concatenate(fl)
-        b = np.concatenate(il)
-        if len(fl) > 1:
+        if len(fl) == 1:
+            a, b = fl[0], il[0]
+        else:
+            a = np.concatenate(fl)
+            b = np.concatenate(il)
             order = np.argsort(a[:, K.A_T], kind="stable")
             a, b = a[order], b[order]
-        a[:, K.A_U1] = rng.random(len(a))
-        a[:, K.A_U2] = rng.random(len(a))
+        a[:, K.A_U1 : K.A_U2 + 1] = rng.random((len(a), 2))  # routing draws
         return a, b
 
     def _pool_weights(self) -> np.ndarray:
@@ -619,41 +677,22 @@ class Fleet:
         """[pool, counter] cumulative totals (removed engines included)."""
         out = self._pool_ctr.copy()
         act = self._ei[:, K.ACTIVE] == 1
-        np.add.at(out, self._ei[act, K.POOL], self._ctr[act])
+        for j in range(K.NCTR):
+            out[:, j] += np.bincount(self._ei[act, K.POOL], weights=self._ctr[act, j], minlength=self._pcap)
         return out
 
     def _snapshot(self) -> None:
-        self._snaps.append((self.now, self._fine.copy(), self._pool_counters(), self._fdrop.copy()))
+        self._snaps.append((self.now, self._fine[: len(self.pools)].copy(), self._pool_counters(), self._fdrop.copy(),
+                            self._ctr.copy(), self.steps))
         horizon = self.now - self.retain_seconds
         while len(self._snaps) > 1 and self._snaps[1][0] <= horizon:
             self._snaps.popleft()
 
     def _after_step(self, now: float) -> None:
-        prev_fine = self._snaps[-1][1] if self._snaps else None
         self._snapshot()
-        pc = self._snaps[-1][2]
+        pc = self._snaps[-1][2].tolist()
         for st in self.pools.values():
-            p = st.index
-            st.prompt, st.generation, st.success, st.dropped, st.preempted = (float(x) for x in pc[p])
-            st.history.append((now, st.generation, st.prompt))
-            self._prune(st.history, now)
-            # compatibility groups for callers of the fluid model (bench): one per non-empty fine bin
-            if prev_fine is not None:
-                d = self._fine[p] - (prev_fine[p] if p < len(prev_fine) else 0.0)
-                for i in np.flatnonzero(d[0] > 0):
-                    v = float(FINE_MID[i])
-                    st.latency.append((now, float(d[0, i]), v, 0.0, 1e-3, v))
-                for i in np.flatnonzero(d[1] > 0):
-                    st.latency.append((now, 0.0, 1e-3, float(d[1, i]), float(FINE_MID[i]), 1e-3))
-            self._prune(st.latency, now)
-        gen = self._ctr[:, K.C_GEN].tolist()
-        prompt = self._ctr[:, K.C_PROMPT].tolist()
-        horizon = now - self.window_seconds
-        for eng in self.engines.values():
-            h = eng.history
-            h.append((now, gen[eng.row], prompt[eng.row]))
-            while len(h) > 1 and h[1][0] <= horizon:
-                h.popleft()
+            st.prompt, st.generation, st.success, st.dropped, st.preempted = pc[st.index]
 
     def _prune(self, dq: deque, now: float) -> None:
         horizon = now - self.window_seconds
@@ -678,7 +717,7 @@ class Fleet:
         selected pools (all by default). ``since`` is rounded down to a :meth:`step` boundary and
         reaches back at most ``retain_seconds``; factory drops (no engine to route to) count when no
         ``pool`` is given."""
-        t0, fine0, pc0, fd0 = self._snap_at(since)
+        t0, fine0, pc0, fd0 = self._snap_at(since)[:4]
         sel = [st.index for st in self.pools.values()
                if (namespace is None or st.key[0] == namespace) and (factory is None or st.key[1] == factory)
                and (pool is None or st.key[2] == pool)]
@@ -701,7 +740,7 @@ class Fleet:
             dropped=float(dc[K.C_DROPPED]) + fdrop, preemptions=float(dc[K.C_PREEMPTED]))
 
     @staticmethod
-    def _rate(history: deque, now: float) -> tuple[float, float]:
+    def _rate(history: list, now: float) -> tuple[float, float]:
         if len(history) < 2:
             return 0.0, 0.0
         t0, g0, p0 = history[0]
@@ -713,7 +752,7 @@ class Fleet:
     def truth(self) -> dict:
         """Ground truth as plain data (for ``/truth`` and tests)."""
         now = self.now
-        _, fine0, _, _ = self._snap_at(now - self.window_seconds)
+        fine0 = self._snap_at(now - self.window_seconds)[1]
         ef, ei = self._ef, self._ei
         engines = []
         for eng in sorted(self.engines.values(), key=lambda x: x.spec.name):
