@@ -110,7 +110,9 @@ class Run:
                         waiting=waiting)
 
     def ready(self) -> dict[str, int]:
-        return {p: self.view(p).ready for p in self.names}
+        """Serving pods per pool (what the Deployments' readyReplicas say)."""
+        engines, now = self.fleet.engines, self.now
+        return {p: sum(1 for n in names if engines[n].serving(now)) for p, names in self.names.items()}
 
     def _record_success(self) -> None:
         done = {key[2]: st.success for key, st in self.fleet.pools.items() if key[:2] == (NAMESPACE, self.setup.factory)}
