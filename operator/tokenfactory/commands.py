@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch only this namespace (repeatable); default: all namespaces")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces, cluster-wide (the default without -n)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)")
     p.add_argument("--metrics-port", type=int, default=8080, help="port for the Prometheus /metrics endpoint (default 8080; 0 disables)")
     p.add_argument("--metrics-address", default="0.0.0.0", help="address for /metrics (default 0.0.0.0)")
@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     return run_operator(
-        namespaces=args.namespace,
+        namespaces=[] if args.all_namespaces else list(args.namespace),  # no namespace: the whole cluster
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         health_port=args.health_port,

@@ -16,11 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
-
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
 from tokenfactory import cost as cost_mod
+from tokenfactory.ports import MetricsExporter  # noqa: F401 - re-exported: the Protocol this module implements
 
 POOL_LABELS = ("namespace", "factory", "pool", "model", "gpu_type")
 FACTORY_LABELS = ("namespace", "factory", "model")
@@ -160,17 +159,6 @@ class FactoryFigures:
             tokens_measured=metrics_up,
         )
         return cls(pools=pools, total=total, metrics_up=metrics_up, objectives=objectives or Objectives())
-
-
-@runtime_checkable
-class MetricsExporter(Protocol):
-    def publish(self, namespace: str, factory: str, model: str, figures: FactoryFigures) -> None: ...
-
-    def forget(self, namespace: str, factory: str) -> None: ...
-
-    def forget_pool(self, namespace: str, factory: str, pool: str) -> None: ...
-
-    def record_scaling_decision(self, namespace: str, factory: str, pool: str, direction: str, count: int = 1) -> None: ...
 
 
 # A sample: (metric name, label values in the order of the family's labels, value)

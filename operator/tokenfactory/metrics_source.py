@@ -19,9 +19,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 import httpx
+
+from tokenfactory.ports import MetricsSource  # noqa: F401 - re-exported: the Protocol the sources implement
 
 # Machine reasons carried by MetricsUnavailable
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
@@ -95,15 +97,6 @@ class FactoryMetrics:
         if not (requests > 0 and tokens > 0):
             return None
         return tokens / requests
-
-
-@runtime_checkable
-class MetricsSource(Protocol):
-    async def pool_metrics(
-        self, namespace: str, factory: str, window_seconds: float, now: float | None = None
-    ) -> FactoryMetrics:
-        """Per-pool figures of one factory; raises :class:`MetricsUnavailable`."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +293,26 @@ class PrometheusSource:
         except asyncio.TimeoutError as e:
             raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
         return assemble(namespace, factory, window_seconds, dict(zip(names, results)))
+
+
+class SourcesByUrl:
+    """One :class:`MetricsSource` per Prometheus URL, made on first use and closed together
+    (``ports.MetricsSources``). ``preset`` maps URLs to ready sources (fakes in tests)."""
+
+    def __init__(self, timeout: float = 5.0, preset: Mapping[str, Any] | None = None):
+        self.timeout = float(timeout)
+        self._sources: dict[str, Any] = dict(preset or {})
+
+    def source(self, url: str) -> MetricsSource:
+        if url not in self._sources:
+            self._sources[url] = PrometheusSource(url, timeout=self.timeout)
+        return self._sources[url]
+
+    async def aclose(self) -> None:
+        for src in self._sources.values():
+            close = getattr(src, "aclose", None)
+            if close is not None:
+                await close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The reconcile step against the in-memory KubeClient."""
+"""The reconcile pipeline (children and replica status) against the in-memory KubeClient."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tokenfactory.controller import FactoryMemory, Reconciler
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 from tokenfactory.kube import FakeKube
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
