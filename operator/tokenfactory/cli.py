@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,27 @@ EXTRAS = {
     "rich": "demo",
     "matplotlib": "demo",
 }
+# Tooling commands -> the extra they need (checked before the command starts anything).
+COMMAND_EXTRAS = {
+    "cluster": "cluster",
+    "demo": "demo",
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def absent_extra(command: str | None) -> str | None:
+    """The extra ``command`` needs and that is not installed (None: nothing missing)."""
+    extra = COMMAND_EXTRAS.get(command or "")
+    if extra is None:
+        return None
+    needed = [m for m, e in EXTRAS.items() if e == extra or (extra == "demo" and e == "cluster")]
+    return extra if not all(_installed(m) for m in needed) else None
 
 
 def missing_extra(err: ImportError) -> str | None:
@@ -110,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    extra = absent_extra(args.command)
+    if extra is not None:
+        print(_extra_hint(extra, f"tokenfactory {args.command}"), file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

@@ -239,9 +239,6 @@ class PrometheusServer:
             self.scrape_interval = scrape_interval
         self.reload()
 
-    def add_target(self, target: ScrapeTarget | Sequence[Any]) -> None:
-        self.set_targets([*self.targets, ScrapeTarget.of(target)])
-
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
