@@ -143,7 +143,7 @@ class Toleration(Model):
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
-_POOL_RULES = [
+_POOL_RULES: list[Any] = [
     cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
     cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
     cel(
@@ -158,7 +158,7 @@ _POOL_RULES = [
 
 
 # Cross-field rules that CEL enforces on the server, re-checked here for offline validation.
-def _check_pool_rules(pool: "PoolSpec") -> "PoolSpec":
+def _check_pool_rules(pool: PoolSpec) -> PoolSpec:
     if pool.min_replicas > pool.max_replicas:
         raise ValueError(f"minReplicas ({pool.min_replicas}) must be less than or equal to maxReplicas ({pool.max_replicas})")
     onprem = [pool.capex_per_gpu is not None, pool.amortization_years is not None, pool.dollars_per_kwh is not None]
@@ -254,7 +254,7 @@ class MetricsSpec(Model):
     """Which tokens the headline $/Mtok counts: output (generated tokens) or total (prompt + generated)."""
 
 
-_SPEC_RULES = [
+_SPEC_RULES: list[Any] = [
     cel("size(self.pools) > 0", "at least one pool is required", ".pools"),
     cel("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))", "pool names must be unique", ".pools"),
 ]

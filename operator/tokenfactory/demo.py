@@ -173,7 +173,7 @@ class Reporter:
     def __init__(self, headless: bool):
         self.headless = headless
         self.t0 = time.monotonic()
-        self.console = None
+        self.console: Any = None  # rich.console.Console when interactive
         if not headless:
             from rich.console import Console
 
@@ -358,11 +358,11 @@ class Demo:
         self.r = Reporter(args.headless)
         self.namespace = args.namespace
         self.children: list[Child] = []
-        self.prom = None
-        self.lc = None
+        self.prom: Any = None  # localcluster.prometheus.PrometheusServer once started
+        self.lc: Any = None  # localcluster.cluster.LocalCluster
         self.started_cluster = False
         self.users_file: Path | None = None
-        self.kubectl = None
+        self.kubectl: Any = None  # localcluster.cluster.Kubectl
         self.samples: list[dict] = []
         self.manifest: dict[str, Any] = {}
         self.applied = False

@@ -14,6 +14,7 @@ label"), factory-level gauges (``metrics_up`` and objectives) carry ``namespace,
 from __future__ import annotations
 
 import threading
+from typing import Any
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
@@ -148,8 +149,8 @@ class FactoryFigures:
         else:
             ds = [replicas[p.name][0] for p in fc.pools if p.name in replicas]
             rs = [replicas[p.name][1] for p in fc.pools if p.name in replicas]
-            desired = sum(ds) if ds and None not in ds else None
-            ready = sum(rs) if rs and None not in rs else None
+            desired = sum(d for d in ds if d is not None) if ds and None not in ds else None
+            ready = sum(r for r in rs if r is not None) if rs and None not in rs else None
         total = PoolExport.from_cost(
             fc.total,
             replicas_desired=desired,
@@ -172,7 +173,7 @@ def snapshot(namespace: str, factory: str, model: str, figures: FactoryFigures) 
     for p in rows:
         base = (namespace, factory, p.pool, model, p.gpu_type)
 
-        def add(name: str, value: float | None, *extra: str) -> None:
+        def add(name: str, value: float | None, *extra: str, base: tuple[str, ...] = base) -> None:
             if value is not None:
                 out.append((name, base + extra, float(value)))
 
@@ -261,8 +262,8 @@ class _Collector:
             families[name] = GaugeMetricFamily(name, help_text, labels=labels)
         for name, help_text in FACTORY_GAUGES.items():
             families[name] = GaugeMetricFamily(name, help_text, labels=list(FACTORY_LABELS))
-        for name, labels, value in samples:
-            families[name].add_metric(list(labels), value)
+        for name, label_values, value in samples:
+            families[name].add_metric(list(label_values), value)
         for fam in families.values():
             if fam.samples:
                 yield fam
@@ -280,8 +281,8 @@ class PrometheusExporter:
         self._store = _Store()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self._store))
-        self._server = None
-        self._thread = None
+        self._server: Any = None
+        self._thread: Any = None
 
     def publish(self, namespace: str, factory: str, model: str, figures: FactoryFigures) -> None:
         self._store.publish(namespace, factory, model, figures)

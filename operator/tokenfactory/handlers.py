@@ -18,6 +18,7 @@ import asyncio
 import copy
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -65,22 +66,22 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def _factory_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
-    _wake(memo, namespace, name)
+async def _factory_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    _wake(memo, namespace or "default", name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def _deployment_changed(memo: kopf.Memo, namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def _deployment_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     owner = labels.get(render.LABEL_FACTORY)
     if owner:
-        _wake(memo, namespace, owner)
+        _wake(memo, namespace or "default", owner)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def _pod_changed(memo: kopf.Memo, namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def _pod_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     owner = labels.get(render.LABEL_FACTORY)
     if owner:
-        _wake(memo, namespace, owner)
+        _wake(memo, namespace or "default", owner)
 
 
 def _interval_seconds(body: Any) -> float:
@@ -91,9 +92,10 @@ def _interval_seconds(body: Any) -> float:
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
-async def factory_loop(body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, stopped: kopf.DaemonStopped,
+async def factory_loop(body: kopf.Body, memo: Any, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
                        **_: Any) -> None:
     """The reconcile loop of one factory, for as long as it exists and the operator runs."""
+    namespace = namespace or "default"
     reconciler: Reconciler = memo.reconciler
     key = (namespace, name)
     wake = memo.wakes.setdefault(key, asyncio.Event())

@@ -60,9 +60,9 @@ class LightkubeClient:
         from lightkube.resources.apps_v1 import Deployment
         from lightkube.resources.core_v1 import Event, Pod, Service
 
-        self._client = client or AsyncClient(field_manager=field_manager)
+        self._client: Any = client or AsyncClient(field_manager=field_manager)
         self._field_manager = field_manager
-        self._kinds = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
+        self._kinds: dict[str, Any] = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
         self._event = Event
         self._tf = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 

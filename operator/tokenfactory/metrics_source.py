@@ -217,7 +217,7 @@ def assemble(
         raise MetricsUnavailable(
             NO_SERIES, f"no vllm:generation_tokens_total series for namespace={namespace} factory={factory}"
         )
-    per_pool: dict[str, dict[str, object]] = {p: {"sampled_at": ts} for p, ts, _ in gen}
+    per_pool: dict[str, dict[str, Any]] = {p: {"sampled_at": ts} for p, ts, _ in gen}
     for name, vector in answers.items():
         for pool, _ts, v in vector:
             if pool not in per_pool:
@@ -290,7 +290,7 @@ class PrometheusSource:
             results = await asyncio.wait_for(
                 asyncio.gather(*(self.query(queries[n], now) for n in names)), timeout=self.timeout * 2
             )
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
         return assemble(namespace, factory, window_seconds, dict(zip(names, results)))
 

@@ -88,7 +88,7 @@ def render_config(targets: Iterable[ScrapeTarget | Sequence[Any]], scrape_interv
         sc: dict[str, Any] = {"job_name": job, "honor_labels": first.honor_labels,
                               "metrics_path": first.metrics_path, "scheme": first.scheme}
         if first.ca_file or first.cert_file:
-            tls = {}
+            tls: dict[str, str | None] = {}
             if first.ca_file:
                 tls["ca_file"] = first.ca_file
             if first.cert_file:

@@ -23,7 +23,7 @@ def hold(c: Collected, state: planner.PlannerState | None) -> PlanOutcome:
 def decision(plan: planner.Plan, mode: str, applied: bool, now: dt.datetime) -> api.Decision:
     return api.Decision(
         time=rfc3339(now), mode=mode, applied=applied,
-        changes=[api.PoolChange(pool=p.name, from_replicas=p.current, to_replicas=p.replicas, reason=p.reason)
+        changes=[api.PoolChange.model_validate({"pool": p.name, "from": p.current, "to": p.replicas, "reason": p.reason})
                  for p in plan.changes],
         reason=plan.summary,
         demand_tokens_per_second=tidy(plan.demand_tokens_per_second),
