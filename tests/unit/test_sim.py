@@ -1,7 +1,6 @@
 import argparse
 import json
 import math
-import time
 import urllib.request
 
 import pytest
@@ -256,17 +255,16 @@ def test_deterministic():
     assert run() == run()
 
 
-def test_fast_forward_an_hour_of_twenty_engines_quickly():
+def test_fast_forward_an_hour_of_twenty_engines():
+    # how fast is a benchmark (bench/sim_speed.py prints it as JSON); here: that it runs the hour through
     f = Fleet(tr.Diurnal(40_000, 20_000))
     for i in range(16):
         f.add_engine(h200(f"h{i}"), 0.0)
     for i in range(4):
         f.add_engine(EngineSpec(name=f"g{i}", pool="gb300", gpu_type="gb300", gpus=4, startup_seconds=0), 0.0)
-    t0 = time.perf_counter()
     f.run(3600, 1.0)
-    elapsed = time.perf_counter() - t0
     assert f.steps == 3600
-    assert elapsed < 1.0, elapsed
+    assert sum(p["generation_tokens_total"] for p in f.truth()["pools"]) > 0
 
 
 def test_lognormal_histogram_and_mixture():
