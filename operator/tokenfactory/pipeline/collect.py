@@ -75,16 +75,30 @@ async def read_metrics(sources: MetricsSources | None, default_url: str | None, 
     return MetricsReading(read=True, url=url, metrics=fm)
 
 
+def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPool, ...], tuple[str, ...]]:
+    """The spec and its pools resolved (once per pass), or every problem with its field path."""
+    try:
+        spec = api.parse_spec(data, resolve=False)
+    except api.SpecError as err:
+        return None, (), tuple(err.problems)
+    pools, problems = [], []
+    for i, pool in enumerate(spec.pools):
+        try:
+            pools.append(api.resolve_pool(pool, i))
+        except api.PoolResolutionError as err:
+            problems.append(str(err))
+    if problems:
+        return None, (), tuple(problems)
+    return spec, tuple(pools), ()
+
+
 async def collect(kube: KubeClient, sources: MetricsSources | None, default_url: str | None,
                   obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool) -> Collected:
     """Everything one pass needs to know, read once. A spec that cannot be served is not an error here:
     ``problems`` says why, and nothing else is read."""
     ref = factory_ref(obj)
-    try:
-        spec = api.parse_spec(obj.get("spec"))
-        pools = tuple(spec.resolve_pools())
-    except (api.SpecError, api.PoolResolutionError) as err:
-        problems = tuple(err.problems) if isinstance(err, api.SpecError) else (str(err),)
+    spec, pools, problems = parse(obj.get("spec"))
+    if spec is None:
         return Collected(ref=ref, now=now, spec=None, problems=problems, pools=(), children={}, current={},
                          reading=MetricsReading(read=False))
     children = await observe(kube, ref.namespace, ref.name)
