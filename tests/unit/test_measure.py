@@ -211,3 +211,20 @@ async def test_new_factory_applies_before_measuring_and_gets_no_metrics_warning(
     assert [e.reason for e in events if e.type == "Warning"] == ["MetricsUnavailable"]
     events = await rig.step()
     assert not [e for e in events if e.type == "Warning"]
+
+
+async def test_a_measuring_bug_keeps_reconciling_the_children(rig, monkeypatch):
+    from tokenfactory.pipeline import assess
+
+    await rig.step()
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=1_000.0)
+    await rig.step()
+    good = rig.status()["costPerMillionTokens"]
+
+    def broken(*_a, **_k):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(assess, "assess", broken)
+    del rig.kube.objects[("Deployment", NS, f"{NAME}-h200")]  # a child deleted by hand
+    await rig.step()
+    assert ("Deployment", NS, f"{NAME}-h200") in rig.kube.objects and rig.status()["costPerMillionTokens"] == good

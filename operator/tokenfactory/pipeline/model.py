@@ -3,7 +3,7 @@
 One pass: ``collect`` -> :class:`Collected` -> ``assess`` -> :class:`Assessment` -> ``plan`` ->
 :class:`PlanOutcome` -> ``actuate`` -> :class:`Actuation` -> ``status`` -> ``api.TokenFactoryStatus``.
 Every hand-off is a frozen dataclass; only :class:`FactoryMemory` is mutable, and only the
-reconciler (``pipeline.reconciler``) writes it, once per pass.
+reconciler (``pipeline.reconciler``, and ``status.write`` for the Events it sent) writes it.
 """
 
 from __future__ import annotations

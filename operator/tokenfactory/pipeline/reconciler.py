@@ -55,12 +55,14 @@ class Reconciler:
                 memory.serving_since = None
             elif memory.serving_since is None:
                 memory.serving_since = now
-            a = assess.assess(c, memory.last_good, memory.metrics_warned, memory.serving_since)
             try:
+                a = assess.assess(c, memory.last_good, memory.metrics_warned, memory.serving_since)
                 outcome = plan.plan(c, memory.planner_state)
-            except Exception:  # noqa: BLE001 - a planning bug must not stop reconciling the children
-                log.exception("%s/%s: planning failed; keeping replicas", c.ref.namespace, c.ref.name)
-            events += a.events + outcome.events
+            except Exception:  # noqa: BLE001 - a measuring bug must not stop reconciling the children
+                log.exception("%s/%s: measuring failed; keeping replicas and the last figures", c.ref.namespace, c.ref.name)
+                a, outcome = None, plan.hold(c, memory.planner_state)
+            else:
+                events += a.events + outcome.events
 
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children)
         events += act.events
