@@ -5,6 +5,7 @@ values, schema rejections, least-privilege RBAC, hardened operator pod, CRD copi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -316,6 +317,33 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+
+
+@pytest.mark.parametrize("overlay", [
+    {"namespace": "platform-ops"},
+    {"namespace": "platform-ops", "namePrefix": "acme-"},
+], ids=["namespace", "namespace+namePrefix"])
+def test_kustomize_overlay_moves_the_operator_and_its_binding(kubectl, tmp_path, overlay):
+    """An overlay that sets another namespace (and a name prefix) moves the ServiceAccount, and the
+    ClusterRoleBinding's subject follows it: otherwise the operator is refused every call."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(KUSTOMIZE, tmp_path)], **overlay}))
+    res = run(kubectl, "kustomize", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    ns = overlay["namespace"]
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert sa["namespace"] == ns
+    assert one(docs, "Namespace")["metadata"]["name"] == ns
+    (subject,) = one(docs, "ClusterRoleBinding")["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": sa["name"], "namespace": ns}
+    assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    dep = one(docs, "Deployment")
+    assert dep["metadata"]["namespace"] == ns and one(docs, "Service")["metadata"]["namespace"] == ns
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    assert not [d["kind"] for d in docs if d["metadata"].get("namespace") not in (None, ns)]
+    assert "tokenfactory-system" not in res.stdout
 
 
 def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
