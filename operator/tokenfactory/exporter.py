@@ -80,9 +80,13 @@ POOL_GAUGES: dict[str, tuple[str, str | None]] = {
     POOL_PREFIX + suffix: (help_text, extra) for suffix, help_text, extra in _FIGURES
 }
 """Per-pool gauges: name -> (help, extra label or None); labels ``POOL_LABELS`` + extra."""
+# Latency p95s are per pool only (a factory-wide quantile is not the sum of anything).
+_TOTAL_SUFFIXES = tuple(f[0] for f in _FIGURES if not f[0].endswith("_p95_seconds"))
+ADDITIVE_TOTALS = ("cost_dollars_per_hour", "tokens_per_second", "power_watts", "gpus", "replicas")
+"""Totals that equal the sum of the pool series (the others are ratios, recomputed from the sums)."""
 FACTORY_TOTAL_GAUGES: dict[str, tuple[str, str | None]] = {
     FACTORY_PREFIX + suffix: (f"Factory total (all pools): {help_text[0].lower()}{help_text[1:]}", extra)
-    for suffix, help_text, extra in _FIGURES
+    for suffix, help_text, extra in _FIGURES if suffix in _TOTAL_SUFFIXES
 }
 """Factory totals: name -> (help, extra label or None); labels ``FACTORY_LABELS`` + extra."""
 FACTORY_GAUGES: dict[str, str] = {
@@ -321,7 +325,7 @@ def snapshot(namespace: str, factory: str, model: str, figures: FactoryFigures,
                 out.append((POOL_PREFIX + suffix, base + extra, float(value)))
     if figures.total is not None:
         for suffix, value, extra in _rows(figures.total):
-            if value is not None:
+            if value is not None and suffix in _TOTAL_SUFFIXES:
                 out.append((FACTORY_PREFIX + suffix, fbase + extra, float(value)))
     if deprecated_aliases:
         rows = list(figures.pools) + ([figures.total] if figures.total is not None else [])
