@@ -431,3 +431,21 @@ def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
             if source.startswith("__meta_kubernetes_pod_label_"):
                 sanitized = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
                 assert source.removeprefix("__meta_kubernetes_pod_label_") in sanitized, source
+
+
+def test_notes_point_only_at_what_a_packaged_chart_has(helm, tmp_path):
+    """NOTES.txt is shown after `helm install` of a packaged chart: it may name files of that package
+    (or URLs), not paths of this repository (it used to send users to deploy/examples/)."""
+    import tarfile
+
+    res = run(helm, "package", str(CHART), "-d", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (tgz,) = tmp_path.glob("tokenfactory-*.tgz")
+    with tarfile.open(tgz) as tar:
+        packaged = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    paths = re.findall(r"(?<![\w/.:-])((?:deploy|docs|crds|charts|hack|operator|tests|bench|files)/[\w.-][\w./-]*)", notes)
+    assert not [p for p in paths if p.rstrip("/") not in packaged and not any(
+        f.startswith(p) for f in packaged)], paths
+    assert "https://github.com/tokenfactory/tokenfactory/tree/main/deploy/examples" in notes
+    assert (ROOT / "deploy" / "examples").is_dir()
