@@ -72,3 +72,11 @@ def test_documented_kubernetes_sd_config_is_valid_for_the_built_prometheus(tmp_p
     op = cfg["scrape_configs"][1]
     targets = {r.get("target_label") for r in op["relabel_configs"]}
     assert set(alerts.OPERATOR_LABELS) <= targets and op["honor_labels"] is True
+
+
+def test_alert_durations_in_metrics_md_are_the_rules():
+    found = re.findall(r"\((TokenFactory\w+): for (\w+)\)", METRICS_MD.read_text())
+    assert len(found) >= 3
+    fors = {a.name: a.for_ for a in alerts.alerts()}
+    assert [(name, fors[name]) for name, _ in found] == found
+    assert not re.search(r"for 10 minutes", METRICS_MD.read_text())
