@@ -18,14 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("alerts", help="print the Prometheus alerting rules (YAML) generated from code",
-                       description="Print the TokenFactory Prometheus rules file (groups:). The committed copies are "
-                                   "deploy/prometheus/tokenfactory-alerts.yaml and charts/tokenfactory/files/ "
-                                   "(a test fails on drift). Check with `promtool check rules FILE`.")
+                       description="Print the TokenFactory Prometheus rules file (groups:) with the default "
+                                   "settings. The committed copy is deploy/prometheus/tokenfactory-alerts.yaml; the "
+                                   "chart's template copy (--chart) is charts/tokenfactory/files/"
+                                   "tokenfactory-alerts.yaml (a test fails on drift). Check with `promtool check "
+                                   "rules FILE`; runbooks: docs/runbooks.md.")
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
                    help="write to this file instead of stdout (repeatable)")
-    p.add_argument("--operator-job-regex", default=None,
-                   help="regex matching the operator's scrape job for the operator-down alerts "
-                        "(default: .*tokenfactory.*)")
+    p.add_argument("--operator-selector", default=None, metavar="MATCHERS",
+                   help="PromQL label matchers that select the operator's own scrape target in the "
+                        "operator-down alerts (default: the labels the chart's ServiceMonitor sets, "
+                        'app_kubernetes_io_part_of="tokenfactory", app_kubernetes_io_component="operator")')
+    p.add_argument("--chart", action="store_true",
+                   help="print the chart's copy instead: thresholds as {{ .threshold }}, filled in from "
+                        "prometheusRule.alerts in the chart's values")
     p.set_defaults(func=cmd_alerts)
 
 
@@ -49,5 +55,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from tokenfactory import alerts
 
-    text = alerts.rules_yaml(args.operator_job_regex) if args.operator_job_regex else alerts.rules_yaml()
+    if args.chart:
+        if args.operator_selector:
+            print("tokenfactory alerts: --chart takes no --operator-selector (the chart sets the labels)",
+                  file=sys.stderr)
+            return 2
+        text = alerts.chart_rules_yaml()
+    else:
+        text = alerts.rules_yaml(args.operator_selector) if args.operator_selector else alerts.rules_yaml()
     return _emit(text, args.output)

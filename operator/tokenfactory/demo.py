@@ -493,8 +493,13 @@ class Demo:
         self.sim_url = f"http://127.0.0.1:{sport}"
         self.sim_started = time.monotonic()
         with self.r.step("pointing Prometheus at the simulator (honor_labels) and the operator"):
+            from tokenfactory.alerts import OPERATOR_LABELS
+            from tokenfactory.localcluster.prometheus import ScrapeTarget
+
+            # the operator's target carries the labels the chart's ServiceMonitor sets (the alerts select it by them)
             self.prom.set_targets([("vllm", f"127.0.0.1:{sport}", True),
-                                   ("tokenfactory-operator", self.operator_metrics, False)])
+                                   ScrapeTarget("tokenfactory-operator", self.operator_metrics,
+                                                labels=tuple(sorted(OPERATOR_LABELS.items())))])
             self.prom.wait_targets_up(["vllm", "tokenfactory-operator"], timeout=60)
         (self.out / "pids.json").write_text(json.dumps(
             {"demo": os.getpid(), "prometheus": self.prom.pid, **{c.name: c.pid for c in self.children}}, indent=2))

@@ -12,7 +12,8 @@ DESCRIPTION = textwrap.dedent(
     A real, secured Kubernetes control plane on 127.0.0.1 with simulated GPU node pools.
 
     `up` builds the binaries from Go modules if they are not cached yet (etcd, kube-apiserver,
-    kube-controller-manager, kube-scheduler, kubectl, kwok; see build-binaries.sh), then runs
+    kube-controller-manager, kube-scheduler, kubectl, kwok, and Prometheus for the tests; see
+    build-binaries.sh), then runs
     etcd (TLS), kube-apiserver (TLS, client certificates, Node,RBAC), kube-controller-manager,
     kube-scheduler and the kwok controller as detached processes, creates the node pools of
     nodepools.yaml (24 x 8 H200, 18 x 4 GB300, 3 CPU nodes) and waits until the cluster is usable.

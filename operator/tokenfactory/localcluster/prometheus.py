@@ -1,4 +1,5 @@
-"""A real Prometheus (the machine's ``/usr/bin/prometheus``) for tests and the demo.
+"""A real Prometheus for tests and the demo: the one ``build-binaries.sh prometheus`` builds from its
+Go module into the binary cache (v3, with ``kubernetes_sd_configs``), else ``prometheus`` on PATH.
 
     prom = PrometheusServer(tmp_dir, [("vllm-sim", "127.0.0.1:8000", True)], scrape_interval="2s")
     prom.start()                  # free loopback port, own storage, waits for /-/ready
@@ -60,7 +61,17 @@ class ScrapeTarget:
 
 
 def default_binary() -> str:
-    return os.environ.get("TOKENFACTORY_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
+    """``$TOKENFACTORY_PROMETHEUS``, else the cached build (``~/.cache/tokenfactory/bin/prometheus``),
+    else ``prometheus`` on PATH (e.g. Debian's 2.42, which cannot load ``kubernetes_sd_configs``)."""
+    from . import binaries
+
+    env = os.environ.get("TOKENFACTORY_PROMETHEUS")
+    if env:
+        return env
+    built = binaries.binary("prometheus")
+    if os.access(built, os.X_OK):
+        return str(built)
+    return shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 def render_config(targets: Iterable[ScrapeTarget | Sequence[Any]], scrape_interval: str = "2s",
@@ -182,8 +193,9 @@ class PrometheusServer:
         if self.is_running():
             return self
         if not Path(self.binary).exists():
-            raise PrometheusError(f"prometheus binary not found at {self.binary} "
-                                  "(apt-get install prometheus, or set TOKENFACTORY_PROMETHEUS)")
+            raise PrometheusError(f"prometheus binary not found at {self.binary} (build it: bash "
+                                  "operator/tokenfactory/localcluster/build-binaries.sh prometheus, or set "
+                                  "TOKENFACTORY_PROMETHEUS)")
         if self.port is None:
             self.port = procs.free_port()
         self.write_config()
