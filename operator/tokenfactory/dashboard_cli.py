@@ -4,25 +4,25 @@ Prometheus alerting rules (committed under deploy/ and charts/tokenfactory/files
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+
+from tokenfactory.clitools import EXIT_STATUS_HELP, add_file_flag, command, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="print the Grafana dashboard (JSON) generated from code",
                        description="Print the TokenFactory Grafana dashboard JSON model. The committed copies are "
                                    "deploy/grafana/tokenfactory-dashboard.json and charts/tokenfactory/files/ "
-                                   "(a test fails on drift): regenerate with -o for each.")
-    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write to this file instead of stdout (repeatable)")
+                                   "(a test fails on drift): regenerate with -f for each.",
+                       epilog=EXIT_STATUS_HELP)
+    add_file_flag(p, repeatable=True)
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("alerts", help="print the Prometheus alerting rules (YAML) generated from code",
                        description="Print the TokenFactory Prometheus rules file (groups:). The committed copies are "
                                    "deploy/prometheus/tokenfactory-alerts.yaml and charts/tokenfactory/files/ "
-                                   "(a test fails on drift). Check with `promtool check rules FILE`.")
-    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write to this file instead of stdout (repeatable)")
+                                   "(a test fails on drift). Check with `promtool check rules FILE`.",
+                       epilog=EXIT_STATUS_HELP)
+    add_file_flag(p, repeatable=True)
     p.add_argument("--operator-job-regex", default=None,
                    help="regex matching the operator's scrape job for the operator-down alerts "
                         "(default: .*tokenfactory.*)")
@@ -30,24 +30,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _emit(text: str, outputs: list[str]) -> int:
-    if not outputs:
-        sys.stdout.write(text)
-        return 0
-    for out in outputs:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    emit(text, outputs)
     return 0
 
 
+@command("dashboard")
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tokenfactory.dashboard import dashboard_json
 
-    return _emit(dashboard_json(), args.output)
+    return _emit(dashboard_json(), args.file)
 
 
+@command("alerts")
 def cmd_alerts(args: argparse.Namespace) -> int:
     from tokenfactory import alerts
 
     text = alerts.rules_yaml(args.operator_job_regex) if args.operator_job_regex else alerts.rules_yaml()
-    return _emit(text, args.output)
+    return _emit(text, args.file)

@@ -20,8 +20,8 @@ DASHBOARD_FILES = [ROOT / "deploy" / "grafana" / "tokenfactory-dashboard.json",
                    ROOT / "charts" / "tokenfactory" / "files" / "tokenfactory-dashboard.json"]
 ALERT_FILES = [ROOT / "deploy" / "prometheus" / "tokenfactory-alerts.yaml",
                ROOT / "charts" / "tokenfactory" / "files" / "tokenfactory-alerts.yaml"]
-REGEN_DASHBOARD = "tokenfactory dashboard " + " ".join(f"-o {p.relative_to(ROOT)}" for p in DASHBOARD_FILES)
-REGEN_ALERTS = "tokenfactory alerts " + " ".join(f"-o {p.relative_to(ROOT)}" for p in ALERT_FILES)
+REGEN_DASHBOARD = "tokenfactory dashboard " + " ".join(f"-f {p.relative_to(ROOT)}" for p in DASHBOARD_FILES)
+REGEN_ALERTS = "tokenfactory alerts " + " ".join(f"-f {p.relative_to(ROOT)}" for p in ALERT_FILES)
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 # Labels of every exported series (exporter.py).
@@ -69,8 +69,8 @@ def test_committed_alerts_match_the_code(path):
 
 
 def test_cli_writes_dashboard_and_alerts(tmp_path, capsys):
-    out = tmp_path / "d" / "dash.json"
-    assert main(["dashboard", "-o", str(out)]) == 0
+    out = tmp_path / "dash.json"
+    assert main(["dashboard", "-f", str(out)]) == 0
     assert json.loads(out.read_text())["uid"] == dashboard.UID
     assert main(["alerts"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == alerts.rules()
