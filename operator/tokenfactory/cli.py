@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tokenfactory.commands",
     "tokenfactory.localcluster.cli",
     "tokenfactory.cost_cli",
+    "tokenfactory.plan_cli",
     "tokenfactory.sim.cli",
     "tokenfactory.dashboard_cli",
     "tokenfactory.demo",
