@@ -80,6 +80,15 @@ class FactoryMetrics:
     def generation_tokens_per_second(self) -> float:
         return sum(p.generation_tokens_per_second for p in self.pools.values())
 
+    @property
+    def engines_reporting(self) -> int:
+        return sum(p.engines_reporting for p in self.pools.values())
+
+    @property
+    def idle(self) -> bool:
+        """Engines report but deliver no tokens: demand is zero (not a metrics gap)."""
+        return self.prompt_tokens_per_second == 0 and self.generation_tokens_per_second == 0
+
     def tokens_per_request(self, token_accounting: str = "output") -> float | None:
         """Mean tokens per completed request over the window: generation (plus prompt, for "total"
         accounting) token rate / request-success rate, over the pools that report both. ``None`` when
@@ -215,16 +224,24 @@ def assemble(
 ) -> FactoryMetrics:
     """Combine validated vectors into :class:`FactoryMetrics` (pure).
 
-    The pools are those with a generation-token rate; no such series at all is ``NoSeries``.
-    NaN is accepted only for quantiles (no request finished in the window); in a rate or gauge it
-    is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
+    The pools are those whose engines report: a generation-token rate, or the liveness gauge
+    (``engines_reporting``, the count of ``vllm:num_requests_running`` series). A pool whose engines
+    report but whose token counters are absent (nothing requested yet, or a single scrape so far) is
+    idle: token rates 0, demand 0. Neither series for any pool is ``NoSeries`` (no engine reports:
+    the caller holds). NaN is accepted only for quantiles (no request finished in the window); in a
+    rate or gauge it is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
     """
     gen = [(p, ts, v) for p, ts, v in answers.get("generation_tokens_per_second", []) if p]
-    if not gen:
+    alive = [(p, ts, v) for p, ts, v in answers.get("engines_reporting", []) if p and v > 0]
+    if not gen and not alive:
         raise MetricsUnavailable(
-            NO_SERIES, f"no vllm:generation_tokens_total series for namespace={namespace} factory={factory}"
+            NO_SERIES, f"no vLLM engine reports for namespace={namespace} factory={factory} "
+                       f"(neither vllm:num_requests_running nor vllm:generation_tokens_total)"
         )
-    per_pool: dict[str, dict[str, object]] = {p: {"sampled_at": ts} for p, ts, _ in gen}
+    per_pool: dict[str, dict[str, object]] = {}
+    for p, ts, _ in gen + alive:
+        entry = per_pool.setdefault(p, {"sampled_at": ts})
+        entry["sampled_at"] = max(float(entry["sampled_at"]), ts)  # type: ignore[arg-type]
     for name, vector in answers.items():
         for pool, _ts, v in vector:
             if pool not in per_pool:
@@ -240,7 +257,7 @@ def assemble(
                 raise MetricsUnavailable(BAD_RESPONSE, f"negative {name} ({v}) for pool {pool!r}")
             per_pool[pool][name] = int(v) if name == "engines_reporting" else v
     pools = {p: PoolMetrics(pool=p, **fields) for p, fields in sorted(per_pool.items())}
-    sampled = max(ts for _, ts, _ in gen)
+    sampled = max(ts for _, ts, _ in gen + alive)
     return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=sampled, pools=pools)
 
 

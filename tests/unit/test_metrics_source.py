@@ -230,3 +230,37 @@ async def test_fake_source():
 def test_parse_vector_direct():
     assert ms.parse_vector(vec(("p", 1.5, "2.5"))) == [("p", 1.5, 2.5)]
     assert json.dumps(vec())  # sanity
+
+
+async def test_engines_up_without_token_counters_is_idle_not_missing():
+    """An idle, healthy fleet: gauges present (engines report), no token counters yet: demand 0, not NoSeries."""
+    idle = {
+        "requests_waiting": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "requests_running": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "kv_cache_usage": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "engines_reporting": vec(("h200", 101.0, "2"), ("gb300", 100.0, "1")),
+    }
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], idle)))
+    fm = await src.pool_metrics("ns", "f", 60, now=101.0)
+    await src.aclose()
+    assert set(fm.pools) == {"h200", "gb300"} and fm.sampled_at == 101.0
+    assert fm.pools["h200"].engines_reporting == 2 and fm.pools["h200"].generation_tokens_per_second == 0.0
+    assert fm.generation_tokens_per_second == 0.0 and fm.prompt_tokens_per_second == 0.0
+    assert fm.idle and fm.engines_reporting == 3 and fm.tokens_per_request() is None
+    assert fm.pools["gb300"].ttft_p95_seconds is None
+
+
+async def test_a_pool_without_counters_joins_the_pools_with_counters():
+    values = {**GOOD, "engines_reporting": vec(("h200", 100.0, "2"), ("gb300", 100.0, "1"), ("b200", 100.0, "1"))}
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)))
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert set(fm.pools) == {"h200", "gb300", "b200"} and not fm.idle
+    assert fm.pools["b200"].generation_tokens_per_second == 0.0 and fm.pools["b200"].engines_reporting == 1
+
+
+async def test_gauges_of_other_factories_only_is_still_no_series():
+    """No engine of this factory reports (only unlabelled or zero-count answers): NoSeries, the caller holds."""
+    values = {"engines_reporting": vec(("", 100.0, "4"), ("h200", 100.0, "0"))}
+    e = await fails_with(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)), ms.NO_SERIES)
+    assert "no vLLM engine reports" in e.message

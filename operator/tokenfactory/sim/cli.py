@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--tick", type=float, default=1.0, help="simulation step, seconds (default 1)")
     p.add_argument("--window", type=float, default=60.0, help="window of /truth rates and p95 (default 60 s)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run forever)")
+    p.add_argument("--lazy-counters", action="store_true",
+                   help="expose an engine's token counters and histograms only once it has processed a token "
+                        "(gauges always), as a vLLM whose labelled series appear on first use")
     p.set_defaults(func=run)
 
 
@@ -195,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
             capacity_factors=factors,
         )
     try:
-        server = SimServer(runner, args.host, args.port)
+        server = SimServer(runner, args.host, args.port, lazy_counters=args.lazy_counters)
     except OSError as e:
         raise UsageError(f"--port {args.port}: cannot listen on {args.host}: {e}") from None
     server.start()
