@@ -45,6 +45,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Prometheus base URL used when a TokenFactory sets no spec.metrics.prometheusUrl "
                         "(default: $TOKENFACTORY_PROMETHEUS_URL)")
     p.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds before a Prometheus query counts as failed (default 5)")
+    auth = p.add_argument_group(
+        "Prometheus client (Prometheus, Mimir, Thanos, Cortex behind auth/TLS)",
+        "Secrets come from files (mount a Secret), never from flags. Each flag defaults to the environment "
+        "variable named in its help.")
+    auth.add_argument("--prometheus-bearer-token-file", metavar="FILE",
+                      help="send 'Authorization: Bearer <file content>', re-read on every query "
+                           "($TOKENFACTORY_PROMETHEUS_BEARER_TOKEN_FILE)")
+    auth.add_argument("--prometheus-username", metavar="NAME",
+                      help="basic auth user name, with --prometheus-password-file ($TOKENFACTORY_PROMETHEUS_USERNAME)")
+    auth.add_argument("--prometheus-password-file", metavar="FILE",
+                      help="basic auth password file ($TOKENFACTORY_PROMETHEUS_PASSWORD_FILE)")
+    auth.add_argument("--prometheus-ca-file", metavar="FILE",
+                      help="PEM CA bundle to verify Prometheus' certificate with instead of the system CAs "
+                           "($TOKENFACTORY_PROMETHEUS_CA_FILE)")
+    auth.add_argument("--prometheus-cert-file", metavar="FILE",
+                      help="TLS client certificate (PEM), with --prometheus-key-file ($TOKENFACTORY_PROMETHEUS_CERT_FILE)")
+    auth.add_argument("--prometheus-key-file", metavar="FILE",
+                      help="TLS client key (PEM) ($TOKENFACTORY_PROMETHEUS_KEY_FILE)")
+    auth.add_argument("--prometheus-insecure-skip-verify", action="store_true", default=None,
+                      help="do not verify Prometheus' TLS certificate (testing only; "
+                           "$TOKENFACTORY_PROMETHEUS_INSECURE_SKIP_VERIFY=true)")
+    auth.add_argument("--prometheus-header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="extra request header, repeatable, e.g. 'X-Scope-OrgID: tenant-a' for Mimir/Cortex/Thanos "
+                           "($TOKENFACTORY_PROMETHEUS_HEADERS, one 'Name: value' per line)")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log format (default text)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
@@ -199,11 +223,41 @@ def cmd_render(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- run
 
 
+def prometheus_auth(args: argparse.Namespace, env: dict[str, str] | None = None) -> Any:
+    """The Prometheus client settings: flags over environment variables; raises CommandError when unusable."""
+    from dataclasses import replace
+
+    from tokenfactory.metrics_source import AuthConfigError, PrometheusAuth, parse_header
+
+    try:
+        auth = PrometheusAuth.from_env(os.environ if env is None else env)
+        flags = {k: getattr(args, f"prometheus_{k}") for k in ("bearer_token_file", "username", "password_file",
+                                                               "ca_file", "cert_file", "key_file")}
+        auth = replace(auth, **{k: v for k, v in flags.items() if v})
+        if args.prometheus_insecure_skip_verify:
+            auth = replace(auth, insecure_skip_verify=True)
+        if args.prometheus_header:
+            auth = replace(auth, headers=auth.headers + tuple(parse_header(h) for h in args.prometheus_header))
+        auth.check()
+    except AuthConfigError as err:
+        raise CommandError(f"Prometheus client: {err}") from None
+    return auth
+
+
+@command("run")
 def cmd_run(args: argparse.Namespace) -> int:
+    from tokenfactory.metrics_source import AUTH_ENV
     from tokenfactory.runner import run_operator
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    # Every PrometheusSource of this process reads its settings from the environment (PrometheusAuth.from_env).
+    auth = prometheus_auth(args)
+    for key in AUTH_ENV.values():
+        os.environ.pop(key, None)
+    os.environ.update(auth.to_env())
+    if not auth.empty:
+        print(f"tokenfactory run: Prometheus client: {auth.describe()}", file=sys.stderr)
     return run_operator(
         namespaces=args.namespace,
         metrics_port=args.metrics_port,

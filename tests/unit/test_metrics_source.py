@@ -264,3 +264,88 @@ async def test_gauges_of_other_factories_only_is_still_no_series():
     values = {"engines_reporting": vec(("", 100.0, "4"), ("h200", 100.0, "0"))}
     e = await fails_with(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)), ms.NO_SERIES)
     assert "no vLLM engine reports" in e.message
+
+
+async def test_bearer_token_file_is_read_on_every_query_and_headers_are_sent(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    seen = []
+
+    def handler(request: httpx.Request):
+        seen.append((request.headers.get("authorization"), request.headers.get("x-scope-orgid")))
+        return httpx.Response(200, json=answer_for(request.url.params["query"], GOOD))
+
+    auth = ms.PrometheusAuth(bearer_token_file=str(token), headers=(("X-Scope-OrgID", "tenant-a"),))
+    src = ms.PrometheusSource("http://prom:9090", transport=httpx.MockTransport(handler), auth=auth)
+    await src.pool_metrics("ns", "f", 60)
+    token.write_text("rotated")
+    await src.pool_metrics("ns", "f", 60)
+    token.unlink()
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason == ms.PROMETHEUS_ERROR and "credentials file" in ei.value.message
+    n = len(ms.promql_queries("ns", "f", 60))
+    assert seen[:n] == [("Bearer first", "tenant-a")] * n and seen[n:] == [("Bearer rotated", "tenant-a")] * n
+
+
+async def test_basic_auth_and_401_names_no_secret(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2\n")
+
+    def handler(request: httpx.Request):
+        ok = request.headers.get("authorization") == "Basic dTpodW50ZXIy"  # base64("u:hunter2")
+        return httpx.Response(200 if ok else 401, json=answer_for(request.url.params["query"], GOOD) if ok else {})
+
+    src = ms.PrometheusSource("http://prom:9090", transport=httpx.MockTransport(handler),
+                              auth=ms.PrometheusAuth(username="u", password_file=str(pw)))
+    assert (await src.pool_metrics("ns", "f", 60)).pools["h200"].generation_tokens_per_second == 1440
+    pw.write_text("wrong")
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert "HTTP 401" in ei.value.message and "credentials refused" in ei.value.message
+    assert "wrong" not in ei.value.message and "hunter2" not in ei.value.message
+
+
+def test_auth_env_round_trip_and_checks(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    auth = ms.PrometheusAuth(username="u", password_file=str(f), insecure_skip_verify=True,
+                             headers=(("X-Scope-OrgID", "t1"), ("X-Other", "a: b")))
+    assert ms.PrometheusAuth.from_env(auth.to_env()) == auth
+    assert ms.PrometheusAuth.from_env({}).empty
+    auth.check()
+    for bad, needle in [
+        (ms.PrometheusAuth(bearer_token_file=str(f), username="u", password_file=str(f)), "exclusive"),
+        (ms.PrometheusAuth(username="u"), "both a username and a password file"),
+        (ms.PrometheusAuth(cert_file=str(f)), "both the certificate and the key"),
+        (ms.PrometheusAuth(bearer_token_file=str(tmp_path / "missing")), "bearer token file"),
+        (ms.PrometheusAuth(ca_file=str(f)), "TLS settings"),
+    ]:
+        with pytest.raises(ms.AuthConfigError) as ei:
+            bad.check()
+        assert needle in str(ei.value)
+    for header in ("no-colon", ": v", "Authorization: Bearer x", "Bad Name: v"):
+        with pytest.raises(ms.AuthConfigError):
+            ms.parse_header(header)
+
+
+def test_run_flags_override_environment(tmp_path):
+    import argparse
+
+    from tokenfactory import cli, commands
+
+    f = tmp_path / "tok"
+    f.write_text("t")
+    args = cli.build_parser().parse_args(["run", "--prometheus-bearer-token-file", str(f),
+                                          "--prometheus-header", "X-Scope-OrgID: t2"])
+    assert isinstance(args, argparse.Namespace)
+    auth = commands.prometheus_auth(args, env={"TOKENFACTORY_PROMETHEUS_HEADERS": "X-A: 1",
+                                               "TOKENFACTORY_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
+    assert auth.bearer_token_file == str(f) and auth.insecure_skip_verify
+    assert auth.headers == (("X-A", "1"), ("X-Scope-OrgID", "t2"))
+    bad = cli.build_parser().parse_args(["run", "--prometheus-username", "u"])
+    with pytest.raises(commands.CommandError) as ei:
+        commands.prometheus_auth(bad, env={})
+    assert "password file" in ei.value.message
