@@ -24,7 +24,7 @@ e2e: setup
 	.venv/bin/python -m pytest -ra tests/e2e
 
 crd:
-	.venv/bin/tokenfactory crd -o crds/tokenfactory.dev_tokenfactories.yaml
+	.venv/bin/tokenfactory crd -f crds/tokenfactory.dev_tokenfactories.yaml
 	cp crds/tokenfactory.dev_tokenfactories.yaml charts/tokenfactory/crds/tokenfactory.dev_tokenfactories.yaml
 	cp crds/tokenfactory.dev_tokenfactories.yaml deploy/kustomize/base/tokenfactory.dev_tokenfactories.yaml
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from tokenfactory.clitools import EXIT_STATUS_HELP, add_file_flag, command, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="print the Grafana dashboard (JSON) generated from code",
                        description="Print the TokenFactory Grafana dashboard JSON model. The committed copies are "
                                    "deploy/grafana/tokenfactory-dashboard.json and charts/tokenfactory/files/ "
-                                   "(a test fails on drift): regenerate with -o for each.")
-    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write to this file instead of stdout (repeatable)")
+                                   "(a test fails on drift): regenerate with -f for each.",
+                       epilog=EXIT_STATUS_HELP)
+    add_file_flag(p, repeatable=True)
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("alerts", help="print the Prometheus alerting rules (YAML) generated from code",
@@ -22,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "settings. The committed copy is deploy/prometheus/tokenfactory-alerts.yaml; the "
                                    "chart's template copy (--chart) is charts/tokenfactory/files/"
                                    "tokenfactory-alerts.yaml (a test fails on drift). Check with `promtool check "
-                                   "rules FILE`; runbooks: docs/runbooks.md.")
-    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write to this file instead of stdout (repeatable)")
+                                   "rules FILE`; runbooks: docs/runbooks.md.",
+                       epilog=EXIT_STATUS_HELP)
+    add_file_flag(p, repeatable=True)
     p.add_argument("--operator-selector", default=None, metavar="MATCHERS",
                    help="PromQL label matchers that select the operator's own scrape target in the "
                         "operator-down alerts (default: the labels the chart's ServiceMonitor sets, "
@@ -36,22 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _emit(text: str, outputs: list[str]) -> int:
-    if not outputs:
-        sys.stdout.write(text)
-        return 0
-    for out in outputs:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    emit(text, outputs)
     return 0
 
 
+@command("dashboard")
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tokenfactory.dashboard import dashboard_json
 
-    return _emit(dashboard_json(), args.output)
+    return _emit(dashboard_json(), args.file)
 
 
+@command("alerts")
 def cmd_alerts(args: argparse.Namespace) -> int:
     from tokenfactory import alerts
 
@@ -63,4 +60,4 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         text = alerts.chart_rules_yaml()
     else:
         text = alerts.rules_yaml(args.operator_selector) if args.operator_selector else alerts.rules_yaml()
-    return _emit(text, args.output)
+    return _emit(text, args.file)

@@ -20,9 +20,9 @@ DASHBOARD_FILES = [ROOT / "deploy" / "grafana" / "tokenfactory-dashboard.json",
                    ROOT / "charts" / "tokenfactory" / "files" / "tokenfactory-dashboard.json"]
 ALERT_FILES = [ROOT / "deploy" / "prometheus" / "tokenfactory-alerts.yaml",
                ROOT / "charts" / "tokenfactory" / "files" / "tokenfactory-alerts.yaml"]
-REGEN_DASHBOARD = "tokenfactory dashboard " + " ".join(f"-o {p.relative_to(ROOT)}" for p in DASHBOARD_FILES)
-REGEN_ALERTS = ("tokenfactory alerts -o deploy/prometheus/tokenfactory-alerts.yaml && tokenfactory alerts --chart "
-                "-o charts/tokenfactory/files/tokenfactory-alerts.yaml")
+REGEN_DASHBOARD = "tokenfactory dashboard " + " ".join(f"-f {p.relative_to(ROOT)}" for p in DASHBOARD_FILES)
+REGEN_ALERTS = ("tokenfactory alerts -f deploy/prometheus/tokenfactory-alerts.yaml && tokenfactory alerts --chart "
+                "-f charts/tokenfactory/files/tokenfactory-alerts.yaml")
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -67,8 +67,8 @@ def test_committed_alerts_match_the_code(path, text):
 
 
 def test_cli_writes_dashboard_and_alerts(tmp_path, capsys):
-    out = tmp_path / "d" / "dash.json"
-    assert main(["dashboard", "-o", str(out)]) == 0
+    out = tmp_path / "dash.json"
+    assert main(["dashboard", "-f", str(out)]) == 0
     assert json.loads(out.read_text())["uid"] == dashboard.UID
     assert main(["alerts"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == alerts.rules()

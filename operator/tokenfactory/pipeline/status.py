@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, gpusheet, render
 from tokenfactory.exporter import FactoryFigures, Objectives
 from tokenfactory.pipeline.assess import tidy
 from tokenfactory.pipeline.model import (
@@ -49,6 +49,18 @@ def pending(c: Collected) -> api.Condition:
     """MetricsAvailable before the first reading (the pools were only just created)."""
     return condition("MetricsAvailable", None, "NotReadYet", "metrics are read once the pools exist",
                      c.ref.generation, c.ref.previous_conditions, c.now)
+
+
+def throughput_profile(c: Collected) -> api.Condition:
+    """ThroughputProfile: True when every pool's throughput is measured for this model or set in the spec;
+    False (SheetProfileForOtherModel) when pools take the GPU sheet's figure for another model."""
+    assert c.spec is not None
+    prev, gen, now = c.ref.previous_conditions, c.ref.generation, c.now
+    note = gpusheet.throughput_note(c.spec.model.name, c.pools)
+    if note is None:
+        return condition("ThroughputProfile", True, "MatchesModel",
+                         "pool throughputs are the sheet's figures for this model or set in the spec", gen, prev, now)
+    return condition("ThroughputProfile", False, "SheetProfileForOtherModel", note, gen, prev, now)
 
 
 def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Measurement | None,
@@ -91,7 +103,8 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
         progressing = condition("Progressing", True, "Reconciling", "pools converging: " + ", ".join(rolling), gen, prev, now)
     else:
         progressing = condition("Progressing", False, "Converged", "every pool is at its desired replicas", gen, prev, now)
-    conditions = [ready, progressing, degraded, *(shown.conditions if shown is not None else ()), *extra_conditions]
+    conditions = [ready, progressing, degraded, *(shown.conditions if shown is not None else ()), *extra_conditions,
+                  throughput_profile(c)]
     totals = dataclasses.asdict(shown.total) if shown is not None else {}
     return api.TokenFactoryStatus(
         observed_generation=gen, conditions=conditions, replicas=f"{total_ready}/{total_desired}",
