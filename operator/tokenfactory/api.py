@@ -75,6 +75,8 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        # As the apiserver: "8" is not an integer and 8.5 is not a count (JSON types, no coercion).
+        strict=True,
     )
 
 
