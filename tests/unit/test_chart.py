@@ -118,9 +118,11 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                             "ValidatingAdmissionPolicyBinding"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
     assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
@@ -247,7 +249,7 @@ def test_monitoring_objects(helm):
     rule = one(docs, "PrometheusRule")
     assert rule["spec"]["groups"] == alerts.rules()["groups"]
 
-    cm = one(docs, "ConfigMap")
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["tokenfactory-dashboard.json"]) == dashboard.dashboard()
 
@@ -258,8 +260,9 @@ def test_pod_monitor_cluster_wide_selects_any_namespace(helm):
 
 
 def test_monitors_are_off_by_default(helm):
-    kinds = {d["kind"] for d in template(helm)}
-    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    docs = template(helm)
+    assert not {d["kind"] for d in docs} & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert not [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
 
 
 def test_image_digest_and_overrides(helm):
@@ -303,7 +306,8 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service"])
+                            "ClusterRoleBinding", "Deployment", "Service", "ConfigMap", "ValidatingAdmissionPolicy",
+                            "ValidatingAdmissionPolicyBinding"])
     assert one(kdocs, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
@@ -316,6 +320,13 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+    # the admission policy, its binding and its parameters: the same as the chart's
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
+        assert one(kdocs, kind)["spec"] == one(hdocs, kind)["spec"], kind
+    kcm, hcm = one(kdocs, "ConfigMap"), one(hdocs, "ConfigMap")
+    assert (kcm["metadata"]["name"], kcm["metadata"]["namespace"], kcm["data"]) == (
+        hcm["metadata"]["name"], hcm["metadata"]["namespace"], hcm["data"])
 
 
 def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
@@ -338,3 +349,45 @@ def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
             if source.startswith("__meta_kubernetes_pod_label_"):
                 sanitized = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
                 assert source.removeprefix("__meta_kubernetes_pod_label_") in sanitized, source
+
+
+# -------------------------------------------------------------------------- admission policy
+
+
+def test_admission_policy_checks_the_author(helm):
+    docs = template(helm)
+    vap, binding, cm = (one(docs, k) for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"))
+    assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    spec = vap["spec"]
+    assert spec["failurePolicy"] == "Fail" and spec["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["tokenfactories"] and rule["operations"] == ["CREATE", "UPDATE"]
+    text = json.dumps(spec)
+    for needed in ("authorizer.group('').resource('secrets')", "authorizer.group('').resource('configmaps')",
+                   "check('get').allowed()", "params.data['allowedImages']", "params.data['allowedTolerations']",
+                   "request.userInfo.username"):
+        assert needed in text, needed
+    messages = " ".join(v["messageExpression"] for v in spec["validations"])
+    for field in ("spec.engine.env[name=", "spec.engine.image: ", "spec.pools[name="):
+        assert field in messages, field
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["paramRef"] == {"name": cm["metadata"]["name"], "namespace": RELEASE_NS,
+                                           "parameterNotFoundAction": "Deny"}
+    assert "matchResources" not in binding["spec"]  # every namespace by default
+    assert cm["data"]["allowedImages"].split() == ["vllm/vllm-openai:*", "vllm/vllm-openai@sha256:*",
+                                                   "docker.io/vllm/vllm-openai:*"]
+    assert cm["data"]["allowedTolerations"].splitlines() == ["* nvidia.com/gpu:NoSchedule",
+                                                             "* nvidia.com/gpu=present:NoSchedule"]
+
+
+def test_admission_policy_options(helm):
+    binding = one(template(helm, "watchNamespaces={team-a,team-b}"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}
+    binding = one(template(helm, "admissionPolicy.namespaceSelector.matchLabels.tier=gpu"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"tier": "gpu"}}
+    docs = template(helm, "admissionPolicy.enabled=false")
+    assert not {d["kind"] for d in docs} & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"}
+    res = run(helm, "template", "tokenfactory", str(CHART), "--set", "admissionPolicy.allowedTolerations={nvidia.com/gpu}")
+    assert res.returncode != 0 and "/admissionPolicy/allowedTolerations/0" in res.stderr, res.stderr
