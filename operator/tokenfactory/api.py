@@ -188,9 +188,9 @@ class EnvVar(Model):
 _RESOURCES_RULES = [
     cel("!('nvidia.com/gpu' in self.requests) && !('nvidia.com/gpu' in self.limits)",
         "nvidia.com/gpu is set from pools[].gpusPerReplica; remove it here"),
-    cel("self.requests.all(k, k.matches('" + LABEL_KEY + "'))",
+    cel("self.requests.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "resource names must look like cpu, memory or example.com/resource", ".requests"),
-    cel("self.limits.all(k, k.matches('" + LABEL_KEY + "'))",
+    cel("self.limits.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "resource names must look like cpu, memory or example.com/resource", ".limits"),
 ]
 
@@ -286,7 +286,7 @@ class Toleration(Model):
 
 
 _POOL_RULES = [
-    cel("self.nodeSelector.all(k, k.matches('" + LABEL_KEY + "'))",
+    cel("self.nodeSelector.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "nodeSelector keys must be label keys (prefix/name, e.g. tokenfactory.dev/node-pool)", ".nodeSelector"),
     cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
     cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
@@ -670,7 +670,7 @@ class TokenFactoryStatus(Model):
 NAME_RULE_MESSAGE = (f"metadata.name must be an RFC 1035 label (lower case letters, digits and '-', starting with a "
                      f"letter) of at most {NAME_MAX} characters: it names the factory's Service")
 OBJECT_RULES = [
-    cel(f"self.metadata.name.matches('{DNS_1035}') && size(self.metadata.name) <= {NAME_MAX}",
+    cel(f"self.metadata.name.matches(r'{DNS_1035}') && size(self.metadata.name) <= {NAME_MAX}",
         NAME_RULE_MESSAGE, ".metadata.name", "FieldValueInvalid"),
     cel(f"self.spec.pools.all(p, size(self.metadata.name) + 1 + size(p.name) <= {NAME_MAX})",
         f"metadata.name + '-' + each pools[].name names a Deployment and must fit {NAME_MAX} characters",

@@ -163,6 +163,9 @@ def delete_cluster_scoped(kubectl, docs: list[dict]) -> None:
     for d in docs:
         if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             kubectl.run("delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found")
+        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+            kubectl.run("delete", d["kind"].lower() + ".admissionregistration.k8s.io", d["metadata"]["name"],
+                        "--ignore-not-found")
 
 
 # ------------------------------------------------------------------------------- chart install
@@ -175,7 +178,8 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
     docs = render(helm, release, namespace, *MONITORS_ON, "prometheus.url=http://prometheus.monitoring:9090")
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     try:
         install(kubectl, docs)
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -196,7 +200,7 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
                        60, "metrics Service endpoints")
         assert eps[0]["ports"][0] == {"name": "metrics", "port": 8080, "protocol": "TCP"}
         # dashboard ConfigMap for Grafana's sidecar
-        (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
         live = kubectl.json("get", "configmap", cm["metadata"]["name"], "-n", namespace)
         assert live["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(live["data"]["tokenfactory-dashboard.json"]) == json.loads(DASHBOARD_FILE.read_text())
@@ -230,7 +234,8 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
     release = f"tf{uuid.uuid4().hex[:6]}"
     docs = render(helm, release, namespace, f"watchNamespaces={{{watched}}}")
     assert {d["kind"] for d in docs} == {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
-                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ConfigMap",
+                                         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     try:
         install(kubectl, docs)
         sa_ns, sa_name = service_account(docs)
