@@ -186,11 +186,11 @@ class EnvVar(Model):
 
 
 _RESOURCES_RULES = [
-    cel("!('nvidia.com/gpu' in self.requests) && !('nvidia.com/gpu' in self.limits)",
+    cel("!(has(self.requests) && 'nvidia.com/gpu' in self.requests) && !(has(self.limits) && 'nvidia.com/gpu' in self.limits)",
         "nvidia.com/gpu is set from pools[].gpusPerReplica; remove it here"),
-    cel("self.requests.all(k, k.matches(r'" + LABEL_KEY + "'))",
+    cel("!has(self.requests) || self.requests.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "resource names must look like cpu, memory or example.com/resource", ".requests"),
-    cel("self.limits.all(k, k.matches(r'" + LABEL_KEY + "'))",
+    cel("!has(self.limits) || self.limits.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "resource names must look like cpu, memory or example.com/resource", ".limits"),
 ]
 
@@ -286,7 +286,7 @@ class Toleration(Model):
 
 
 _POOL_RULES = [
-    cel("self.nodeSelector.all(k, k.matches(r'" + LABEL_KEY + "'))",
+    cel("!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'" + LABEL_KEY + "'))",
         "nodeSelector keys must be label keys (prefix/name, e.g. tokenfactory.dev/node-pool)", ".nodeSelector"),
     cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
     cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
@@ -362,10 +362,12 @@ class PoolSpec(Model):
 
 
 def _duration_rules(field: str, low: str | None, high: str) -> list[dict[str, str]]:
+    # A value that is not a duration is reported once, by the field's pattern; the bounds skip it.
+    guard = f"!has(self.{field}) || !self.{field}.matches(r'{DURATION}') || "
     rules = []
     if low:
-        rules.append(cel(f"duration(self.{field}) >= duration('{low}')", f"{field} must be at least {low}", f".{field}"))
-    rules.append(cel(f"duration(self.{field}) <= duration('{high}')", f"{field} must be at most {high}", f".{field}"))
+        rules.append(cel(f"{guard}duration(self.{field}) >= duration('{low}')", f"{field} must be at least {low}", f".{field}"))
+    rules.append(cel(f"{guard}duration(self.{field}) <= duration('{high}')", f"{field} must be at most {high}", f".{field}"))
     return rules
 
 

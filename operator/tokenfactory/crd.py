@@ -177,7 +177,8 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "APIVersion of this object."},
                                 "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
+                                # metadata.name is checked by the rules above; declaring it makes their fieldPath valid
+                                "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
                                 "spec": _spec_schema(),
                                 "status": _status_schema(),
                             },

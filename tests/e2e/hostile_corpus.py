@@ -6,7 +6,9 @@ type them). The expected outcome is one of:
 
 * ``Rejected(field, text)``: the apiserver refuses the object at admission, naming ``field`` (and
   saying ``text``); ``tokenfactory validate`` (``api.parse_object``) refuses it offline too, at that
-  field or one of its parents.
+  field or one of its parents. NaN and Inf are not JSON: the apiserver refuses them while decoding,
+  before any field is known (``json: unsupported value: NaN``, 400, as kubectl does client-side), so
+  those cases name the field only offline.
 * ``Degraded(reason)``: admission accepts it (only the operator can know), and the operator reports
   Degraded=True with ``reason``, without a traceback.
 * ``Accepted()``: a control: a spec that looks odd but is valid must be accepted (so that the rules
@@ -31,6 +33,7 @@ MB = 1024 * 1024
 class Rejected:
     field: str
     text: str = ""
+    offline: str | None = None  # the field the offline validator names, when the apiserver cannot name one
 
 
 @dataclass(frozen=True)
@@ -287,11 +290,11 @@ CASES: list[Case] = [
     Case("model-name-unicode-ok", Accepted(), spec(model={"name": "组织/模型-R1", "servedName": "modèle"})),
     Case("security-context-uid-ok", Accepted(), engine(securityContext={"runAsUser": 2000, "runAsGroup": 0, "fsGroup": 2000})),
     # --- YAML oddities, sent as the user typed them --------------------------------------------------
-    Case("yaml-price-nan", Rejected(f"{P0}.pricePerGpuHour"),
+    Case("yaml-price-nan", Rejected("", "unsupported value: NaN", offline=f"{P0}.pricePerGpuHour"),
          raw=raw("      gpusPerReplica: 8\n", "      gpusPerReplica: 8\n      pricePerGpuHour: .nan\n")),
-    Case("yaml-price-inf", Rejected(f"{P0}.pricePerGpuHour"),
+    Case("yaml-price-inf", Rejected("", "unsupported value: +Inf", offline=f"{P0}.pricePerGpuHour"),
          raw=raw("      gpusPerReplica: 8\n", "      gpusPerReplica: 8\n      pricePerGpuHour: .inf\n")),
-    Case("yaml-headroom-minus-inf", Rejected("spec.scaling.headroom"),
+    Case("yaml-headroom-minus-inf", Rejected("", "unsupported value: -Inf", offline="spec.scaling.headroom"),
          raw=raw("    interval: 5s\n", "    interval: 5s\n    headroom: -.inf\n")),
     Case("yaml-replicas-1e30", Rejected(f"{P0}.maxReplicas"), raw=raw("maxReplicas: 2", "maxReplicas: 1e30")),
     Case("yaml-replicas-huge-int", Rejected(f"{P0}.maxReplicas"),

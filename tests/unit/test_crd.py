@@ -79,10 +79,10 @@ def test_hostile_input_rules_are_in_the_crd():
         return {r["rule"]: r.get("fieldPath") for r in node.get("x-kubernetes-validations", [])}
 
     scaling = rules(spec["scaling"])
-    assert scaling["duration(self.interval) >= duration('1s')"] == ".interval"
-    assert "duration(self.interval) <= duration('1h')" in scaling
+    assert [p for r, p in scaling.items() if r.endswith("duration(self.interval) >= duration('1s')")] == [".interval"]
+    assert any(r.endswith("duration(self.interval) <= duration('1h')") for r in scaling)
     metrics = rules(spec["metrics"])
-    assert metrics["duration(self.window) >= duration('5s')"] == ".window"
+    assert [p for r, p in metrics.items() if r.endswith("duration(self.window) >= duration('5s')")] == [".window"]
     assert any("isURL(self.prometheusUrl)" in r and "getHostname()" in r for r in metrics)
     url = spec["metrics"]["properties"]["prometheusUrl"]
     assert url["maxLength"] == 2048 and url["pattern"].startswith("^https?://")
