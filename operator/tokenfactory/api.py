@@ -521,6 +521,43 @@ class TokenFactorySpec(Model):
         return [resolve_pool(p, i) for i, p in enumerate(self.pools)]
 
 
+# ------------------------------------------------------------------------------------ allow-list
+# The cluster admin's allow-lists for the author-rights admission policy (charts/tokenfactory/templates/
+# admission-policy.yaml): a small cluster-scoped resource, the policy's paramKind. (A ConfigMap would do,
+# but Kubernetes stops watching a built-in paramKind for good once no binding names it, kubernetes#130887.)
+
+ALLOWLIST_KIND = "TokenFactoryAllowList"
+ALLOWLIST_PLURAL = "tokenfactoryallowlists"
+ALLOWLIST_SINGULAR = "tokenfactoryallowlist"
+
+
+class AllowedToleration(Model):
+    """A toleration TokenFactory pools may carry, for some GPU types. A pool's toleration is allowed when some
+    entry has the same key, operator, value and effect (absent = empty) and lists its gpuType or '*'."""
+
+    gpu_types: list[Annotated[str, Field(min_length=1, max_length=32, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")]] = (
+        Field(default_factory=lambda: ["*"], min_length=1, max_length=32))
+    """GPU types (pools[].gpuType) this toleration is allowed for; '*' for all."""
+    key: str | None = Field(default=None, max_length=317, pattern=r"^$|" + LABEL_KEY)
+    """Taint key; absent with operator Exists is the toleration of every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists or Equal."""
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Taint value (operator Equal)."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect; absent matches a toleration without effect only."""
+
+
+class AllowListSpec(Model):
+    """What TokenFactory authors may use beyond their own rights: images and tolerations."""
+
+    allowed_images: list[Annotated[str, Field(min_length=1, max_length=512, pattern=NO_SPACE)]] = Field(
+        default_factory=list, max_length=128)
+    """Images spec.engine.image may name: an exact reference, or a prefix ending in '*' (vllm/vllm-openai:*)."""
+    allowed_tolerations: list[AllowedToleration] = Field(default_factory=list, max_length=64)
+    """Tolerations pools may carry, per GPU type."""
+
+
 # ------------------------------------------------------------------------------------------- status
 
 

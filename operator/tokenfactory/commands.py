@@ -37,10 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("crd", help="print the TokenFactory CRD (YAML) generated from the API models",
+    p = sub.add_parser("crd", help="print a CRD (YAML) generated from the API models",
                        description="Print the CustomResourceDefinition generated from tokenfactory.api. "
                                    "`kubectl apply -f -` it, or compare with crds/ (a test fails on drift).")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--kind", choices=["TokenFactory", "TokenFactoryAllowList"], default="TokenFactory",
+                   help="which CRD: TokenFactory (default) or TokenFactoryAllowList (the admission policy's allow-lists)")
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("render", help="print the Deployments and Service a TokenFactory file turns into (offline)",
@@ -64,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_crd(args: argparse.Namespace) -> int:
     from tokenfactory.crd import crd_yaml
 
-    text = crd_yaml()
+    text = crd_yaml(args.kind)
     if args.output:
         Path(args.output).write_text(text)
     else:

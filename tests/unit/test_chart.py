@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tokenfactory"
 KUSTOMIZE = ROOT / "deploy" / "kustomize" / "base"
 CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactories.yaml"
+ALLOWLIST_CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactoryallowlists.yaml"
 CRD_COPIES = [CHART / "crds" / CRD.name, KUSTOMIZE / CRD.name]
+ALLOWLIST_COPIES = [CHART / "crds" / ALLOWLIST_CRD.name, KUSTOMIZE / ALLOWLIST_CRD.name]
 RELEASE_NS = "tokenfactory-system"
 
 # What the operator does, per kind (handlers.py, kube.py): nothing more.
@@ -99,6 +101,14 @@ def test_crd_copies_are_identical(copy):
     assert copy.read_bytes() == CRD.read_bytes(), f"{copy} differs from {CRD}: run `make crd`"
 
 
+@pytest.mark.parametrize("copy", ALLOWLIST_COPIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_allowlist_crd_copies_are_identical(copy):
+    from tokenfactory import crd
+
+    assert ALLOWLIST_CRD.read_text() == crd.crd_yaml("TokenFactoryAllowList"), "run `make crd`"
+    assert copy.read_bytes() == ALLOWLIST_CRD.read_bytes(), f"{copy} differs from {ALLOWLIST_CRD}: run `make crd`"
+
+
 # ------------------------------------------------------------------------------------------ lint
 
 
@@ -118,11 +128,11 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount",
-                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
+                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     for d in docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
-                             "ValidatingAdmissionPolicyBinding"):
+                             "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
     assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
@@ -249,7 +259,7 @@ def test_monitoring_objects(helm):
     rule = one(docs, "PrometheusRule")
     assert rule["spec"]["groups"] == alerts.rules()["groups"]
 
-    (cm,) = [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    cm = one(docs, "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["tokenfactory-dashboard.json"]) == dashboard.dashboard()
 
@@ -260,9 +270,8 @@ def test_pod_monitor_cluster_wide_selects_any_namespace(helm):
 
 
 def test_monitors_are_off_by_default(helm):
-    docs = template(helm)
-    assert not {d["kind"] for d in docs} & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-    assert not [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    kinds = {d["kind"] for d in template(helm)}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
 
 
 def test_image_digest_and_overrides(helm):
@@ -305,10 +314,11 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     assert res.returncode == 0, res.stderr
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service", "ConfigMap", "ValidatingAdmissionPolicy",
-                            "ValidatingAdmissionPolicyBinding"])
-    assert one(kdocs, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
+                            "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "TokenFactoryAllowList",
+                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
+    assert sorted((d for d in by_kind(kdocs, "CustomResourceDefinition")), key=lambda d: d["metadata"]["name"]) == [
+        yaml.safe_load(CRD.read_text()), yaml.safe_load(ALLOWLIST_CRD.read_text())]
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
     kb, hb = one(kdocs, "ClusterRoleBinding"), one(hdocs, "ClusterRoleBinding")
@@ -324,9 +334,9 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
         assert one(kdocs, kind)["spec"] == one(hdocs, kind)["spec"], kind
-    kcm, hcm = one(kdocs, "ConfigMap"), one(hdocs, "ConfigMap")
-    assert (kcm["metadata"]["name"], kcm["metadata"]["namespace"], kcm["data"]) == (
-        hcm["metadata"]["name"], hcm["metadata"]["namespace"], hcm["data"])
+    kal, hal = one(kdocs, "TokenFactoryAllowList"), one(hdocs, "TokenFactoryAllowList")
+    assert (kal["metadata"]["name"], kal["spec"]) == (hal["metadata"]["name"], hal["spec"])
+    assert "namespace" not in kal["metadata"]  # cluster-scoped: kustomize's namespace does not apply
 
 
 def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
@@ -355,16 +365,20 @@ def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
 
 
 def test_admission_policy_checks_the_author(helm):
+    from tokenfactory import api
+
     docs = template(helm)
-    vap, binding, cm = (one(docs, k) for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"))
+    vap, binding, allow = (one(docs, k) for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                                   "TokenFactoryAllowList"))
     assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
     spec = vap["spec"]
-    assert spec["failurePolicy"] == "Fail" and spec["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["paramKind"] == {"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactoryAllowList"}
     (rule,) = spec["matchConstraints"]["resourceRules"]
     assert rule["resources"] == ["tokenfactories"] and rule["operations"] == ["CREATE", "UPDATE"]
     text = json.dumps(spec)
     for needed in ("authorizer.group('').resource('secrets')", "authorizer.group('').resource('configmaps')",
-                   "check('get').allowed()", "params.data['allowedImages']", "params.data['allowedTolerations']",
+                   "check('get').allowed()", "params.spec.allowedImages", "params.spec.allowedTolerations",
                    "request.userInfo.username"):
         assert needed in text, needed
     messages = " ".join(v["messageExpression"] for v in spec["validations"])
@@ -372,13 +386,13 @@ def test_admission_policy_checks_the_author(helm):
         assert field in messages, field
     assert binding["spec"]["policyName"] == vap["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
-    assert binding["spec"]["paramRef"] == {"name": cm["metadata"]["name"], "namespace": RELEASE_NS,
-                                           "parameterNotFoundAction": "Deny"}
+    assert binding["spec"]["paramRef"] == {"name": allow["metadata"]["name"], "parameterNotFoundAction": "Deny"}
     assert "matchResources" not in binding["spec"]  # every namespace by default
-    assert cm["data"]["allowedImages"].split() == ["vllm/vllm-openai:*", "vllm/vllm-openai@sha256:*",
-                                                   "docker.io/vllm/vllm-openai:*"]
-    assert cm["data"]["allowedTolerations"].splitlines() == ["* nvidia.com/gpu:NoSchedule",
-                                                             "* nvidia.com/gpu=present:NoSchedule"]
+    # the default allow-list is valid for its CRD's schema and lets the shipped examples through
+    allowed = api.AllowListSpec.model_validate(allow["spec"])
+    assert allowed.allowed_images == ["vllm/vllm-openai:*", "vllm/vllm-openai@sha256:*", "docker.io/vllm/vllm-openai:*"]
+    assert [(t.key, t.operator, t.value, t.effect) for t in allowed.allowed_tolerations] == [
+        ("nvidia.com/gpu", "Exists", None, "NoSchedule"), ("nvidia.com/gpu", "Equal", "present", "NoSchedule")]
 
 
 def test_admission_policy_options(helm):
@@ -388,6 +402,7 @@ def test_admission_policy_options(helm):
     binding = one(template(helm, "admissionPolicy.namespaceSelector.matchLabels.tier=gpu"), "ValidatingAdmissionPolicyBinding")
     assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"tier": "gpu"}}
     docs = template(helm, "admissionPolicy.enabled=false")
-    assert not {d["kind"] for d in docs} & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"}
-    res = run(helm, "template", "tokenfactory", str(CHART), "--set", "admissionPolicy.allowedTolerations={nvidia.com/gpu}")
+    assert not {d["kind"] for d in docs} & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                            "TokenFactoryAllowList"}
+    res = run(helm, "template", "tokenfactory", str(CHART), "--set", "admissionPolicy.allowedTolerations[0].operator=Any")
     assert res.returncode != 0 and "/admissionPolicy/allowedTolerations/0" in res.stderr, res.stderr
