@@ -202,7 +202,7 @@ def build_allowlist_crd() -> dict[str, Any]:
         "spec": {
             "group": api.GROUP,
             "names": {"kind": api.ALLOWLIST_KIND, "listKind": f"{api.ALLOWLIST_KIND}List",
-                      "plural": api.ALLOWLIST_PLURAL, "singular": api.ALLOWLIST_SINGULAR, "categories": ["tokenfactory"]},
+                      "plural": api.ALLOWLIST_PLURAL, "singular": api.ALLOWLIST_SINGULAR},  # no category: "tokenfactory" must stay one kind
             "scope": "Cluster",
             "versions": [{
                 "name": api.VERSION, "served": True, "storage": True,

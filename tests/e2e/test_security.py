@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from harness import CRD, Operator, example_doc, wait_for
+
+ALLOWLIST_CRD = CRD.parent / "tokenfactory.dev_tokenfactoryallowlists.yaml"
 from tokenfactory import api, childhealth, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,8 +25,10 @@ AUTHORS = "tf-authors"  # the group that may create TokenFactories
 
 @pytest.fixture(scope="module")
 def crd(kubectl):
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+    for path in (CRD, ALLOWLIST_CRD):
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    for name in ("tokenfactories", "tokenfactoryallowlists"):
+        kubectl("wait", "--for", "condition=Established", f"crd/{name}.tokenfactory.dev", "--timeout=60s")
     return CRD
 
 
@@ -69,14 +73,17 @@ def factory(name: str, *, image: str | None = None, env: list[dict] | None = Non
 def policy(helm, kubectl, crd, namespace):
     """The chart's policy, its binding restricted to this test's namespace, and its allow-lists; users
     alice and bob in group tf-authors; alice may read Secret hf-token, nobody may read ConfigMap private."""
+    reserved = {"gpuTypes": ["gb300"], "key": "tokenfactory.dev/reserved", "operator": "Equal", "value": "gb300",
+                "effect": "NoSchedule"}
+    gpu = {"gpuTypes": ["*"], "key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     release = f"sec{uuid.uuid4().hex[:6]}"
     docs = render_policy(
         helm, release, namespace,
         "json:admissionPolicy.namespaceSelector=" + json.dumps({"matchLabels": {"kubernetes.io/metadata.name": namespace}}),
-        "json:admissionPolicy.allowedTolerations=" + json.dumps(
-            ["* nvidia.com/gpu:NoSchedule", "gb300 tokenfactory.dev/reserved=gb300:NoSchedule"]),
+        "json:admissionPolicy.allowedTolerations=" + json.dumps([gpu, reserved]),
     )
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert sorted(d["kind"] for d in docs) == ["TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                                               "ValidatingAdmissionPolicyBinding"]
     kubectl("create", "secret", "generic", "hf-token", "-n", namespace, "--from-literal=token=hf_secret")
     kubectl("create", "configmap", "private", "-n", namespace, "--from-literal=k=v")
     kubectl("create", "role", "tf-author", "-n", namespace, "--verb=get,list,create,update,patch",
@@ -95,9 +102,8 @@ def policy(helm, kubectl, crd, namespace):
     finally:
         kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
         for d in docs:
-            if d["kind"] != "ConfigMap":
-                kubectl.run("delete", d["kind"].lower() + ".admissionregistration.k8s.io", d["metadata"]["name"],
-                            "--ignore-not-found")
+            group = d["apiVersion"].split("/")[0]
+            kubectl.run("delete", f"{d['kind'].lower()}.{group}", d["metadata"]["name"], "--ignore-not-found")
 
 
 HF = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}]
@@ -113,18 +119,18 @@ def test_author_with_the_rights_passes_and_one_without_is_refused(kubectl, names
     # bob may create TokenFactories but not read the Secret: the operator must not read it for him
     res = create_as(kubectl, "bob", namespace, factory("bob-tf", env=HF))
     assert res.returncode != 0
-    assert ("spec.engine.env[name=HF_TOKEN].valueFrom.secretKeyRef.name: bob may not get Secret "
-            f"{namespace}/hf-token") in res.stderr, res.stderr
+    assert ("spec.engine.env[].valueFrom.secretKeyRef: bob may not get every Secret referenced "
+            f"(env[name=HF_TOKEN]: Secret {namespace}/hf-token)") in res.stderr, res.stderr
     assert "ValidatingAdmissionPolicy" in res.stderr and "denied request" in res.stderr
     # nobody was given the ConfigMap
     cm = [{"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "private", "key": "k"}}}]
     res = create_as(kubectl, "alice", namespace, factory("alice-cm", env=cm))
-    assert f"spec.engine.env[name=CFG].valueFrom.configMapKeyRef.name: alice may not get ConfigMap {namespace}/private" \
-        in res.stderr, res.stderr
+    assert ("spec.engine.env[].valueFrom.configMapKeyRef: alice may not get every ConfigMap referenced "
+            f"(env[name=CFG]: ConfigMap {namespace}/private)") in res.stderr, res.stderr
     # bob may not rewrite alice's spec (it still hands her Secret to the pods) ...
     res = as_user(kubectl, "bob", [AUTHORS], "patch", "tokenfactory", "alice-tf", "-n", namespace, "--type=merge",
-                  "-p", '{"spec": {"scaling": {"mode": "Recommend"}}}')
-    assert res.returncode != 0 and "bob may not get Secret" in res.stderr, res.stderr
+                  '--patch={"spec": {"scaling": {"mode": "Recommend"}}}')
+    assert res.returncode != 0 and "bob may not get every Secret referenced" in res.stderr, res.stderr
     # ... but a metadata-only change is no escalation
     res = as_user(kubectl, "bob", [AUTHORS], "label", "tokenfactory", "alice-tf", "-n", namespace, "team=search")
     assert res.returncode == 0, res.stderr
@@ -135,8 +141,8 @@ def test_images_and_tolerations_come_from_the_admins_allow_lists(kubectl, namesp
     res = create_as(kubectl, "alice", namespace, factory("busybox", image="busybox:latest"))
     assert res.returncode != 0
     assert "spec.engine.image: busybox:latest is not allowed; the cluster admin allows: vllm/vllm-openai:*" in res.stderr
-    cm = policy["ConfigMap"]["metadata"]
-    assert f"ConfigMap {cm['namespace']}/{cm['name']}, data.allowedImages" in res.stderr
+    allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
+    assert f"(TokenFactoryAllowList {allow}, spec.allowedImages)" in res.stderr, res.stderr
     # a digest of the allowed repository passes
     digest = "vllm/vllm-openai@sha256:" + "a" * 64
     assert create_as(kubectl, "alice", namespace, factory("pinned", image=digest)).returncode == 0
@@ -155,12 +161,12 @@ def test_images_and_tolerations_come_from_the_admins_allow_lists(kubectl, namesp
 
 
 def test_without_its_parameters_the_policy_refuses(kubectl, namespace, policy):
-    cm = policy["ConfigMap"]["metadata"]
-    kubectl("delete", "configmap", cm["name"], "-n", cm["namespace"])
+    allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
+    kubectl("delete", "tokenfactoryallowlist", allow)
     doc = yaml.safe_dump(factory("no-params"))
     res = wait_for(lambda: (r := kubectl.run("create", "-n", namespace, "-f", "-", input=doc)).returncode != 0 and r,
-                   30, "a refusal without the policy's ConfigMap")
-    assert "no params found" in res.stderr.lower() or "param" in res.stderr.lower(), res.stderr
+                   30, "a refusal without the policy's TokenFactoryAllowList")
+    assert "no params found for policy binding with `Deny` parameterNotFoundAction" in res.stderr, res.stderr
 
 
 # ---------------------------------------------------------------------------- restricted namespace
