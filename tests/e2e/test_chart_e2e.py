@@ -116,8 +116,13 @@ def render(helm: str, release: str, namespace: str, *sets: str) -> list[dict]:
 
 
 def install(kubectl, docs: list[dict]) -> None:
-    """Apply the rendered chart for real and check every object is there, as rendered."""
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), timeout=120)
+    """Apply the rendered chart for real (CRDs first, as helm does) and check every object is there, as rendered."""
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    if crds:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(crds), timeout=120)
+        for d in crds:
+            kubectl("wait", "--for", "condition=Established", f"crd/{d['metadata']['name']}", "--timeout=60s")
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([d for d in docs if d not in crds]), timeout=120)
     for d in docs:
         ns = ["-n", d["metadata"]["namespace"]] if d["metadata"].get("namespace") else []
         kind = d["kind"].lower() + ("." + d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else "")
@@ -163,9 +168,9 @@ def delete_cluster_scoped(kubectl, docs: list[dict]) -> None:
     for d in docs:
         if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             kubectl.run("delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found")
-        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
-            kubectl.run("delete", d["kind"].lower() + ".admissionregistration.k8s.io", d["metadata"]["name"],
-                        "--ignore-not-found")
+        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
+            group = d["apiVersion"].split("/")[0]
+            kubectl.run("delete", f"{d['kind'].lower()}.{group}", d["metadata"]["name"], "--ignore-not-found")
 
 
 # ------------------------------------------------------------------------------- chart install
@@ -179,7 +184,7 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
                      "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
-                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     try:
         install(kubectl, docs)
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -234,8 +239,9 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
     release = f"tf{uuid.uuid4().hex[:6]}"
     docs = render(helm, release, namespace, f"watchNamespaces={{{watched}}}")
     assert {d["kind"] for d in docs} == {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
-                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ConfigMap",
-                                         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                                         "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                                         "ValidatingAdmissionPolicyBinding"}
     try:
         install(kubectl, docs)
         sa_ns, sa_name = service_account(docs)
