@@ -90,8 +90,9 @@ def test_pool_engine_overrides_image_args_env_resources():
     ca, cx = arm["spec"]["template"]["spec"]["containers"][0], x86["spec"]["template"]["spec"]["containers"][0]
     assert ca["image"] == "arm:1" and cx["image"] == "base:1"
     assert ca["args"][-2:] == ["--a", "--b"] and cx["args"][-1] == "--a"
-    assert ca["env"] == [{"name": "X", "value": "1"}, {"name": "Y", "value": "pool"}, {"name": "Z", "value": "3"}]
-    assert cx["env"] == [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]
+    home = {"name": "HOME", "value": r.HOME_DIR}  # the non-root user's writable home comes first
+    assert ca["env"] == [home, {"name": "X", "value": "1"}, {"name": "Y", "value": "pool"}, {"name": "Z", "value": "3"}]
+    assert cx["env"] == [home, {"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]
     assert ca["resources"]["requests"] == {"cpu": "32", "memory": "64Gi", "nvidia.com/gpu": "8"}
     assert cx["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "8"}
 
