@@ -129,7 +129,7 @@ def template_key(case: Case) -> tuple:
 
 def hpa_variants(setup: Setup) -> list[tuple[str, tuple[str, ...]]]:
     pools = tuple(p.name for p in setup.profiles)
-    out = [(f"hpa_{p}", (p,)) for p in pools]
+    out: list[tuple[str, tuple[str, ...]]] = [(f"hpa_{p}", (p,)) for p in pools]
     if len(pools) > 1:
         out.append(("hpa_both" if len(pools) == 2 else "hpa_all", pools))
     return out

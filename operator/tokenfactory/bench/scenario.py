@@ -10,6 +10,8 @@ import yaml
 
 from tokenfactory import api, planner
 from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
+from tokenfactory.pipeline.inputs import planner_config as operator_planner_config
+from tokenfactory.pipeline.inputs import planner_inputs as operator_planner_inputs
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: operator/tokenfactory/bench/scenario.py
 EXAMPLE = ROOT / "deploy/examples/deepseek-r1-h200-gb300.yaml"
@@ -48,9 +50,8 @@ class Setup:
         return {p.name: p.min_replicas for p in self.profiles}
 
     def planner_config(self) -> planner.PlannerConfig:
-        """Exactly what measure.py passes (no tuning)."""
-        return planner.PlannerConfig(scale_down_stabilization_seconds=self.stabilization,
-                                     max_metrics_age_seconds=max(180.0, 3 * self.interval))
+        """Exactly what the operator passes (no tuning)."""
+        return operator_planner_config(self.spec)
 
 
 def load_setup(path: Path = EXAMPLE, startup_seconds: float | None = None, dt: float = 10.0,
@@ -87,27 +88,18 @@ def load_setup(path: Path = EXAMPLE, startup_seconds: float | None = None, dt: f
 
 
 # ============================================================================================
-# THE spec + metrics -> planner inputs mapping (issue 11 item 1 / issue 16 item 8).
-# The operator has its own copy in measure.py until one shared function lands on main; when it
-# does, this function becomes a one-line call to it. Nothing else in the benchmark builds
-# planner.Observations or planner.PlannerInputs.
+# The spec + metrics -> planner inputs mapping (issue 11 item 1 / issue 16 item 8): the operator's own
+# function (tokenfactory.pipeline.inputs.planner_inputs), called here and nowhere else in the benchmark.
 # ============================================================================================
 
 
 def planner_inputs(setup: Setup, current: dict[str, int], ready: dict[str, int], fm: FactoryMetrics | None,
                    problem: MetricsUnavailable | None, config: planner.PlannerConfig | None = None
                    ) -> planner.PlannerInputs:
-    """What measure.py passes to ``planner.decide`` for this spec, these replicas and these metrics:
-    waiting requests become backlog at the measured tokens per completed request, PlannerConfig and
-    headroom from the spec (``config`` overrides the config for what-ifs)."""
-    obs = None
-    if fm is not None:
-        obs = planner.Observations.from_factory_metrics(
-            fm, ready, setup.accounting, tokens_per_request=fm.tokens_per_request(setup.accounting))
-    return planner.PlannerInputs(
-        pools=setup.profiles, current=dict(current), observations=obs, objectives=setup.objectives,
-        headroom=setup.headroom, config=config or setup.planner_config(),
-        metrics_unavailable_reason=f"metrics unavailable ({problem.reason})" if problem else "no metrics")
+    """What the operator passes to ``planner.decide`` for this spec, these replicas and these metrics
+    (``config`` overrides the spec's PlannerConfig for what-ifs)."""
+    return operator_planner_inputs(setup.spec, fm, current=current, ready=ready, pools=setup.resolved,
+                                   metrics_problem=problem.reason if problem else None, config=config)
 
 
 # ============================================================================================

@@ -52,7 +52,7 @@ class Case:
 
     @property
     def is_file(self) -> bool:
-        return not self.spec.split(":", 1)[0] in ("constant", "step", "ramp", "diurnal", "bursty")
+        return self.spec.split(":", 1)[0] not in ("constant", "step", "ramp", "diurnal", "bursty")
 
 
 _BUILT: dict[Case, Trace] = {}

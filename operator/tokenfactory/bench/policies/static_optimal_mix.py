@@ -3,7 +3,7 @@ the simulator (Melange-style: candidates from the engine model, confirmed by sim
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tokenfactory.bench.capacity import SLO_TARGET, MixOption, mix_options
 from tokenfactory.bench.policies.base import Policy

@@ -10,7 +10,8 @@ from tokenfactory.metrics_source import MetricsUnavailable
 
 
 class TokenFactory(Policy):
-    """The real planner: ``planner.decide`` fed each interval as measure.py feeds it (through scenario.planner_inputs): metrics from
+    """The real planner: ``planner.decide`` fed each interval as the operator feeds it (scenario.planner_inputs calls
+    the operator's own tokenfactory.pipeline.inputs.planner_inputs): metrics from
     ``FleetMetricsSource`` (the simulator's own figures over the factory's 2 m metrics window, i.e.
     what the Prometheus queries return), ready replicas = serving engines, current = the replicas
     the Deployments ask for, PlannerConfig and headroom from the spec; Auto mode applies the plan."""
