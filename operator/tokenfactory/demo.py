@@ -41,11 +41,12 @@ SIM_TICK_SECONDS = 0.5
 
 
 # What the live system can do at the fastest: the operator's loop sleeps at least 0.5 s and a pass takes
-# a few hundred ms; Prometheus scrapes once a second here and rate() needs 4 scrapes in its window; a
-# pod (kwok + the simulator's load delay) cannot be Ready in less than a second. The compression sets
-# each setting to its full-speed value / the compression factor, but never below these.
-FLOORS = {"interval": 1.0, "scaleDownStabilization": 1.0, "window": 4.0, "startupSeconds": 1.0}
+# a few hundred ms; Prometheus scrapes once a second here and rate() needs 4 scrapes in its window; the
+# CRD accepts scaling.interval >= 1s and metrics.window >= 5s; a pod (kwok + the simulator's load delay)
+# cannot be Ready in less than a second. The compression sets each setting to its full-speed value / the
+# compression factor, but never below these.
 SCRAPE_SECONDS = 1.0
+FLOORS = {"interval": 1.0, "scaleDownStabilization": 1.0, "window": 5.0, "startupSeconds": 1.0}
 
 
 def _duration_text(seconds: float) -> str:
