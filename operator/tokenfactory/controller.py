@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, render, routing
 from tokenfactory.kube import KubeClient
 
 log = logging.getLogger("tokenfactory.controller")
@@ -182,7 +182,7 @@ class Reconciler:
 
         owner = render.Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
         apply_errors: list[str] = []
-        for manifest in render.render(owner, spec, replicas):
+        for manifest in render.render_deployments(owner, spec, replicas):
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             before = None
             if kind == "Deployment":
@@ -200,6 +200,14 @@ class Reconciler:
                     events.append(Event("Normal", "Updated", f"Updated Deployment {child}"))
                 observed[pool] = PoolObservation(pool, live, observed[pool].pods if pool in observed else [])
 
+        # --- routing (routing.py): Service / HTTPRoute / InferencePool objects, weights, mode-switch clean-up ---
+        routed = await routing.reconcile(
+            self.kube, routing.plan(owner, spec, {p: o.ready_replicas for p, o in observed.items()},
+                                    routing.learned_capacities(getattr(memory.extra.get("measure"), "planner_state", None))),
+            namespace, name, owner.uid)
+        apply_errors += routed.errors
+        # --- end routing ---
+
         wanted_pools = {p.name for p in spec.pools}
         for pool, obs in sorted(observed.items()):
             if pool not in wanted_pools and obs.deployment is not None:
@@ -214,6 +222,12 @@ class Reconciler:
             entry.update(pool_figures.get(entry["name"], {}))
         status.update(figures)
         status["conditions"] = status["conditions"] + extra_conditions
+        # --- routing status (routing.py): status.routing, pools[].routeWeight, the Routed condition ---
+        verdict = routing.into_status(status, routed, prev_conditions.get(routing.CONDITION, {}).get("reason"))
+        status["conditions"].append(condition(routing.CONDITION, verdict.status, verdict.reason, verdict.message,
+                                              generation, prev_conditions, now))
+        events.extend(Event(*e) for e in verdict.events)
+        # --- end routing status ---
         await self._write(obj, memory, status, events)
         return events
 

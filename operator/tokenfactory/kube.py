@@ -17,6 +17,18 @@ from typing import Any, Protocol
 from tokenfactory import api
 
 FIELD_MANAGER = "tokenfactory"
+ROUTE_KINDS = {  # kind -> (group, version, plural): the routing kinds served by CRDs (routing.py)
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "InferencePool": ("inference.networking.k8s.io", "v1", "inferencepools"),
+}
+
+
+class KindNotServed(RuntimeError):
+    """The apiserver does not serve this kind (its CRD is not installed)."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"the apiserver does not serve {kind}" + (f": {detail}" if detail else ""))
+        self.kind = kind
 
 
 class KubeClient(Protocol):
@@ -77,19 +89,31 @@ class LightkubeClient:
         self._client = client or AsyncClient(field_manager=field_manager)
         self._field_manager = field_manager
         self._kinds = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
+        for kind, (group, version, plural) in ROUTE_KINDS.items():
+            self._kinds[kind] = create_namespaced_resource(group, version, kind, plural)
         self._event = Event
         self._tf = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         from lightkube import codecs
 
+        from lightkube import ApiError
+
         obj = codecs.from_dict(copy.deepcopy(manifest))
-        live = await self._client.apply(obj, field_manager=self._field_manager, force=True)
+        try:
+            live = await self._client.apply(obj, field_manager=self._field_manager, force=True)
+        except ApiError as err:
+            raise _not_served(manifest["kind"], err) from err
         return live.to_dict()
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        from lightkube import ApiError
+
         res = self._kinds[kind]
-        return [o.to_dict() async for o in self._client.list(res, namespace=namespace, labels=dict(labels))]
+        try:
+            return [o.to_dict() async for o in self._client.list(res, namespace=namespace, labels=dict(labels))]
+        except ApiError as err:
+            raise _not_served(kind, err) from err
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         from lightkube import ApiError
@@ -115,6 +139,15 @@ class LightkubeClient:
         await self._client.close()
 
 
+def _not_served(kind: str, err: Exception) -> Exception:
+    """A 404 for the resource type itself (not for a named object) means its CRD is not installed."""
+    status = getattr(err, "status", None)
+    if kind in ROUTE_KINDS and getattr(status, "code", None) == 404 and "could not find the requested resource" in (
+            getattr(status, "message", "") or ""):
+        return KindNotServed(kind, status.message)
+    return err
+
+
 def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     have = obj.get("metadata", {}).get("labels") or {}
     return all(have.get(k) == v for k, v in labels.items())
@@ -132,12 +165,15 @@ class FakeKube:
         self._rv = itertools.count(1)
         self._uid = itertools.count(1)
         self.fail_next_apply: Exception | None = None
+        self.unserved: set[str] = set()  # kinds whose CRDs are "not installed"
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if self.fail_next_apply is not None:
             err, self.fail_next_apply = self.fail_next_apply, None
             raise err
         kind, meta = manifest["kind"], manifest["metadata"]
+        if kind in self.unserved:
+            raise KindNotServed(kind)
         key = (kind, meta["namespace"], meta["name"])
         self.calls.append(("apply", *key))
         old = self.objects.get(key)
@@ -155,6 +191,8 @@ class FakeKube:
         return copy.deepcopy(new)
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        if kind in self.unserved:
+            raise KindNotServed(kind)
         return [
             copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == kind and ns == namespace and _matches(o, labels)
         ]

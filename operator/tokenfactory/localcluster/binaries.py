@@ -20,6 +20,8 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
 # The script's variable holding each component's pinned version.
 _VERSION_VARS = {"kubernetes": "K8S_VERSION", "etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION",
                  "helm": "HELM_VERSION"}
+# CRD sets the script copies out of Go modules (component "crds"): cache sub-directory -> version variable.
+CRD_SETS = {"gateway-api": "GATEWAY_API_VERSION", "gateway-api-inference-extension": "INFERENCE_EXTENSION_VERSION"}
 CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes")
 
 
@@ -55,6 +57,38 @@ def pinned_versions(script: Path | None = None) -> dict[str, str]:
     return out
 
 
+def crd_dir(name: str) -> Path:
+    """Where the script leaves the CRD YAML of one CRD set (see CRD_SETS)."""
+    return cache_dir() / "crds" / name
+
+
+def crd_versions(script: Path | None = None) -> dict[str, str]:
+    """Pinned versions of the CRD sets, with the script's environment overrides."""
+    text = (script or build_script()).read_text()
+    out = {}
+    for name, var in CRD_SETS.items():
+        m = re.search(rf'^{var}="\$\{{{var}:-([^}}]+)\}}"', text, re.M)
+        if m:
+            out[name] = os.environ.get(var) or m.group(1)
+    return out
+
+
+def crds_missing() -> list[str]:
+    """CRD sets absent from the cache or fetched for another version than pinned."""
+    versions = crd_versions()
+    out = []
+    for name in CRD_SETS:
+        stamp = crd_dir(name) / ".version"
+        if not stamp.exists() or stamp.read_text().strip() != versions.get(name):
+            out.append(name)
+    return out
+
+
+def crd_files() -> list[Path]:
+    """The cached CRD files of every set, in a stable order."""
+    return sorted(p for name in CRD_SETS for p in crd_dir(name).glob("*.yaml"))
+
+
 def missing(components: Iterable[str] = CLUSTER_COMPONENTS) -> list[str]:
     """Components whose binaries are absent or were built for another version than pinned."""
     versions = pinned_versions()
@@ -74,7 +108,10 @@ def missing(components: Iterable[str] = CLUSTER_COMPONENTS) -> list[str]:
 def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | None = print) -> Path:
     """Build whatever of ``components`` is missing (streaming the build's output to ``progress``)
     and return the binary directory. A no-op when all are cached."""
-    todo = missing(components)
+    components = list(components)
+    todo = missing([c for c in components if c in COMPONENT_BINARIES])
+    if "crds" in components and crds_missing():
+        todo.append("crds")
     if not todo:
         return bin_dir()
     say = progress or (lambda _line: None)
@@ -93,7 +130,7 @@ def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | 
         tail = (tail + [line])[-40:]
         say(line)
     rc = proc.wait()
-    still = missing(components)
+    still = missing([c for c in components if c in COMPONENT_BINARIES]) + (["crds"] if "crds" in todo and crds_missing() else [])
     if rc != 0 or still:
         raise BuildError(
             f"build-binaries.sh {' '.join(todo)} failed (exit {rc}); still missing: "
