@@ -115,7 +115,10 @@ def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | 
     if not todo:
         return bin_dir()
     say = progress or (lambda _line: None)
-    say(f"building {', '.join(todo)} into {bin_dir()} (a cold Kubernetes build takes several minutes)")
+    if todo == ["crds"]:
+        say(f"fetching the Gateway API / Inference Extension CRDs into {cache_dir() / 'crds'}")
+    else:
+        say(f"building {', '.join(todo)} into {bin_dir()} (a cold Kubernetes build takes several minutes)")
     proc = subprocess.Popen(
         ["bash", str(build_script()), *todo],
         stdout=subprocess.PIPE,
