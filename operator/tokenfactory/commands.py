@@ -43,9 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_crd)
 
-    p = sub.add_parser("render", help="print the Deployments and Service a TokenFactory file turns into (offline)",
+    p = sub.add_parser("render", help="print the Deployments and routing objects a TokenFactory file turns into (offline)",
                        description="Validate a TokenFactory manifest with the same models the operator uses and print "
-                                   "the manifests it reconciles into (one Deployment per pool plus the Service), as YAML. "
+                                   "the manifests it reconciles into (one Deployment per pool plus the routing objects of "
+                                   "spec.routing.mode: the Service; or one Service per pool and the HTTPRoute, its weights "
+                                   "as if every pool's minReplicas were ready; or the InferencePool), as YAML. "
                                    "Needs no cluster. Exit code 2 on invalid input.")
     p.add_argument("file", help="TokenFactory YAML file ('-' for stdin); may hold several documents")
     p.add_argument("--namespace", default=None, help="namespace to render into (default: the file's, else 'default')")
@@ -130,7 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     import yaml
 
-    from tokenfactory import render
+    from tokenfactory import render, routing
 
     try:
         factories = _validate_docs(args.file)
@@ -140,7 +142,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = []
     for tf in factories:
         owner = render.Owner(name=tf.name, namespace=args.namespace or tf.namespace, uid="<uid of the TokenFactory>")
-        out += render.render(owner, tf.spec)
+        replicas = render.clamp_replicas(tf.spec, {})
+        out += render.render(owner, tf.spec, replicas, routing.plan(owner, tf.spec, replicas).weights)
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
     return 0
 
