@@ -282,9 +282,9 @@ class EndpointPickerRef(Model):
 
 
 _ROUTING_RULES = [
-    cel("self.mode != 'HTTPRoute' || has(self.gateway)", "routing.mode HTTPRoute needs routing.gateway (the Gateway to attach to)",
+    cel("!has(self.mode) || self.mode != 'HTTPRoute' || has(self.gateway)", "routing.mode HTTPRoute needs routing.gateway (the Gateway to attach to)",
         ".gateway"),
-    cel("self.mode != 'InferencePool' || has(self.endpointPicker)",
+    cel("!has(self.mode) || self.mode != 'InferencePool' || has(self.endpointPicker)",
         "routing.mode InferencePool needs routing.endpointPicker (the endpoint picker Service)", ".endpointPicker"),
 ]
 
@@ -483,7 +483,8 @@ class RoutingStatus(Model):
     objects: list[str] = Field(default_factory=list)
     """The routing objects applied, as Kind/name."""
     weights: str | None = None
-    """Per-pool backend weights, pool=weight,... (HTTPRoute mode), for kubectl get -o wide."""
+    """How traffic is split, for kubectl get -o wide: pool=weight,... (HTTPRoute mode, out of 1000), even (Service
+    mode: per pod), endpoint-picker (InferencePool mode), none (the routing objects could not be applied)."""
 
 
 class TokenFactoryStatus(Model):

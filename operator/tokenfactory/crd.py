@@ -115,7 +115,7 @@ PRINTER_COLUMNS = [
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1, "description": "Ready reason"},
     {"name": "Routing", "type": "string", "jsonPath": ".spec.routing.mode", "priority": 1, "description": "Routing mode"},
     {"name": "Weights", "type": "string", "jsonPath": ".status.routing.weights", "priority": 1,
-     "description": "HTTPRoute backend weight per pool (out of 1000)"},
+     "description": "Traffic split: HTTPRoute weight per pool (out of 1000), even, endpoint-picker or none"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -215,12 +215,17 @@ def assess(applied: Applied, previous_reason: str | None = None) -> Assessment:
 
 
 def status_fields(applied: Applied) -> dict[str, Any]:
-    """``status.routing``: the mode, the objects applied and (HTTPRoute mode) the weights as pool=weight,..."""
+    """``status.routing``: the mode, the objects applied and the split: pool=weight,... (HTTPRoute mode), ``even``
+    (Service mode: per pod), ``endpoint-picker`` (InferencePool mode), ``none`` (the route could not be applied).
+    Always set, so a merge patch replaces it on a mode switch."""
     p = applied.plan
-    out: dict[str, Any] = {"mode": p.mode, "objects": list(applied.applied)}
-    if p.mode == "HTTPRoute" and not applied.missing_kinds:
-        out["weights"] = _weights_text(p.weights)
-    return out
+    if applied.missing_kinds or applied.errors:
+        split = "none"
+    elif p.mode == "HTTPRoute":
+        split = _weights_text(p.weights)
+    else:
+        split = "endpoint-picker" if p.mode == "InferencePool" else "even"
+    return {"mode": p.mode, "objects": list(applied.applied), "weights": split}
 
 
 def into_status(status: dict[str, Any], applied: Applied, previous_reason: str | None) -> Assessment:

@@ -275,6 +275,7 @@ async def test_reconcile_weights_follow_ready_replicas_and_modes_switch_cleanly(
         "Deleted Service/deepseek-r1-gb300: not used by routing mode Service",
         "Deleted Service/deepseek-r1-h200: not used by routing mode Service"}
     assert "routeWeight" not in kube.statuses[("llm", "deepseek-r1")]["pools"][0]
+    assert kube.statuses[("llm", "deepseek-r1")]["routing"]["weights"] == "even"
 
 
 async def test_reconcile_without_gateway_api_keeps_serving_and_says_why(two_pool_example):
@@ -291,6 +292,7 @@ async def test_reconcile_without_gateway_api_keeps_serving_and_says_why(two_pool
     # nothing else breaks: Deployments stay, the old Service keeps serving until the route can exist
     assert ("Service", "llm", "deepseek-r1") in kube.objects
     assert ("Deployment", "llm", "deepseek-r1-gb300") in kube.objects
+    assert kube.statuses[("llm", "deepseek-r1")]["routing"]["weights"] == "none"
     degraded = next(c for c in kube.statuses[("llm", "deepseek-r1")]["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "False"
     # the CRDs arrive: the next pass creates the route and removes the shared Service
