@@ -97,22 +97,18 @@ class LightkubeClient:
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         from lightkube import codecs
 
-        from lightkube import ApiError
-
         obj = codecs.from_dict(copy.deepcopy(manifest))
         try:
             live = await self._client.apply(obj, field_manager=self._field_manager, force=True)
-        except ApiError as err:
+        except Exception as err:  # ApiError, or lightkube's HTTP error for a non-JSON 404
             raise _not_served(manifest["kind"], err) from err
         return live.to_dict()
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        from lightkube import ApiError
-
         res = self._kinds[kind]
         try:
             return [o.to_dict() async for o in self._client.list(res, namespace=namespace, labels=dict(labels))]
-        except ApiError as err:
+        except Exception as err:  # ApiError, or lightkube's HTTP error for a non-JSON 404
             raise _not_served(kind, err) from err
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -122,6 +118,9 @@ class LightkubeClient:
             await self._client.delete(self._kinds[kind], name, namespace=namespace)
         except ApiError as err:
             if err.status.code != 404:
+                raise
+        except Exception as err:  # a kind whose CRD is gone: nothing of it can exist
+            if not isinstance(_not_served(kind, err), KindNotServed):
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -140,11 +139,17 @@ class LightkubeClient:
 
 
 def _not_served(kind: str, err: Exception) -> Exception:
-    """A 404 for the resource type itself (not for a named object) means its CRD is not installed."""
+    """A 404 for the resource type itself (not for a named object) means its CRD is not installed. The apiserver
+    answers that with a plain-text "404 page not found" (lightkube raises the HTTP error) or, from some paths, a
+    Status saying it "could not find the requested resource"."""
+    if kind not in ROUTE_KINDS:
+        return err
     status = getattr(err, "status", None)
-    if kind in ROUTE_KINDS and getattr(status, "code", None) == 404 and "could not find the requested resource" in (
-            getattr(status, "message", "") or ""):
+    if getattr(status, "code", None) == 404 and "could not find the requested resource" in (getattr(status, "message", "") or ""):
         return KindNotServed(kind, status.message)
+    response = getattr(err, "response", None)
+    if status is None and getattr(response, "status_code", None) == 404:
+        return KindNotServed(kind, f"{response.request.method} {response.request.url.path}: 404")
     return err
 
 

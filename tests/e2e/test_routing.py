@@ -201,7 +201,9 @@ def test_missing_gateway_api_crds_are_reported_and_nothing_else_breaks(kubectl, 
         assert op.alive()
     finally:
         kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "tokenfactory-cluster", "-f", str(crd_file))
-        kubectl("wait", "--for", "condition=Established", f"crd/{HTTPROUTE_CRD}", "--timeout=60s")
+        wait_for(lambda: any(c["type"] == "Established" and c["status"] == "True" for c in
+                             (kubectl.json("get", "crd", HTTPROUTE_CRD).get("status") or {}).get("conditions") or []),
+                 60, "HTTPRoute CRD Established again")
     try:
         # with the CRD back, the route appears without touching the factory
         wait_for(lambda: route_weights(kubectl, namespace) == {f"{NAME}-gb300": 971, f"{NAME}-h200": 29}, 120,

@@ -568,8 +568,19 @@ class LocalCluster:
         for f in files:
             args += ["-f", str(f)]
         self.kubectl(*args, timeout=120)
-        names = [f"crd/{yaml.safe_load(f.read_text())['metadata']['name']}" for f in files]
-        self.kubectl("wait", "--for", "condition=Established", *names, "--timeout=60s", timeout=90)
+        names = {yaml.safe_load(f.read_text())["metadata"]["name"] for f in files}
+
+        def established() -> bool:  # (kubectl wait fails outright while a new CRD has no status yet)
+            res = self.kubectl("get", "crd", "-o", "json", check=False)
+            if res.returncode != 0:
+                return False
+            ok = {c["metadata"]["name"] for c in json.loads(res.stdout)["items"]
+                  if any(x.get("type") == "Established" and x.get("status") == "True"
+                         for x in (c.get("status") or {}).get("conditions") or [])}
+            return names <= ok
+
+        self._wait(say, f"{len(names)} Gateway API / Inference Extension CRDs Established",
+                   time.monotonic() + 60, established, watch=("kube-apiserver",))
         say(f"installed {len(files)} CRDs: " + ", ".join(
             f"{n} v{v}" for n, v in binaries.crd_versions().items()))
 
