@@ -200,6 +200,15 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
             (timeseries("Power", "All-in power of the GPUs held, per pool (stacked).", "kwatt", [
                 (f"tokenfactory_power_kilowatts{{{P}}}", pool_legend),
             ], stack=True), 12, 8),
+            (timeseries("Share of traffic, per pool", "Each pool's share of the tokens its factory delivers (prompt + "
+                        "generated), stacked to 100%. With spec.routing.mode HTTPRoute it follows the route's weights "
+                        "(status.routing.weights, out of 1000: ready replicas x capacity) while no pool is saturated; "
+                        "with one Service every replica gets the same share whatever it can carry.", "percentunit", [
+                            ("sum by (namespace, factory, pool) (tokenfactory_tokens_per_second{%s})\n"
+                             "  / on (namespace, factory) group_left\n"
+                             "sum by (namespace, factory) (tokenfactory_tokens_per_second{%s})" % (P, P),
+                             "{{factory}}/{{pool}}"),
+                        ], stack=True, decimals=1), 24, 8),
         ]),
         ("Scaling", [
             (timeseries("Replicas: desired vs ready", "vLLM replicas the operator wants and those that are Ready, "
