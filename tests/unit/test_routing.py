@@ -299,3 +299,48 @@ async def test_reconcile_without_gateway_api_keeps_serving_and_says_why(two_pool
     kube.unserved = set()
     await rec.reconcile(with_status(kube, obj), mem, NOW)
     assert ("HTTPRoute", "llm", "deepseek-r1") in kube.objects and ("Service", "llm", "deepseek-r1") not in kube.objects
+
+
+# ------------------------------------------------------------------------------ kube adapter
+
+
+class _Status:
+    def __init__(self, code, message):
+        self.code, self.message = code, message
+
+
+class _ApiError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.status = _Status(code, message)
+
+
+class _Request:
+    method = "PATCH"
+
+    class url:  # noqa: N801 - shaped like httpx.URL
+        path = "/apis/gateway.networking.k8s.io/v1/namespaces/llm/httproutes/deepseek-r1"
+
+
+class _Response:
+    def __init__(self, code):
+        self.status_code, self.request = code, _Request()
+
+
+class _HTTPError(Exception):
+    def __init__(self, code):
+        super().__init__(f"{code}")
+        self.response = _Response(code)
+
+
+def test_a_missing_routing_crd_is_told_apart_from_other_errors():
+    from tokenfactory.kube import KindNotServed, _not_served
+
+    # the apiserver's plain-text "404 page not found" for an unknown resource type (lightkube: HTTP error)
+    assert isinstance(_not_served("HTTPRoute", _HTTPError(404)), KindNotServed)
+    assert isinstance(_not_served("InferencePool", _ApiError(404, "the server could not find the requested resource")),
+                      KindNotServed)
+    # anything else is passed through: a namespace not found, a refusal, a core kind
+    for kind, err in [("HTTPRoute", _ApiError(404, 'namespaces "llm" not found')), ("HTTPRoute", _HTTPError(403)),
+                      ("Service", _HTTPError(404)), ("HTTPRoute", _ApiError(422, "invalid"))]:
+        assert _not_served(kind, err) is err
