@@ -249,7 +249,7 @@ def routed(kube):
 
 
 async def test_reconcile_weights_follow_ready_replicas_and_modes_switch_cleanly(two_pool_example):
-    kube, rec, mem = FakeKube(), None, FactoryMemory()
+    kube, mem = FakeKube(), FactoryMemory()
     rec = Reconciler(kube)
     obj = factory(two_pool_example, mode="HTTPRoute", gateway=GATEWAY)
     await rec.reconcile(obj, mem, NOW)
