@@ -374,7 +374,7 @@ class Condition(Model):
     model_config = ConfigDict(extra="ignore")
 
     type: str
-    """Ready, Progressing, Degraded, MetricsAvailable or BudgetExceeded."""
+    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded or Routed."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str = ""
@@ -495,7 +495,7 @@ class TokenFactoryStatus(Model):
     observed_generation: int | None = None
     """The .metadata.generation last reconciled."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded."""
+    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded, Routed."""
     replicas: str | None = None
     """ready/desired replicas over all pools, for kubectl get."""
     ready_replicas: int = 0
