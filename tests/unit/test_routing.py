@@ -344,3 +344,14 @@ def test_a_missing_routing_crd_is_told_apart_from_other_errors():
     for kind, err in [("HTTPRoute", _ApiError(404, 'namespaces "llm" not found')), ("HTTPRoute", _HTTPError(403)),
                       ("Service", _HTTPError(404)), ("HTTPRoute", _ApiError(422, "invalid"))]:
         assert _not_served(kind, err) is err
+
+
+async def test_service_mode_needs_no_gateway_api(two_pool_example):
+    kube, mem = FakeKube(), FactoryMemory()
+    kube.unserved = {"HTTPRoute", "InferencePool"}
+    await Reconciler(kube).reconcile(factory(two_pool_example), mem, NOW)
+    c = routed(kube)
+    assert (c["status"], c["reason"]) == ("True", "UnevenCapacity")
+    assert ("Service", "llm", "deepseek-r1") in kube.objects
+    assert kube.statuses[("llm", "deepseek-r1")]["routing"] == {"mode": "Service", "objects": ["Service/deepseek-r1"],
+                                                                 "weights": "even"}
