@@ -129,6 +129,20 @@ class EngineSpec(Model):
     """Size of the in-memory /dev/shm volume (NCCL and tensor-parallel workers need it)."""
 
 
+class PoolEngineSpec(Model):
+    """Per-pool engine overrides over spec.engine, for pools whose nodes need another build or settings
+    (e.g. an arm64 image for GB300's Grace hosts, an x86_64 one for H200)."""
+
+    image: str | None = Field(default=None, min_length=1)
+    """vLLM image for this pool only (replaces spec.engine.image); the image must suit the nodes' CPU architecture."""
+    extra_args: list[str] = Field(default_factory=list, max_length=64)
+    """Further vLLM arguments for this pool, appended after spec.engine.extraArgs."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Environment variables for this pool; a name also set in spec.engine.env takes this value."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU/memory requests and limits for this pool; each key given here replaces spec.engine.resources' one."""
+
+
 class Toleration(Model):
     """A Kubernetes toleration for the pool's pods."""
 
@@ -144,7 +158,7 @@ class Toleration(Model):
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
-_POOL_RULES = [
+_POOL_RULES: list[Any] = [
     cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
     cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
     cel(
@@ -159,7 +173,7 @@ _POOL_RULES = [
 
 
 # Cross-field rules that CEL enforces on the server, re-checked here for offline validation.
-def _check_pool_rules(pool: "PoolSpec") -> "PoolSpec":
+def _check_pool_rules(pool: PoolSpec) -> PoolSpec:
     if pool.min_replicas > pool.max_replicas:
         raise ValueError(f"minReplicas ({pool.min_replicas}) must be less than or equal to maxReplicas ({pool.max_replicas})")
     onprem = [pool.capex_per_gpu is not None, pool.amortization_years is not None, pool.dollars_per_kwh is not None]
@@ -187,7 +201,7 @@ class PoolSpec(Model):
     max_replicas: int = Field(default=10, ge=0, le=1000)
     """Most replicas the pool may run (bounded in practice by the pool's nodes)."""
     node_selector: dict[str, str] = Field(default_factory=dict)
-    """Node labels the pool's pods must match, e.g. {tokenfactory.dev/node-pool: h200}."""
+    """Node labels the pool's pods must match, e.g. GPU feature discovery's {nvidia.com/gpu.product: NVIDIA-H200}."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     """Tolerations for the pool's pods (GPU nodes are usually tainted, e.g. nvidia.com/gpu=present:NoSchedule)."""
     price_per_gpu_hour: float | None = Field(default=None, gt=0, le=1000)
@@ -208,6 +222,8 @@ class PoolSpec(Model):
     refines it from what the pool really delivers."""
     startup_seconds: float | None = Field(default=None, ge=0, le=86400)
     """Time from a replica being scheduled to serving (model load). Defaults to the GPU sheet."""
+    engine: PoolEngineSpec | None = None
+    """Engine overrides for this pool only (image, extraArgs, env, resources) over spec.engine."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> PoolSpec:
@@ -319,7 +335,7 @@ class RoutingSpec(Model):
         return self
 
 
-_SPEC_RULES = [
+_SPEC_RULES: list[Any] = [
     cel("size(self.pools) > 0", "at least one pool is required", ".pools"),
     cel("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))", "pool names must be unique", ".pools"),
 ]

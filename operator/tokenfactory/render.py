@@ -74,6 +74,36 @@ def selector_labels(factory: str, pool: str) -> dict[str, str]:
     return {LABEL_FACTORY: factory, LABEL_POOL: pool}
 
 
+@dataclass(frozen=True)
+class EffectiveEngine:
+    """spec.engine with the pool's overrides applied (pools[].engine)."""
+
+    image: str
+    extra_args: tuple[str, ...]
+    env: tuple[api.EnvVar, ...]
+    requests: dict[str, int | str]
+    limits: dict[str, int | str]
+
+
+def effective_engine(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> EffectiveEngine:
+    """The pool's image (its own, else spec.engine's), args (spec.engine's, then the pool's), env (merged by
+    name, the pool's value wins, spec order first) and resources (merged per key, the pool's wins)."""
+    base, over = spec.engine, pool.engine
+    if over is None:
+        return EffectiveEngine(base.image, tuple(base.extra_args), tuple(base.env),
+                               dict(base.resources.requests), dict(base.resources.limits))
+    env = {v.name: v for v in base.env}
+    for v in over.env:
+        env[v.name] = v
+    return EffectiveEngine(
+        image=over.image or base.image,
+        extra_args=tuple(base.extra_args) + tuple(over.extra_args),
+        env=tuple(env.values()),
+        requests={**base.resources.requests, **over.resources.requests},
+        limits={**base.resources.limits, **over.resources.limits},
+    )
+
+
 def vllm_args(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> list[str]:
     args = [
         "--model", spec.model.name,
@@ -85,7 +115,7 @@ def vllm_args(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> list[str]:
     ]
     if spec.model.quantization:
         args += ["--quantization", spec.model.quantization]
-    return args + list(spec.engine.extra_args)
+    return args + list(effective_engine(spec, pool).extra_args)
 
 
 def _quantity(value: int | str) -> str:
@@ -94,12 +124,13 @@ def _quantity(value: int | str) -> str:
 
 def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]:
     gpus = str(pool.gpus_per_replica)
-    requests = {k: _quantity(v) for k, v in spec.engine.resources.requests.items()}
-    limits = {k: _quantity(v) for k, v in spec.engine.resources.limits.items()}
+    engine = effective_engine(spec, pool)
+    requests = {k: _quantity(v) for k, v in engine.requests.items()}
+    limits = {k: _quantity(v) for k, v in engine.limits.items()}
     limits[GPU_RESOURCE] = gpus
     requests[GPU_RESOURCE] = gpus
     env: list[dict[str, Any]] = []
-    for var in spec.engine.env:
+    for var in engine.env:
         item: dict[str, Any] = {"name": var.name}
         if var.value is not None:
             item["value"] = var.value
@@ -111,7 +142,7 @@ def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]
 
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": spec.engine.image,
+        "image": engine.image,
         "command": list(VLLM_ENTRYPOINT),
         "args": vllm_args(spec, pool),
         "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenfactory import api, render
-from tokenfactory.kube import KindNotServed, KubeClient
+from tokenfactory.kube import KindNotServed
+from tokenfactory.ports import KubeClient
 
 WEIGHT_TOTAL = 1000
 """HTTPRoute weights add up to this (per mille of traffic) whenever some pool has a ready replica."""
@@ -228,15 +229,11 @@ def status_fields(applied: Applied) -> dict[str, Any]:
     return {"mode": p.mode, "objects": list(applied.applied), "weights": split}
 
 
-def into_status(status: dict[str, Any], applied: Applied, previous_reason: str | None) -> Assessment:
-    """Write ``status.routing`` and each pool's ``routeWeight`` (HTTPRoute mode) into ``status``; return the
-    Routed condition's verdict and Events for the caller to record."""
-    status["routing"] = status_fields(applied)
-    routed = applied.plan.mode == "HTTPRoute" and not applied.missing_kinds
-    if routed:  # status.pools is replaced whole by the merge patch: leaving the key out removes it
-        for entry in status.get("pools") or []:
-            entry["routeWeight"] = applied.plan.weights.get(entry["name"], 0)
-    return assess(applied, previous_reason)
+def pool_weights(applied: Applied) -> dict[str, int]:
+    """Each pool's ``routeWeight`` for status: the HTTPRoute weights when the route is applied, else nothing."""
+    if applied.plan.mode != "HTTPRoute" or applied.missing_kinds:
+        return {}
+    return dict(applied.plan.weights)
 
 
 async def reconcile(kube: KubeClient, routing_plan: RoutingPlan, namespace: str, factory: str,

@@ -5,6 +5,7 @@ values, schema rejections, least-privilege RBAC, hardened operator pod, CRD copi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -229,8 +230,13 @@ def test_monitoring_objects(helm):
     assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
     svc = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    # the job label the ServiceMonitor takes from the Service matches the operator-down alerts
-    assert re.fullmatch(alerts.OPERATOR_JOB_REGEX, svc["metadata"]["labels"]["app.kubernetes.io/name"])
+    # the target labels the operator alerts select by are copied from the Service's own labels
+    relabel = {r["targetLabel"]: r["sourceLabels"] for r in sm["spec"]["endpoints"][0]["relabelings"]}
+    for target, value in alerts.OPERATOR_LABELS.items():
+        (source,) = relabel[target]
+        k8s_label = next(k for k in svc["metadata"]["labels"]
+                         if "__meta_kubernetes_service_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k) == source)
+        assert svc["metadata"]["labels"][k8s_label] == value, target
 
     pm = one(docs, "PodMonitor")
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
@@ -254,6 +260,66 @@ def test_monitoring_objects(helm):
     cm = one(docs, "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["tokenfactory-dashboard.json"]) == dashboard.dashboard()
+
+
+def test_values_list_every_alert_with_its_defaults():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["alerts"] == alerts.chart_values()
+
+
+def test_prometheus_rule_tuned_from_values(helm, tmp_path):
+    """Disable one alert, change another's severity, for and threshold, add labels and a runbook
+    base: the rendered rules say so, and promtool shows the tuned threshold in effect."""
+    values = tmp_path / "values.yaml"  # a file: `--set x=1.5` would make a string of 1.5
+    values.write_text(yaml.safe_dump({"prometheusRule": {
+        "enabled": True, "additionalRuleLabels": {"team": "ml-platform"}, "runbookBaseUrl": "https://wiki.example/tf",
+        "alerts": {"TokenFactoryOperatorAbsent": {"enabled": False},
+                   "TokenFactoryCostPerMillionTokensOverObjective": {"severity": "critical", "for": "30m",
+                                                                     "threshold": 1.5},
+                   "TokenFactoryPoolReplicasUnavailable": {"threshold": 3}}}}))
+    res = run(helm, "template", "tokenfactory", str(CHART), "--namespace", RELEASE_NS, "-f", str(values))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    rules = {r["alert"]: r for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+    defaults = {r["alert"]: r for r in alerts.rules()["groups"][0]["rules"]}
+    assert set(rules) == set(defaults) - {"TokenFactoryOperatorAbsent"}
+    cost = rules["TokenFactoryCostPerMillionTokensOverObjective"]
+    assert cost["for"] == "30m" and cost["labels"] == {"severity": "critical", "team": "ml-platform"}
+    by_name = {a.name: a for a in alerts.alerts()}
+    assert cost["expr"] == by_name["TokenFactoryCostPerMillionTokensOverObjective"].expr_for(1.5)
+    assert rules["TokenFactoryPoolReplicasUnavailable"]["expr"] == by_name[
+        "TokenFactoryPoolReplicasUnavailable"].expr_for(3)
+    for name, r in rules.items():
+        assert r["annotations"]["runbook_url"] == f"https://wiki.example/tf#{name.lower()}"
+        if name not in ("TokenFactoryCostPerMillionTokensOverObjective", "TokenFactoryPoolReplicasUnavailable"):
+            assert r["expr"] == defaults[name]["expr"] and r["for"] == defaults[name]["for"], name
+    # the rendered file is a valid rules file, and the tuned threshold is what fires
+    from test_dashboard import FACTORY, FIRING, _expect, _promtool_test
+
+    doc = {"groups": one(docs, "PrometheusRule")["spec"]["groups"]}
+    longer = [{**x, "values": x["values"].replace("x30", "x60")} for x in FIRING["input_series"]]
+    cost_2x = {**FIRING, "input_series": longer, "alert_rule_test": [
+        _expect("40m", "TokenFactoryCostPerMillionTokensOverObjective",
+                {"severity": "critical", "team": "ml-platform", **FACTORY}),
+        _expect("25m", "TokenFactoryCostPerMillionTokensOverObjective"),  # for 30m now
+        _expect("40m", "TokenFactoryPoolReplicasUnavailable"),  # 2 short < threshold 3
+    ]}
+    res = _promtool_test(tmp_path, doc, [cost_2x])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["prometheusRule.alerts.TokenFactoryOverBudget.severity=page"], "/prometheusRule/alerts/TokenFactoryOverBudget/severity"),
+    (["prometheusRule.alerts.TokenFactoryOverBudget.for=ten"], "/prometheusRule/alerts/TokenFactoryOverBudget/for"),
+    (["prometheusRule.alerts.TokenFactoryMetricsMissing.threshold=2"], "/prometheusRule/alerts/TokenFactoryMetricsMissing"),
+    (["prometheusRule.alerts.TokenFactoryOverBudgt.enabled=false"], "TokenFactoryOverBudgt"),
+], ids=["severity", "for", "no-threshold", "typo"])
+def test_bad_alert_settings_are_rejected(helm, sets, message):
+    argv = [helm, "template", "tokenfactory", str(CHART)]
+    for s in sets:
+        argv += ["--set", s]
+    res = run(*argv)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
 
 
 def test_pod_monitor_cluster_wide_selects_any_namespace(helm):
@@ -322,6 +388,33 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
 
 
+@pytest.mark.parametrize("overlay", [
+    {"namespace": "platform-ops"},
+    {"namespace": "platform-ops", "namePrefix": "acme-"},
+], ids=["namespace", "namespace+namePrefix"])
+def test_kustomize_overlay_moves_the_operator_and_its_binding(kubectl, tmp_path, overlay):
+    """An overlay that sets another namespace (and a name prefix) moves the ServiceAccount, and the
+    ClusterRoleBinding's subject follows it: otherwise the operator is refused every call."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(KUSTOMIZE, tmp_path)], **overlay}))
+    res = run(kubectl, "kustomize", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    ns = overlay["namespace"]
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert sa["namespace"] == ns
+    assert one(docs, "Namespace")["metadata"]["name"] == ns
+    (subject,) = one(docs, "ClusterRoleBinding")["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": sa["name"], "namespace": ns}
+    assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    dep = one(docs, "Deployment")
+    assert dep["metadata"]["namespace"] == ns and one(docs, "Service")["metadata"]["namespace"] == ns
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    assert not [d["kind"] for d in docs if d["metadata"].get("namespace") not in (None, ns)]
+    assert "tokenfactory-system" not in res.stdout
+
+
 def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
     """The PodMonitor's selector and relabelled pod labels are those render.py puts on vLLM pods."""
     from tokenfactory import api, render
@@ -342,3 +435,21 @@ def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
             if source.startswith("__meta_kubernetes_pod_label_"):
                 sanitized = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
                 assert source.removeprefix("__meta_kubernetes_pod_label_") in sanitized, source
+
+
+def test_notes_point_only_at_what_a_packaged_chart_has(helm, tmp_path):
+    """NOTES.txt is shown after `helm install` of a packaged chart: it may name files of that package
+    (or URLs), not paths of this repository (it used to send users to deploy/examples/)."""
+    import tarfile
+
+    res = run(helm, "package", str(CHART), "-d", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (tgz,) = tmp_path.glob("tokenfactory-*.tgz")
+    with tarfile.open(tgz) as tar:
+        packaged = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    paths = re.findall(r"(?<![\w/.:-])((?:deploy|docs|crds|charts|hack|operator|tests|bench|files)/[\w.-][\w./-]*)", notes)
+    assert not [p for p in paths if p.rstrip("/") not in packaged and not any(
+        f.startswith(p) for f in packaged)], paths
+    assert "https://github.com/tokenfactory/tokenfactory/tree/main/deploy/examples" in notes
+    assert (ROOT / "deploy" / "examples").is_dir()

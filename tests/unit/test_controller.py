@@ -1,4 +1,4 @@
-"""The reconcile step against the in-memory KubeClient."""
+"""The reconcile pipeline (children and replica status) against the in-memory KubeClient."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tokenfactory.controller import FactoryMemory, Reconciler
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 from tokenfactory.kube import FakeKube
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -146,3 +146,18 @@ async def test_apply_failure_is_reported_not_raised(kube, two_pool_example):
     await rec.reconcile(obj, mem, NOW)
     c = conds(kube)
     assert c["Degraded"]["reason"] == "ApplyFailed" and "admission webhook denied" in c["Degraded"]["message"]
+
+
+async def test_throughput_profile_condition_says_when_sheet_figures_are_for_another_model(kube, two_pool_example):
+    rec = Reconciler(kube)
+    await rec.reconcile(factory(two_pool_example), FactoryMemory(), NOW)
+    same = conds(kube)["ThroughputProfile"]
+    assert same["status"] == "True" and same["reason"] == "MatchesModel"
+
+    other = factory(two_pool_example)
+    other["metadata"]["name"] = "llama"
+    other["spec"]["model"]["name"] = "meta-llama/Llama-3.1-70B-Instruct"
+    await rec.reconcile(other, FactoryMemory(), NOW)
+    c = conds(kube, "llama")["ThroughputProfile"]
+    assert c["status"] == "False" and c["reason"] == "SheetProfileForOtherModel"
+    assert "Llama-3.1-70B" in c["message"] and "gb300" in c["message"] and "h200" in c["message"]

@@ -11,7 +11,7 @@ COMMITTED = ROOT / "crds" / "tokenfactory.dev_tokenfactories.yaml"
 
 
 def test_committed_crd_matches_the_models():
-    assert COMMITTED.read_text() == crd.crd_yaml(), "crds/ drifted from tokenfactory/api.py: run `tokenfactory crd -o crds/tokenfactory.dev_tokenfactories.yaml`"
+    assert COMMITTED.read_text() == crd.crd_yaml(), "crds/ drifted from tokenfactory/api.py: run `tokenfactory crd -f crds/tokenfactory.dev_tokenfactories.yaml`"
 
 
 def walk(node, path=""):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from tokenfactory import api, render
 
 OWNER = render.Owner(name="deepseek-r1", namespace="llm", uid="1234")
@@ -38,7 +40,7 @@ def test_vllm_container(two_pool_example):
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
-    assert pod["nodeSelector"] == {"tokenfactory.dev/node-pool": "gb300"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GB300"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
 
@@ -66,3 +68,37 @@ def test_replicas_start_at_min_and_are_clamped(two_pool_example):
 
 def test_render_is_pure(two_pool_example):
     assert rendered(two_pool_example)[1] == rendered(two_pool_example)[1]
+
+
+def _pool_override_spec(**engine):
+    from tokenfactory import api as _api
+
+    return _api.parse_spec({
+        "model": {"name": "m"},
+        "engine": {"image": "base:1", "extraArgs": ["--a"], "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                   "resources": {"requests": {"cpu": "8", "memory": "64Gi"}, "limits": {"memory": "64Gi"}}},
+        "pools": [{"name": "arm", "gpuType": "gb300", "engine": engine}, {"name": "x86", "gpuType": "h200"}],
+    })
+
+
+def test_pool_engine_overrides_image_args_env_resources():
+    from tokenfactory import render as r
+
+    spec = _pool_override_spec(image="arm:1", extraArgs=["--b"], env=[{"name": "Y", "value": "pool"}, {"name": "Z", "value": "3"}],
+                               resources={"requests": {"cpu": "32"}})
+    arm, x86, _svc = r.render(r.Owner("f", "ns", "u"), spec)
+    ca, cx = arm["spec"]["template"]["spec"]["containers"][0], x86["spec"]["template"]["spec"]["containers"][0]
+    assert ca["image"] == "arm:1" and cx["image"] == "base:1"
+    assert ca["args"][-2:] == ["--a", "--b"] and cx["args"][-1] == "--a"
+    assert ca["env"] == [{"name": "X", "value": "1"}, {"name": "Y", "value": "pool"}, {"name": "Z", "value": "3"}]
+    assert cx["env"] == [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]
+    assert ca["resources"]["requests"] == {"cpu": "32", "memory": "64Gi", "nvidia.com/gpu": "8"}
+    assert cx["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "8"}
+
+
+def test_pool_engine_override_may_not_set_gpus():
+    from tokenfactory import api as _api
+
+    with pytest.raises(_api.SpecError) as ei:
+        _pool_override_spec(resources={"limits": {"nvidia.com/gpu": 2}})
+    assert "spec.pools[0].engine.resources" in str(ei.value) and "nvidia.com/gpu is set from pools[].gpusPerReplica" in str(ei.value)

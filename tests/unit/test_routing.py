@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenfactory import api, render, routing
-from tokenfactory.controller import FactoryMemory, Reconciler
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 from tokenfactory.kube import FakeKube
 from tokenfactory.routing import PoolCapacity
 

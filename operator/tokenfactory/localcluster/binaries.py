@@ -16,13 +16,16 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd",),
     "kwok": ("kwok",),
     "helm": ("helm",),
+    "prometheus": ("prometheus", "promtool"),
 }
 # The script's variable holding each component's pinned version.
 _VERSION_VARS = {"kubernetes": "K8S_VERSION", "etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION",
-                 "helm": "HELM_VERSION"}
+                 "helm": "HELM_VERSION", "prometheus": "PROMETHEUS_VERSION"}
+# Prometheus is built from its Go module too: the Debian package's 2.42 lacks kubernetes_sd_configs,
+# so the scrape config docs/metrics.md documents could not be loaded by it.
 # CRD sets the script copies out of Go modules (component "crds"): cache sub-directory -> version variable.
 CRD_SETS = {"gateway-api": "GATEWAY_API_VERSION", "gateway-api-inference-extension": "INFERENCE_EXTENSION_VERSION"}
-CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes")
+CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes", "prometheus")
 
 
 class BuildError(RuntimeError):

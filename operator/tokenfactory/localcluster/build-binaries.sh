@@ -5,19 +5,23 @@
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok (controller)                                                 <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
+#   prometheus (server + promtool)                                    <- github.com/prometheus/prometheus
 #   crds: Gateway API CRDs (standard channel)                         <- sigs.k8s.io/gateway-api
 #         InferencePool CRD (inference.networking.k8s.io)             <- sigs.k8s.io/gateway-api-inference-extension
 #
 # Versions are pinned below. Binaries land in $TOKENFACTORY_CACHE/bin (default
 # ~/.cache/tokenfactory/bin) and are rebuilt only when missing or when the pinned version changes;
 # the CRD YAML (copied out of the modules, nothing built) lands in $TOKENFACTORY_CACHE/crds/<module>.
-# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm crds; default all)
+# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm prometheus crds;
+#        default all)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-0.8.0}"
 HELM_VERSION="${HELM_VERSION:-3.22.0}"
+# Prometheus v3.x is published as Go module versions v0.3xx.y (v3.16.0 = v0.316.0).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-0.316.0}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-1.4.1}"
 INFERENCE_EXTENSION_VERSION="${INFERENCE_EXTENSION_VERSION:-1.3.0}"
 
@@ -171,6 +175,32 @@ build_helm() {
   log "helm v$HELM_VERSION: built in $((SECONDS - t0))s (default Kubernetes version v$major.$minor for offline rendering)"
 }
 
+# Prometheus (server and promtool) from its Go module, the way its own build does it but with two
+# build tags changed: no `builtinassets` (the web UI's JavaScript is not in the module: the UI pages
+# are missing, the HTTP API, /-/ready, /-/reload and /metrics are all there) and only the file, http
+# and kubernetes service discoveries (`remove_all_sd,enable_kubernetes_sd`: the cloud SDs would
+# double the build). The Debian package's Prometheus is built without kubernetes_sd_configs, so the
+# scrape config docs/metrics.md documents could not be loaded by it.
+build_prometheus() {
+  if up_to_date prometheus "$PROMETHEUS_VERSION" && up_to_date promtool "$PROMETHEUS_VERSION"; then
+    log "prometheus v$PROMETHEUS_VERSION: cached"; return
+  fi
+  local minor="${PROMETHEUS_VERSION#0.}"; minor="${minor%%.*}"
+  local patch="${PROMETHEUS_VERSION##*.}" release
+  release="3.$((10#${minor} - 300)).$patch"
+  log "prometheus v$PROMETHEUS_VERSION (Prometheus $release): building prometheus and promtool"
+  local t0=$SECONDS tmp="$WORK/gobin-prometheus" v=github.com/prometheus/common/version
+  mkdir -p "$tmp"
+  local ldflags="-s -w -X $v.Version=$release -X $v.Revision=v$PROMETHEUS_VERSION -X $v.Branch=module"
+  ldflags+=" -X $v.BuildUser=tokenfactory -X $v.BuildDate=19700101-00:00:00"
+  GOBIN="$tmp" go install -p "$JOBS" -trimpath -tags "remove_all_sd,enable_kubernetes_sd" -ldflags "$ldflags" \
+    "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
+  mv "$tmp/prometheus" "$BIN/prometheus"; stamp prometheus "$PROMETHEUS_VERSION"
+  mv "$tmp/promtool" "$BIN/promtool"; stamp promtool "$PROMETHEUS_VERSION"
+  log "prometheus v$PROMETHEUS_VERSION: built in $((SECONDS - t0))s"
+}
+
 # CRDs from a module: NAME MODULE VERSION DIR GLOB. `go mod download` fetches the module's zip through the
 # Go module proxy (checked against sum.golang.org); only the files of DIR matching GLOB that are
 # CustomResourceDefinitions are kept, in $CACHE/crds/NAME, stamped with the version.
@@ -203,15 +233,16 @@ build_crds() {
 }
 
 components=("$@")
-[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm crds)
+[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm prometheus crds)
 for c in "${components[@]}"; do
   case "$c" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     helm) build_helm ;;
+    prometheus) build_prometheus ;;
     crds) build_crds ;;
-    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm crds)"; exit 2 ;;
+    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm prometheus crds)"; exit 2 ;;
   esac
 done
 log "binaries ready in $BIN"

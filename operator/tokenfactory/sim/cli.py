@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tokenfactory.clitools import EXIT_STATUS_HELP
 from tokenfactory.sim.traces import __doc__ as TRACE_DOC
 
 ENGINES_FILE_DOC = """\
@@ -37,10 +38,10 @@ def register(subparsers) -> None:
             "Cluster mode (--kubeconfig or KUBECONFIG, no --engines/--engine): one engine per Ready pod "
             "labelled tokenfactory.dev/factory.\nOffline mode: engines from --engines/--engine."
         ),
-        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC,
+        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC + "\n" + EXIT_STATUS_HELP,
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve /metrics, /truth and /healthz on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000; 0 picks a free one)")
     p.add_argument("--trace", default="constant:5000", help="demand trace, see below (default constant:5000)")
     p.add_argument("--prompt-tokens", type=float, default=1000.0, help="prompt tokens per request (default 1000)")
     p.add_argument("--output-tokens", type=float, default=500.0, help="output tokens per request (default 500)")
@@ -59,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--tick", type=float, default=1.0, help="simulation step, seconds (default 1)")
     p.add_argument("--window", type=float, default=60.0, help="window of /truth rates and p95 (default 60 s)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run forever)")
+    p.add_argument("--lazy-counters", action="store_true",
+                   help="expose an engine's token counters and histograms only once it has processed a token "
+                        "(gauges always), as a vLLM whose labelled series appear on first use")
     p.set_defaults(func=run)
 
 
@@ -194,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
             capacity_factors=factors,
         )
     try:
-        server = SimServer(runner, args.host, args.port)
+        server = SimServer(runner, args.host, args.port, lazy_counters=args.lazy_counters)
     except OSError as e:
         raise UsageError(f"--port {args.port}: cannot listen on {args.host}: {e}") from None
     server.start()
