@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenfactory import api, cost, planner, render, routing
+from tokenfactory import api, cost, planner, render
+from tokenfactory.routing import Applied as RoutingApplied
+from tokenfactory.routing import Assessment as RoutingVerdict
 from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
 
 
@@ -208,8 +210,8 @@ class Actuation:
     children: Mapping[str, PoolObservation]
     errors: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
-    routing: routing.Applied | None = None  # what the routing step applied and deleted (routing.py)
-    routed: routing.Assessment | None = None  # the Routed condition's verdict
+    routing: RoutingApplied | None = None  # what the routing step applied and deleted (routing.py)
+    routed: RoutingVerdict | None = None  # the Routed condition's verdict
 
 
 # -------------------------------------------------------------------------------------- memory
