@@ -89,10 +89,10 @@ async def _pod_changed(memo: Any, namespace: str | None, labels: Mapping[str, st
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED)
 @kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED)
-async def _routing_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def _routing_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     owner = labels.get(render.LABEL_FACTORY)
     if owner:
-        _runtime().wake(namespace, owner)
+        _wake(memo, namespace or "default", owner)
 
 
 def _interval_seconds(body: Any) -> float:
