@@ -89,9 +89,13 @@ def capacities(spec: api.TokenFactorySpec, ready: Mapping[str, int], learned: Ma
     return out
 
 
-def learned_capacities(planner_state: Any) -> dict[str, float]:
-    """Per-replica capacity the planner has learned, by pool (``planner.PlannerState``; None -> nothing learned)."""
-    return {c.pool: float(c.estimate) for c in getattr(planner_state, "capacity", None) or ()}
+def learned_capacities(planner_state: Any, pools: Iterable[api.ResolvedPool] | None = None) -> dict[str, float]:
+    """Per-replica capacity the planner has learned, by pool (``planner.PlannerState``; None -> nothing learned).
+    Given the resolved ``pools``, an estimate learned against another profile than the pool's current one (the
+    spec's throughput changed since) is left out, as the planner itself does."""
+    profiles = {rp.name: rp.tokens_per_second_per_replica for rp in pools} if pools is not None else None
+    return {c.pool: float(c.estimate) for c in getattr(planner_state, "capacity", None) or ()
+            if profiles is None or profiles.get(c.pool) == c.profile}
 
 
 def _tok(x: float) -> str:

@@ -94,6 +94,18 @@ def test_learned_capacity_wins_over_the_profile(two_pool_example):
     assert caps["h200"].ready_replicas == 2
 
 
+def test_learned_capacities_come_from_the_planner_state_for_the_current_profile(two_pool_example):
+    from tokenfactory import planner
+
+    pools = spec_with(two_pool_example).resolve_pools()  # gb300 profile 24,000, h200 720 tok/s per replica
+    state = planner.PlannerState(capacity=(
+        planner.CapacityState(pool="gb300", profile=24_000.0, estimate=20_000.0),
+        planner.CapacityState(pool="h200", profile=999.0, estimate=650.0)))  # learned against an older profile
+    assert routing.learned_capacities(state, pools) == {"gb300": 20_000.0}
+    assert routing.learned_capacities(state) == {"gb300": 20_000.0, "h200": 650.0}
+    assert routing.learned_capacities(None, pools) == {}
+
+
 # ------------------------------------------------------------------------------------ plans
 
 

@@ -66,7 +66,7 @@ class Reconciler:
                 events += a.events + outcome.events
 
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children,
-                                    outcome.capacities or routing.learned_capacities(outcome.state))
+                                    outcome.capacities or routing.learned_capacities(outcome.state, c.pools))
         events += act.events
 
         if a is not None:
