@@ -367,3 +367,33 @@ async def test_service_mode_needs_no_gateway_api(two_pool_example):
     assert ("Service", "llm", "deepseek-r1") in kube.objects
     assert kube.statuses[("llm", "deepseek-r1")]["routing"] == {"mode": "Service", "objects": ["Service/deepseek-r1"],
                                                                  "weights": "even"}
+
+
+async def test_weights_use_learned_capacity_and_hold_between_measurements(two_pool_example):
+    from test_measure import NAME, NS, Rig
+
+    rig = Rig(two_pool_example)
+    rig.obj["spec"]["routing"] = {"mode": "HTTPRoute", "gateway": GATEWAY}
+    rig.obj["spec"]["scaling"]["mode"] = "Recommend"  # plans (and learns capacity) without changing replicas
+    await rig.step()  # creates the pools
+    # gb300 saturated (a queue builds) at 12,000 tok/s: half its 24,000 profile; h200 healthy
+    for _ in range(4):
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=12_000.0, requests_waiting=300.0,
+                          requests_running=256.0, requests_per_second=24.0, kv_cache_usage=0.99)
+        rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=300.0, requests_per_second=0.6,
+                          kv_cache_usage=0.2)
+        await rig.step()
+
+    def weights():
+        route = rig.kube.objects[("HTTPRoute", NS, NAME)]
+        return [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+
+    learned = routing.learned_capacities(rig.memory.planner_state)
+    assert learned["gb300"] < 24_000.0  # learned below the profile
+    measured = weights()
+    assert measured != [971, 29]  # not the profile split
+    w_gb = round(learned["gb300"] / (learned["gb300"] + learned["h200"]) * 1000)
+    assert abs(measured[0] - w_gb) <= 1
+    # a pass that does not measure (a watch event) keeps the same weights: no flapping back to the profile
+    await rig.rec.reconcile(rig.live(), rig.memory, rig.now, measure=False)
+    assert weights() == measured
