@@ -68,6 +68,7 @@ class Reconciler:
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children,
                                     outcome.capacities or routing.learned_capacities(outcome.state, c.pools))
         events += act.events
+        events += status.creation_events(act)
 
         if a is not None:
             memory.measurement = status.measurement(c, a, outcome)
