@@ -498,12 +498,12 @@ class MetricsSpec(Model):
 class GatewayRef(Model):
     """The Gateway API Gateway the HTTPRoute attaches to (its parentRefs entry)."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """Name of the Gateway."""
     namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
     """Namespace of the Gateway. Defaults to the TokenFactory's namespace (a Gateway elsewhere must allow routes from
     this namespace in its listeners' allowedRoutes)."""
-    section_name: str | None = Field(default=None, min_length=1, max_length=253)
+    section_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """Listener of the Gateway to attach to (parentRefs sectionName). Leave unset to attach to every listener that
     allows the route."""
 
@@ -512,7 +512,7 @@ class EndpointPickerRef(Model):
     """The endpoint picker (EPP, e.g. the llm-d router) an InferencePool hands its routing decisions to. The
     operator does not run it."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_1035)
     """Name of the endpoint picker's Service, in the TokenFactory's namespace."""
     port: int = Field(default=9002, ge=1, le=65535)
     """Port of the endpoint picker's ext-proc gRPC service."""

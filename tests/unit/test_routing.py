@@ -167,6 +167,10 @@ def test_inferencepool_mode_selects_every_pool(two_pool_example):
     ({"mode": "InferencePool"}, "routing.endpointPicker"),
     ({"mode": "Ingress"}, "spec.routing.mode"),
     ({"mode": "HTTPRoute", "gateway": {"name": "gw"}, "hostnames": ["Not_A_Host"]}, "spec.routing.hostnames[0]"),
+    ({"mode": "HTTPRoute", "gateway": {"name": "gw; rm -rf /"}}, "spec.routing.gateway.name"),
+    ({"mode": "HTTPRoute", "gateway": {"name": "gw", "sectionName": "HTTP Listener"}}, "spec.routing.gateway.sectionName"),
+    ({"mode": "InferencePool", "endpointPicker": {"name": "9epp"}}, "spec.routing.endpointPicker.name"),
+    ({"mode": "InferencePool", "endpointPicker": {"name": "epp", "port": 70000}}, "spec.routing.endpointPicker.port"),
 ])
 def test_bad_routing_is_refused_with_the_field(two_pool_example, routing_spec, field):
     doc = copy.deepcopy(two_pool_example["spec"])
