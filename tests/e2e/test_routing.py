@@ -219,7 +219,8 @@ def test_routing_fields_are_validated_by_the_apiserver(kubectl, namespace, crd):
     assert "HTTPRoute" in out and "InferencePool" in out and "gateway" in out
     for routing_spec, expected in [({"mode": "HTTPRoute"}, "routing.mode HTTPRoute needs routing.gateway"),
                                    ({"mode": "InferencePool"}, "routing.mode InferencePool needs routing.endpointPicker"),
-                                   ({"mode": "Ingress"}, "spec.routing.mode")]:
+                                   ({"mode": "Ingress"}, "spec.routing.mode"),
+                                   ({"mode": "HTTPRoute", "gateway": {"name": "gw; rm -rf /"}}, "spec.routing.gateway.name")]:
         doc = copy.deepcopy(factory_doc())
         doc["metadata"]["name"] = "bad"
         doc["spec"]["routing"] = routing_spec
