@@ -521,7 +521,7 @@ class EndpointPickerRef(Model):
     any pod of the pool."""
 
 
-_ROUTING_RULES = [
+_ROUTING_RULES: list[Any] = [
     cel("!has(self.mode) || self.mode != 'HTTPRoute' || has(self.gateway)", "routing.mode HTTPRoute needs routing.gateway (the Gateway to attach to)",
         ".gateway"),
     cel("!has(self.mode) || self.mode != 'InferencePool' || has(self.endpointPicker)",

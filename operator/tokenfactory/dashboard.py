@@ -205,9 +205,9 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
                         "generated), stacked to 100%. With spec.routing.mode HTTPRoute it follows the route's weights "
                         "(status.routing.weights, out of 1000: ready replicas x capacity) while no pool is saturated; "
                         "with one Service every replica gets the same share whatever it can carry.", "percentunit", [
-                            ("sum by (namespace, factory, pool) (tokenfactory_pool_tokens_per_second{%s})\n"
+                            (f"sum by (namespace, factory, pool) (tokenfactory_pool_tokens_per_second{{{P}}})\n"
                              "  / on (namespace, factory) group_left\n"
-                             "sum by (namespace, factory) (tokenfactory_pool_tokens_per_second{%s})" % (P, P),
+                             f"sum by (namespace, factory) (tokenfactory_pool_tokens_per_second{{{P}}})",
                              "{{factory}}/{{pool}}"),
                         ], stack=True, decimals=1), 24, 8),
         ]),

@@ -130,10 +130,11 @@ def _not_served(kind: str, err: Exception) -> Exception:
     Status saying it "could not find the requested resource"."""
     if kind not in ROUTE_KINDS:
         return err
-    status = getattr(err, "status", None)
-    if getattr(status, "code", None) == 404 and "could not find the requested resource" in (getattr(status, "message", "") or ""):
-        return KindNotServed(kind, status.message)
-    response = getattr(err, "response", None)
+    status: Any = getattr(err, "status", None)
+    message = str(getattr(status, "message", "") or "")
+    if getattr(status, "code", None) == 404 and "could not find the requested resource" in message:
+        return KindNotServed(kind, message)
+    response: Any = getattr(err, "response", None)
     if status is None and getattr(response, "status_code", None) == 404:
         return KindNotServed(kind, f"{response.request.method} {response.request.url.path}: 404")
     return err
