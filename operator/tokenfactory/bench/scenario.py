@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenfactory import api, planner
+from tokenfactory import api, planner, routing
 from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
 from tokenfactory.pipeline.inputs import planner_config as operator_planner_config
 from tokenfactory.pipeline.inputs import planner_inputs as operator_planner_inputs
@@ -103,28 +103,10 @@ def planner_inputs(setup: Setup, current: dict[str, int], ready: dict[str, int],
 
 
 # ============================================================================================
-# HTTPRoute weights as the operator sets them (issue 12): each pool's ready replicas x capacity per
-# replica, as integers out of 1,000 (largest remainder; a serving pool keeps at least 1; no ready
-# replica: 0). Mirrors tokenfactory.routing.weights until that lands on main; then this becomes a
-# one-line call to it.
+# HTTPRoute weights as the operator sets them (tokenfactory.routing.weights): each pool's ready replicas x
+# capacity per replica (here the profile's; the operator uses the planner's learned figure once it has one).
 # ============================================================================================
 
-WEIGHT_TOTAL = 1000
 
-
-def route_weights(setup: Setup, ready: dict[str, int], total: int = WEIGHT_TOTAL) -> dict[str, int]:
-    raw = {p.name: max(0, ready.get(p.name, 0)) * max(0.0, p.capacity) for p in setup.profiles}
-    s = sum(raw.values())
-    if s <= 0:
-        return {n: 0 for n in raw}
-    exact = {n: v / s * total for n, v in raw.items()}
-    out = {n: int(e) for n, e in exact.items()}
-    left = total - sum(out.values())
-    for n in sorted(raw, key=lambda n: -(exact[n] - out[n]))[:left]:
-        out[n] += 1
-    for n in raw:
-        if raw[n] > 0 and out[n] == 0:
-            top = max(out, key=lambda k: out[k])
-            out[top] -= 1
-            out[n] = 1
-    return out
+def route_weights(setup: Setup, ready: dict[str, int]) -> dict[str, int]:
+    return routing.weights([routing.PoolCapacity(p.name, ready.get(p.name, 0), p.capacity) for p in setup.profiles])
