@@ -14,7 +14,7 @@ from tokenfactory.bench import capacity, cli, driver, scoring
 from tokenfactory.bench.policies import Oracle, StaticPeak
 from tokenfactory.bench.run import Run, routing_modes
 from tokenfactory.bench.scenario import load_setup
-from tokenfactory.bench.traces import Case
+from tokenfactory.bench.traces import Case, builtin_cases, load_scale, peak, scaled
 from tokenfactory.sim.traces import parse_trace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,29 @@ def test_setup_is_the_example(setup):
     assert sum(p.capacity * p.max_replicas for p in setup.profiles) == pytest.approx(65_280.0)
     assert setup.interval == 30.0
     assert all(p.startup_seconds == 120.0 for p in setup.profiles)
+    # the standard scenario is the factory as it should be deployed: capacity-weighted HTTPRoute
+    assert setup.routing == "HTTPRoute"
+    assert load_setup(ROOT / "deploy/examples/deepseek-r1-h200-gb300.yaml").routing == "Service"
+
+
+def test_load_rule_scales_every_standard_trace_to_the_same_share_of_what_the_factory_carries(setup):
+    caps = {"gb300": 22_000.0, "h200": 480.0}
+    # HTTPRoute at maxReplicas (2 x 24,000 + 24 x 720 by weight): H200's 480/720 limits
+    carries = 65_280 * 480 / 720
+    for case in builtin_cases(quick=True):
+        if case.is_file:
+            continue
+        scale, rule = load_scale(setup, case, caps, "HTTPRoute", 0.9)
+        assert rule["factory_slo_capacity_tokens_per_second"] == pytest.approx(carries)
+        assert rule["factory_max_mix"] == {"gb300": 2, "h200": 24}
+        before, after = case.build(), scaled(case, scale).build()
+        assert peak(after, case.duration, setup.dt) == pytest.approx(0.9 * carries, rel=1e-3), case.name
+        for t in (0.0, 3600.0, 7200.0):  # the shape is kept: every rate x the same scale
+            assert after(t).output_tokens_per_second == pytest.approx(scale * before(t).output_tokens_per_second)
+    # under one Service each pod gets the same share: 26 pods x the smallest per-replica figure
+    diurnal = builtin_cases(quick=True)[0]
+    _, rule = load_scale(setup, diurnal, caps, "Service", 0.9)
+    assert rule["factory_slo_capacity_tokens_per_second"] == pytest.approx(26 * 480.0)
 
 
 def test_every_policy_reports_every_field(short_run, setup):

@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from tokenfactory.bench.driver import HPA_SINGLE_POOL_TARGETS, HPA_TARGETS, KEDA_TARGETS, hpa_variants, run_all
+from tokenfactory.bench.driver import (HPA_SINGLE_POOL_TARGETS, HPA_TARGETS, KEDA_TARGETS, hpa_variants,
+                                       measure_capacities, run_all)
 from tokenfactory.bench.report import plot, table, targets_text
 from tokenfactory.bench.run import routing_modes
 from tokenfactory.bench.scenario import EXAMPLE, load_setup
 from tokenfactory.bench.scoring import SLO_TARGET, targets
-from tokenfactory.bench.traces import AZURE, TRACES, auto_rate_scale, build, builtin_cases, peak, user_case
+from tokenfactory.bench.traces import (AZURE, PEAK_LOAD, TRACES, build, builtin_cases, load_scale, peak, scaled,
+                                       user_case)
 
 DESCRIPTION = """Benchmark of autoscaling policies on the fast-forwarded fleet simulator.
 
@@ -41,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
                          "output_length); repeatable; added to the set")
     ap.add_argument("--rate-scale", type=float, default=None, metavar="X",
                     help="replay X times the requests per second of every trace file (same size distribution); "
-                         "default: 1 for --trace files, and for the standard azure_code trace the scale at which its "
-                         "busiest minute asks what the GB300 pool carries within the objectives at maxReplicas "
-                         "(measured on the simulator with the trace's request sizes)")
+                         "default: 1 for --trace files; the standard azure_code trace follows the load rule "
+                         "(--peak-load) unless this is given")
+    ap.add_argument("--peak-load", type=float, default=PEAK_LOAD, metavar="F",
+                    help="the load rule for the standard traces: each is rate-scaled so that its peak (highest rate; "
+                         "a request trace: busiest minute) asks F x the factory's maximum SLO capacity (the most any "
+                         "mix within min/maxReplicas carries within the objectives under the routing, from the "
+                         f"per-replica SLO capacities measured on the simulator); default {PEAK_LOAD:g}")
     ap.add_argument("--traces", default="all",
                     help="standard traces to run: all, none, or a comma list of "
                          + ",".join([t[0] for t in TRACES] + [AZURE[0]]))
-    ap.add_argument("--example", default=str(EXAMPLE), help="TokenFactory YAML (default: the DeepSeek-R1 example)")
+    ap.add_argument("--example", default=str(EXAMPLE),
+                    help="TokenFactory YAML (default: deploy/examples/deepseek-r1-httproute.yaml, GB300 + H200 "
+                         "behind a capacity-weighted HTTPRoute)")
     ap.add_argument("--startup-seconds", type=float, default=None,
                     help="override every pool's start-up delay (default: the GPU sheet's, 300 s)")
     ap.add_argument("--headroom", type=float, default=None,
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--workers must be >= 1")
     if args.rate_scale is not None and not (args.rate_scale > 0 and math.isfinite(args.rate_scale)):
         ap.error(f"--rate-scale must be a number > 0, got {args.rate_scale}")
+    if not (args.peak_load > 0 and math.isfinite(args.peak_load)):
+        ap.error(f"--peak-load must be a number > 0, got {args.peak_load}")
 
     t_start = time.perf_counter()
     try:
@@ -82,11 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     bad = [w for w in want if w not in known]
     if bad:
         ap.error(f"--traces: unknown trace(s) {bad}; known: {', '.join(known)}, or all / none")
-    azure_scale, azure_why = args.rate_scale, "--rate-scale"
-    if azure_scale is None and AZURE[0] in want:
-        azure_scale, azure_why = auto_rate_scale(setup, AZURE[1])
-        print(f"# {AZURE[0]}: rate scale {azure_scale:g}: {azure_why}", file=sys.stderr)
-    chosen = [c for c in builtin_cases(args.quick, args.seed, azure_scale or 1.0) if c.name in want]
+    # The standard traces, unscaled; their per-replica SLO capacities measured first; then the load rule
+    # (one for all: peak = --peak-load x the factory's maximum SLO capacity under the routing).
+    std = [c for c in builtin_cases(args.quick, args.seed) if c.name in want]
+    capacities = measure_capacities(setup, std, args.workers) if std else {}
+    chosen, rules = [], {}
+    for case in std:
+        if case.is_file and args.rate_scale is not None:
+            chosen.append(scaled(case, args.rate_scale))
+            rules[case.name] = {"rate_scale_why": "--rate-scale"}
+            continue
+        scale, rule = load_scale(setup, case, capacities[case.name], routing, args.peak_load)
+        chosen.append(scaled(case, scale))
+        rules[case.name] = rule
+        print(f"# {case.name}: rate scale {scale:g}: {rule['rate_scale_why']}", file=sys.stderr)
     try:
         chosen += [user_case(p, args.rate_scale or 1.0) for p in args.trace]
     except (OSError, ValueError) as err:
@@ -103,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "objectives": {"ttft_p95_seconds": setup.objectives.ttft_p95_seconds,
                        "itl_p95_seconds": setup.objectives.itl_p95_seconds},
         "slo_target": SLO_TARGET,
+        "load_rule": (f"every standard trace is rate-scaled (shape kept) so that its peak (a rate trace: its highest "
+                      f"rate; a request trace: its busiest minute of output tokens) asks {args.peak_load:g} x the "
+                      f"factory's maximum SLO capacity: the most output tok/s any mix within min/maxReplicas, budget "
+                      f"and power carries within the objectives under the routing ({routing}), from the per-replica "
+                      f"SLO capacities measured on the simulator with the trace's request sizes"
+                      + ("; --rate-scale overrides it for the trace files" if args.rate_scale is not None else "")),
+        "peak_load": args.peak_load,
         "pools": {rp.name: {"gpu_type": rp.gpu_type, "replica_tokens_per_second": rp.tokens_per_second_per_replica,
                             "replica_dollars_per_hour": rp.price_per_replica_hour,
                             "min_replicas": rp.min_replicas, "max_replicas": rp.max_replicas,
@@ -121,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         if done[0] % 10 == 0:
             print(f"# {done[0]} runs done, {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
 
-    outcome = run_all(setup, chosen, routing=routing, workers=args.workers, plot=bool(args.plot), progress=progress)
+    outcome = run_all(setup, chosen, routing=routing, workers=args.workers, plot=bool(args.plot), progress=progress,
+                      capacities=capacities)
     for case in chosen:
         trace = build(case)
         results = outcome.results[case.name]
         report["traces"][case.name] = results
         report["metadata"]["traces"][case.name] = {
             "spec": case.desc, "duration_seconds": case.duration, "rate_scale": case.rate_scale,
-            **({"rate_scale_why": azure_why} if case.name == AZURE[0] else {}),
+            **rules.get(case.name, {}),
             "peak_tokens_per_second": peak(trace, case.duration, setup.dt)}
         report["metadata"]["slo_capacity_tokens_per_second"][case.name] = outcome.capacities.get(case.name)
         if args.plot:

@@ -14,7 +14,9 @@ from tokenfactory.pipeline.inputs import planner_config as operator_planner_conf
 from tokenfactory.pipeline.inputs import planner_inputs as operator_planner_inputs
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: operator/tokenfactory/bench/scenario.py
-EXAMPLE = ROOT / "deploy/examples/deepseek-r1-h200-gb300.yaml"
+# The standard scenario: the factory as it should be deployed (GB300 + H200 behind a capacity-weighted HTTPRoute,
+# routing.mode HTTPRoute; one Service over both pools would split requests evenly and drown H200).
+EXAMPLE = ROOT / "deploy/examples/deepseek-r1-httproute.yaml"
 NAMESPACE = "bench"
 
 
@@ -62,7 +64,7 @@ def load_setup(path: Path = EXAMPLE, startup_seconds: float | None = None, dt: f
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--example: no TokenFactory YAML at {path} (the default is the checkout's "
-                                f"deploy/examples/deepseek-r1-h200-gb300.yaml; pass --example FILE)")
+                                f"deploy/examples/deepseek-r1-httproute.yaml; pass --example FILE)")
     doc = yaml.safe_load(path.read_text())
     if headroom is not None:
         doc["spec"]["scaling"]["headroom"] = headroom

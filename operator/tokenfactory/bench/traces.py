@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,9 @@ from tokenfactory.sim.traces import AZURE_CODE_TRACE, RequestTrace, TimeScaled, 
 DAY = 86400.0
 
 # Built-in traces: (name, spec in the simulator's --trace syntax, seconds, quick time-compression).
-# Each crosses the GB300 boundary (2 x 24,000 tok/s): peaks 56-60K tok/s, troughs a few thousand.
+# The specs give the shapes (peaks 58-60K tok/s, troughs a few thousand); the benchmark plays each at the rate
+# scale of the load rule (:func:`load_scale`): its peak = PEAK_LOAD x what the factory carries within the
+# objectives at maxReplicas under the scenario's routing.
 # --quick plays diurnal/step/ramp 6x faster over 4 h; bursty keeps its burst lengths, over 4 h.
 TRACES = (
     ("diurnal", "diurnal:32k,28k", DAY, 6.0),  # 4K at 02:00 .. 60K at 14:00
@@ -25,9 +27,13 @@ QUICK_SECONDS = 4 * 3600.0
 
 # The real one: Azure LLM inference trace 2023, code service (8,819 requests in 57 min, 2,048 prompt / 28
 # output tokens on average: prefill-heavy; CC-BY 4.0, see tokenfactory/sim/data/README.md), replayed
-# as given, rate-scaled to load the example factory (same span in --quick).
+# as given, rate-scaled by the same load rule (same span in --quick).
 AZURE = ("azure_code", AZURE_CODE_TRACE)
-AZURE_PEAK_LOAD = 1.0  # auto rate scale: its busiest minute asks what the cheapest pool's maxReplicas carry within SLO
+# The load rule, one for every standard trace: each is rate-scaled so that its peak (a rate trace: its highest
+# rate; a request trace: its busiest minute of output tokens) asks PEAK_LOAD x the factory's maximum SLO capacity
+# (the most any mix within min/maxReplicas, budget and power carries within the objectives under the scenario's
+# routing, from the per-replica SLO capacities measured on the simulator with the trace's request sizes).
+PEAK_LOAD = 0.9
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,8 @@ def interval_demands(trace: Trace, duration: float, interval: float, dt: float) 
 
 
 def builtin_cases(quick: bool, seed: int = 0, azure_rate_scale: float | None = None) -> list[Case]:
-    """The standard set; ``azure_rate_scale`` None = :func:`auto_rate_scale` (needs the setup: the
-    caller fills it in with :func:`with_rate_scale`)."""
+    """The standard set, unscaled (the Azure trace at ``azure_rate_scale``, default 1); the caller applies the
+    load rule with :func:`load_scale` and :func:`scaled`."""
     out = []
     for name, spec, secs, scale in TRACES:
         if quick:
@@ -108,26 +114,50 @@ def file_case(path: str, name: str | None = None, rate_scale: float = 1.0, seed:
     return Case(name or Path(path).stem, path, max(span, 30.0), desc, seed, 1.0, rate_scale)
 
 
+def scaled(case: Case, scale: float) -> Case:
+    """``case`` at ``scale`` x its rate (a trace file: x its requests/s, same size distribution)."""
+    if case.is_file:
+        return file_case(case.spec, case.name, rate_scale=scale, seed=case.seed)
+    return replace(case, rate_scale=scale, desc=f"{case.desc}, x{scale:g} rate")
+
+
 def user_case(path: str, rate_scale: float = 1.0) -> Case:
     return file_case(path, rate_scale=rate_scale)
 
 
-def auto_rate_scale(setup, path: str, load: float = AZURE_PEAK_LOAD) -> tuple[float, str]:
-    """The rate scale at which the trace's busiest minute asks ``load`` x what the cheapest pool per token
-    carries within the objectives at its maxReplicas (its per-replica SLO capacity measured on the
-    simulator with the trace's own request sizes, :func:`tokenfactory.bench.capacity.slo_capacity`):
-    it reaches that pool's limit like the synthetic traces reach GB300's. Returns (scale, why)."""
-    from tokenfactory.bench.capacity import slo_capacity
+def trace_peak(case: Case, dt: float) -> tuple[float, str]:
+    """The peak the load rule scales: (output tok/s, what it is) for ``case`` as built (with its rate scale)."""
+    tr = build(case)
+    if isinstance(tr, RequestTrace):
+        minute = float(np.bincount((tr.times // 60).astype(np.int64), weights=tr.output).max() / 60.0)
+        return minute, "busiest minute"
+    return peak(tr, case.duration, dt), "highest rate"
 
-    tr = parse_trace(path)
-    assert isinstance(tr, RequestTrace), path
-    cheapest = min(setup.profiles, key=lambda p: p.price_per_replica_hour / p.capacity if p.capacity else math.inf)
-    cap = slo_capacity(setup, cheapest.name, tr)
-    minute = float(np.bincount((tr.times // 60).astype(np.int64), weights=tr.output).max() / 60.0)
-    scale = round(load * cheapest.max_replicas * cap / minute, 1)
-    why = (f"busiest minute {minute:,.0f} output tok/s x {scale:g} = {load:g} x {cheapest.max_replicas} {cheapest.name} "
-           f"replicas x {cap:,.0f} tok/s (per-replica SLO capacity for this trace's requests)")
-    return scale, why
+
+def factory_slo_capacity(setup, caps: dict[str, float], routing: str) -> tuple[float, dict[str, int]]:
+    """The most output tok/s any allowed mix (min..maxReplicas, budget, power) carries within the objectives
+    under ``routing``, from the per-replica SLO capacities ``caps``: (tok/s, that mix)."""
+    from tokenfactory.bench.capacity import mix_options
+
+    best = max(mix_options(setup, caps, routing), key=lambda m: (m.carries, -m.dollars_per_hour))
+    return best.carries, best.mix
+
+
+def load_scale(setup, case: Case, caps: dict[str, float], routing: str,
+               load: float = PEAK_LOAD) -> tuple[float, dict]:
+    """The load rule: the rate scale at which ``case`` (built unscaled) peaks at ``load`` x the factory's
+    maximum SLO capacity under ``routing``. Returns (scale, the figures behind it, for the JSON)."""
+    assert case.rate_scale == 1.0, case
+    carries, mix = factory_slo_capacity(setup, caps, routing)
+    top, what = trace_peak(case, setup.dt)
+    scale = float(f"{load * carries / top:.4g}")
+    mix_s = " + ".join(f"{n} {p}" for p, n in mix.items())
+    why = (f"{what} {top:,.0f} output tok/s x {scale:g} = {load:g} x {carries:,.0f} tok/s, what {mix_s} carry "
+           f"within the objectives under {routing} (per-replica SLO capacity "
+           + ", ".join(f"{p} {c:,.0f}" for p, c in caps.items()) + " tok/s for this trace's requests)")
+    return scale, {"load": load, "unscaled_peak_tokens_per_second": top, "peak_is": what,
+                   "factory_slo_capacity_tokens_per_second": carries, "factory_max_mix": mix,
+                   "rate_scale_why": why}
 
 
 def sampled_sizes(template: Trace, rate: float, seconds: float, seed: int = 0) -> Trace:
