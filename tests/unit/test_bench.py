@@ -82,8 +82,10 @@ def test_every_policy_reports_every_field(short_run, setup):
         assert r["intervals"] == 120, name  # 3600 s / 30 s
         assert r["tokens_delivered"] > 0 and r["cost_per_mtok"] == pytest.approx(
             r["cost_dollars"] / (r["tokens_delivered"] / 1e6)), name
-        # nothing is delivered that was not asked for (every run starts with empty queues)
-        assert r["tokens_delivered"] <= r["tokens_demanded"] * (1 + 1e-9), name
+        # nothing is delivered that was not asked for (every run starts with empty queues); the requests are
+        # Poisson arrivals around the trace's rate (500 output tokens each), so allow 5 sigma of arrival noise
+        asked = r["tokens_demanded"]
+        assert r["tokens_delivered"] <= asked + 5 * math.sqrt(asked / 500) * 500, name
         assert r["tokens_dropped"] >= 0 and r["tokens_late"] >= 0, name
         assert r["routing"] == (name.split("@")[1] if "@" in name else setup.routing)
     for name in ("tokenfactory", "oracle", "hpa"):
