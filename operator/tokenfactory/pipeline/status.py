@@ -77,14 +77,17 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
             unschedulable.append(f"pool {p.name}: {len(stuck)} pod(s) cannot be scheduled: {stuck[0]}")
     total_ready = sum(p.ready_replicas for p in pools)
     total_desired = sum(p.desired_replicas for p in pools)
-    if act.errors:
+    if act.conflicts:
+        degraded = condition("Degraded", True, "NameConflict", "; ".join(act.conflicts), gen, prev, now)
+    elif act.errors:
         degraded = condition("Degraded", True, "ApplyFailed", "; ".join(act.errors), gen, prev, now)
     elif unschedulable:
         degraded = condition("Degraded", True, "Unschedulable", "; ".join(unschedulable), gen, prev, now)
     else:
         degraded = condition("Degraded", False, "AsExpected", "all children applied", gen, prev, now)
-    if not_ready or act.errors:
-        ready = condition("Ready", False, "PoolsNotReady", ", ".join(not_ready) or "apply failed", gen, prev, now)
+    if not_ready or act.errors or act.conflicts:
+        ready = condition("Ready", False, "PoolsNotReady",
+                          ", ".join(not_ready) or ("name conflict" if act.conflicts else "apply failed"), gen, prev, now)
     else:
         ready = condition("Ready", True, "AllPoolsReady", f"{total_ready}/{total_desired} replicas ready", gen, prev, now)
     if rolling:
