@@ -81,6 +81,17 @@ No secrets, no configmaps.
   verbs: ["create", "patch"]
 {{- end -}}
 
+{{/* Leader election: one Lease, by name (create needs no name: RBAC cannot restrict create by name). */}}
+{{- define "tokenfactory.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
+{{- end -}}
+
 {{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}
 {{- define "tokenfactory.observeRules" -}}
 {{- if .Values.rbac.readCustomResourceDefinitions }}
