@@ -190,7 +190,12 @@ def main() -> int:
     client = Client(config=KubeConfig.from_file(kubeconfig))
     create_namespaced_resource("tokenfactory.dev", "v1alpha1", "TokenFactory", "tokenfactories")
     try:
-        time.sleep(5)  # the operator takes its Lease and syncs its caches
+        deadline = time.monotonic() + 120  # the operator takes its Lease (an old holder's may first expire)
+        while "became leader" not in (tmp / "operator.log").read_text(errors="replace"):
+            if op.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the operator did not take the Lease; log: {tmp / 'operator.log'}")
+            time.sleep(0.2)
+        time.sleep(1)  # its watches list
         created: dict[tuple[str, str], float] = {}
         t_apply = time.monotonic()
         for i in range(args.factories):

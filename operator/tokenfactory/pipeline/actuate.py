@@ -16,6 +16,7 @@ Writes happen only when needed (no writes at steady state):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -113,13 +114,18 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
     conflicts: list[str] = []
     events: list[Event] = []
     writes = 0
-    for manifest in render.render(owner, spec, replicas):
+    manifests = render.render(owner, spec, replicas)
+    # the children are independent: their writes (if any) go out together, one round trip per pass
+    results = await asyncio.gather(*(_write(kube, cache, ref, m, applied) for m in manifests),  # type: ignore[arg-type]
+                                   return_exceptions=True)
+    for manifest, result in zip(manifests, results):
         kind, child = manifest["kind"], manifest["metadata"]["name"]
-        try:
-            live, conflict, wrote = await _write(kube, cache, ref, manifest, applied)  # type: ignore[arg-type]
-        except Exception as err:  # noqa: BLE001 - reported in status, retried next pass
-            errors.append(f"{kind} {child}: {err}")
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            errors.append(f"{kind} {child}: {result}")  # reported in status, retried next pass
             continue
+        live, conflict, wrote = result
         writes += wrote
         if conflict is not None:
             conflicts.append(conflict)

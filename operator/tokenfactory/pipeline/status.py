@@ -5,6 +5,7 @@ series (``ports.MetricsExporter``), and the Events.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -142,10 +143,9 @@ async def write(kube: KubeClient, memory: FactoryMemory, ref: FactoryRef, status
                 events: list[Event]) -> None:
     """Emit the Events (a Warning identical to one of the last pass is not repeated) and merge-patch the
     status when it changed; fields written before and now absent are removed (merge-patch null)."""
-    for e in events:
-        if e.type == "Warning" and (e.reason, e.message) in memory.last_event_keys:
-            continue  # the same warning again: it is in status already, do not spam Events
-        await kube.emit_event(ref.involved, e.type, e.reason, e.message)
+    # the same warning again is in status already: no Event (no spam); the others go out together
+    await asyncio.gather(*(kube.emit_event(ref.involved, e.type, e.reason, e.message) for e in events
+                           if not (e.type == "Warning" and (e.reason, e.message) in memory.last_event_keys)))
     memory.last_event_keys = {(e.reason, e.message) for e in events if e.type == "Warning"}
     body = to_patch_body(status)
     if _same(ref.old_status, body):
