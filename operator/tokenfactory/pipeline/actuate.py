@@ -81,7 +81,8 @@ async def _write(kube: KubeClient, cache: ChildCache, ref: FactoryRef, manifest:
     """(live object after this step, conflict message or None, whether a write happened)."""
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     key = (kind, name)
-    live = cache.cached(kind, ref.namespace, name)
+    lookup = getattr(cache, "cached", None)  # a KubeClient without a cache: every pass asks the apiserver
+    live = lookup(kind, ref.namespace, name) if lookup is not None else None
     if live is None:
         try:
             created = await kube.create(manifest)
