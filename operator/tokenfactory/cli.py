@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import tokenfactory
+from tokenfactory.clitools import EXIT_STATUS_HELP
 
 # Modules that expose ``register(subparsers) -> None``. Each adds its own sub-commands and sets
 # ``func`` (a callable taking the parsed args and returning an exit code) on its parsers.
@@ -23,6 +24,7 @@ COMMAND_MODULES = [
     "tokenfactory.commands",
     "tokenfactory.localcluster.cli",
     "tokenfactory.cost_cli",
+    "tokenfactory.plan_cli",
     "tokenfactory.sim.cli",
     "tokenfactory.dashboard_cli",
     "tokenfactory.demo",
@@ -36,6 +38,7 @@ COMMAND_OWNERS = {
     "validate": "tokenfactory.commands",
     "cluster": "tokenfactory.localcluster.cli",
     "cost": "tokenfactory.cost_cli",
+    "plan": "tokenfactory.plan_cli",
     "sim": "tokenfactory.sim.cli",
     "dashboard": "tokenfactory.dashboard_cli",
     "alerts": "tokenfactory.dashboard_cli",
@@ -47,10 +50,12 @@ EXTRAS = {
     "cryptography": "cluster",
     "rich": "demo",
     "matplotlib": "demo",
+    "numpy": "sim",
 }
 # Tooling commands -> the extra they need (checked before the command starts anything).
 COMMAND_EXTRAS = {
     "cluster": "cluster",
+    "sim": "sim",
     "demo": "demo",
 }
 
@@ -96,6 +101,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "TokenFactory: serve an LLM with vLLM across GPU node pools and know, live, what a "
             "million tokens costs on each pool and on the whole fleet."
         ),
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tokenfactory {tokenfactory.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -38,7 +38,7 @@ def test_headless_demo_runs_reports_and_cleans_up(cluster, kubectl, namespace, t
     env = {**os.environ, "TOKENFACTORY_CLUSTER_DIR": str(cluster.state_dir)}
     t0 = time.monotonic()
     res = subprocess.run(
-        [sys.executable, "-m", "tokenfactory.cli", "demo", "--headless", "--duration", "60", "--output", str(out),
+        [sys.executable, "-m", "tokenfactory.cli", "demo", "--headless", "--duration", "60", "--output-dir", str(out),
          "--namespace", namespace],
         capture_output=True, text=True, env=env, timeout=420,
     )

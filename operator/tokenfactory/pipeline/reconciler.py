@@ -69,6 +69,7 @@ class Reconciler:
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children, cache=self.cache,
                                     applied=memory.applied)
         events += act.events
+        events += status.creation_events(act)
 
         if a is not None:
             memory.measurement = status.measurement(c, a, outcome)

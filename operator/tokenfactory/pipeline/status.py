@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, childhealth, gpusheet, render
 from tokenfactory.exporter import FactoryFigures, Objectives
 from tokenfactory.pipeline.assess import tidy
 from tokenfactory.pipeline.model import (
@@ -52,6 +52,31 @@ def pending(c: Collected) -> api.Condition:
                      c.ref.generation, c.ref.previous_conditions, c.now)
 
 
+def creation_report(act: Actuation) -> childhealth.Report | None:
+    """Pods the apiserver refuses to create for the children (Pod Security, quota, ...): ReplicaFailure
+    conditions on the Deployments, as ``childhealth`` reads them."""
+    deployments = [obs.deployment for obs in act.children.values() if obs.deployment is not None]
+    return childhealth.report(childhealth.creation_failures(deployments))
+
+
+def creation_events(act: Actuation) -> list[Event]:
+    """One Warning per Deployment whose pods cannot be created (repeats are dropped by ``write``)."""
+    failed = creation_report(act)
+    return [Event("Warning", reason, message) for reason, message in failed.events] if failed else []
+
+
+def throughput_profile(c: Collected) -> api.Condition:
+    """ThroughputProfile: True when every pool's throughput is measured for this model or set in the spec;
+    False (SheetProfileForOtherModel) when pools take the GPU sheet's figure for another model."""
+    assert c.spec is not None
+    prev, gen, now = c.ref.previous_conditions, c.ref.generation, c.now
+    note = gpusheet.throughput_note(c.spec.model.name, c.pools)
+    if note is None:
+        return condition("ThroughputProfile", True, "MatchesModel",
+                         "pool throughputs are the sheet's figures for this model or set in the spec", gen, prev, now)
+    return condition("ThroughputProfile", False, "SheetProfileForOtherModel", note, gen, prev, now)
+
+
 def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Measurement | None,
           decision: api.Decision | None, extra_conditions: tuple[api.Condition, ...] = ()) -> api.TokenFactoryStatus:
     """The whole status of a servable factory: replica counts and conditions from the children, figures from
@@ -78,10 +103,13 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
             unschedulable.append(f"pool {p.name}: {len(stuck)} pod(s) cannot be scheduled: {stuck[0]}")
     total_ready = sum(p.ready_replicas for p in pools)
     total_desired = sum(p.desired_replicas for p in pools)
+    failed = creation_report(act)
     if act.conflicts:
         degraded = condition("Degraded", True, "NameConflict", "; ".join(act.conflicts), gen, prev, now)
     elif act.errors:
         degraded = condition("Degraded", True, "ApplyFailed", "; ".join(act.errors), gen, prev, now)
+    elif failed is not None:
+        degraded = condition("Degraded", True, failed.reason, failed.message, gen, prev, now)
     elif unschedulable:
         degraded = condition("Degraded", True, "Unschedulable", "; ".join(unschedulable), gen, prev, now)
     else:
@@ -95,7 +123,8 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
         progressing = condition("Progressing", True, "Reconciling", "pools converging: " + ", ".join(rolling), gen, prev, now)
     else:
         progressing = condition("Progressing", False, "Converged", "every pool is at its desired replicas", gen, prev, now)
-    conditions = [ready, progressing, degraded, *(shown.conditions if shown is not None else ()), *extra_conditions]
+    conditions = [ready, progressing, degraded, *(shown.conditions if shown is not None else ()), *extra_conditions,
+                  throughput_profile(c)]
     totals = dataclasses.asdict(shown.total) if shown is not None else {}
     return api.TokenFactoryStatus(
         observed_generation=gen, conditions=conditions, replicas=f"{total_ready}/{total_desired}",
