@@ -162,10 +162,11 @@ def test_high_availability_defaults(helm):
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     args = pod["containers"][0]["args"]
-    assert args[args.index("--lease-namespace") + 1] == RELEASE_NS
     assert args[args.index("--lease-duration") + 1] == "15" and "--no-leader-elect" not in args
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # the Lease is in the pod's own namespace (runner.lease_namespace reads $POD_NAMESPACE): overlay-safe
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     spread = pod["topologySpreadConstraints"]
     assert {t["topologyKey"] for t in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
     assert all(t["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"] for t in spread)
@@ -213,7 +214,7 @@ def test_operator_deployment_is_hardened(helm):
     assert c["command"] == ["tokenfactory"]
     assert c["args"] == ["run", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json",
                          "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5",
-                         "--lease-namespace", RELEASE_NS, "--lease-name", "tokenfactory-operator", "--lease-duration", "15",
+                         "--lease-name", "tokenfactory-operator", "--lease-duration", "15",
                          "--lease-renew-deadline", "10", "--lease-retry-period", "2", "--concurrency", "8"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
