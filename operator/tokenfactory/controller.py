@@ -34,6 +34,7 @@ log = logging.getLogger("tokenfactory.controller")
 Key = tuple[str, str]  # (namespace, name)
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 60.0
 DEFAULT_CONCURRENCY = 8
+CHILD_DEBOUNCE_SECONDS = 0.5
 
 
 def interval_seconds(body: Mapping[str, Any]) -> float:
@@ -84,9 +85,14 @@ class Controller:
             self.reconciler.forget(*key)
 
     def child_changed(self, namespace: str, factory: str) -> None:
+        """A child changed: reconcile soon. Changes come in bursts (a Deployment created, then its status
+        updated several times), so they are coalesced over ``CHILD_DEBOUNCE_SECONDS`` into one pass."""
         key = (namespace, factory)
-        if key in self.bodies:
-            self.enqueue(key)
+        if key not in self.bodies or key in self._queued:
+            return
+        when = self._next.get(key)
+        if when is None or when - self._clock() > CHILD_DEBOUNCE_SECONDS:
+            self.enqueue_after(key, CHILD_DEBOUNCE_SECONDS)
 
     def enqueue(self, key: Key) -> None:
         if key in self._running:

@@ -184,6 +184,7 @@ async def test_queue_reconciles_only_when_leading_and_backs_off_per_factory(two_
         kube.patch_status = fail_once
         kube.edit("Deployment", "llm", "deepseek-r1-h200", lambda d: d["spec"].update(replicas=3))
         ctl.child_changed("llm", "deepseek-r1")
+        await asyncio.sleep(0.7)  # child events are coalesced for 0.5 s
         await ctl.drain()
         assert ctl._next[("llm", "deepseek-r1")] - ctl._clock() <= 1.0  # retried within the first backoff (1 s)
         await asyncio.sleep(1.2)
@@ -212,8 +213,9 @@ async def test_queue_never_runs_one_factory_twice_at_once(two_pool_example):
         for _ in range(20):
             ctl.child_changed("llm", "deepseek-r1")
             await asyncio.sleep(0.005)
+        await asyncio.sleep(0.7)
         await ctl.drain()
-        assert peak == 1 and 2 <= ctl.passes < 20  # events during a pass collapse into one more pass
+        assert peak == 1 and 2 <= ctl.passes <= 3  # a burst of child events is coalesced into one more pass
     finally:
         await ctl.stop()
 
