@@ -95,7 +95,7 @@ def parse_grouped(payload: object, query: str = "") -> list[tuple[Series, float,
             v = float(raw)
         except ValueError:
             raise MetricsUnavailable(BAD_RESPONSE, f"sample value {raw!r:.50} is not a number ({query})") from None
-        out.append((labels, float(ts), v))  # type: ignore[arg-type]
+        out.append((labels, float(ts), v))
     return out
 
 
