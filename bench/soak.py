@@ -170,7 +170,8 @@ def main() -> int:
     subprocess.run([*kubectl, "apply", "-f", str(CRD)], check=True, capture_output=True)
     subprocess.run([*kubectl, "wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev"], check=True,
                    capture_output=True)
-    namespaces = [f"soak-{i}" for i in range(args.namespaces)]
+    run_id = os.urandom(2).hex()  # namespaces of an earlier run may still be terminating
+    namespaces = [f"soak-{run_id}-{i}" for i in range(args.namespaces)]
     for ns in namespaces:
         subprocess.run([*kubectl, "create", "namespace", ns], capture_output=True)
 
