@@ -44,6 +44,21 @@ def interval_seconds(body: Mapping[str, Any]) -> float:
         return 30.0
 
 
+def transient(err: BaseException) -> bool:
+    """A failure of the connection to the apiserver (refused, reset, timed out) or an answer that says
+    "later" (429, 5xx): expected during an apiserver restart, not a bug."""
+    status = getattr(getattr(err, "status", None), "code", None)
+    if isinstance(status, int) and (status == 429 or status >= 500):
+        return True
+    for e in (err, err.__cause__, err.__context__):
+        if e is None:
+            continue
+        if isinstance(e, (OSError, TimeoutError)) or type(e).__module__.split(".")[0] in (
+                "httpx", "httpx2", "httpcore", "httpcore2", "anyio"):
+            return True
+    return False
+
+
 class Controller:
     def __init__(self, reconciler: Reconciler, leader: LeaderGate, *, concurrency: int = DEFAULT_CONCURRENCY,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -67,6 +82,7 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self.passes = 0
         self._was_leader = False
+        self._api_down = False
 
     # inputs ------------------------------------------------------------------------------------------
     def upsert(self, body: Mapping[str, Any]) -> None:
@@ -168,7 +184,13 @@ class Controller:
         except Exception as err:  # noqa: BLE001 - retried with backoff; the queue never dies
             n = self._failures[key] = self._failures.get(key, 0) + 1
             backoff = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (n - 1))
-            if n == 1:
+            if transient(err):  # the API is away (restart, network): one line per outage, not per factory
+                if not self._api_down:
+                    self._api_down = True
+                    log.warning("Kubernetes API unavailable (%s: %s); passes are retried with backoff until it answers",
+                                type(err).__name__, str(err)[:200])
+                log.debug("factory %s/%s: reconcile failed (%s); retrying in %.0fs", *key, err, backoff)
+            elif n == 1:
                 log.exception("factory %s/%s: reconcile failed; retrying in %.0fs", *key, backoff)
             else:
                 log.warning("factory %s/%s: reconcile failed again (%d in a row: %s); retrying in %.0fs",
@@ -176,6 +198,9 @@ class Controller:
             self.enqueue_after(key, backoff)
             return
         self._failures.pop(key, None)
+        if self._api_down:
+            self._api_down = False
+            log.info("Kubernetes API answers again; reconciling")
         if memory.last_measure is None:
             self.enqueue_after(key, interval)
         else:

@@ -173,6 +173,7 @@ def test_apiserver_restart_is_survived_quietly(cluster, kubectl, crd, namespace,
         assert op.alive() and "Traceback" not in log
         assert log.count("Request attempt") <= 2, log[-3000:]  # one line per outage (kopf), not per attempt
         assert log.count("watch of") <= 1 and log.count("cannot reach the Lease") <= 1, log[-3000:]
+        assert log.count("Kubernetes API unavailable") <= 1, log[-3000:]
     finally:
         cleanup(kubectl, namespace, op)
 

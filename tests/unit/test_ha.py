@@ -395,3 +395,27 @@ def test_batch_queries_scope_and_fan_out():
                    ("llm", "g"): {"generation_tokens_per_second": [("h200", 1.7e9, 4.0)]}}
     with pytest.raises(MetricsUnavailable, match="BadResponse"):
         parse_grouped({"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+
+async def test_api_outage_is_one_log_line_not_one_per_factory(two_pool_example, caplog):
+    from tokenfactory.controller import transient
+
+    class Down(Reconciler):
+        down = True
+
+        async def reconcile(self, obj, memory, now, measure=False):
+            if self.down:
+                raise ConnectionRefusedError("connect refused")
+            return []
+
+    rec = Down(FakeKube())
+    ctl = Controller(rec, AlwaysLeader(), concurrency=4)
+    caplog.set_level(logging.INFO, logger="tokenfactory.controller")
+    for i in range(5):
+        ctl.upsert(factory(two_pool_example, name=f"f{i}"))
+        await ctl.process(("llm", f"f{i}"))
+    rec.down = False
+    await ctl.process(("llm", "f0"))
+    lines = [r for r in caplog.records if r.name == "tokenfactory.controller" and r.levelno >= logging.INFO]
+    assert [r.levelname for r in lines] == ["WARNING", "INFO"] and not any(r.exc_info for r in lines)
+    assert transient(ConnectionRefusedError()) and not transient(KeyError("bug"))
