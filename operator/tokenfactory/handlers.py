@@ -92,3 +92,15 @@ async def _factory_changed(memo: Any, event: Any, body: Any, namespace: str | No
         controller.remove((namespace or "default", name))
     else:
         controller.upsert(body)
+
+
+# Routing objects of CRD kinds (spec.routing; Services are in the children's watch cache): a hand edit or a
+# deletion queues the factory, which applies them again. A kind whose CRD is not installed is simply not
+# watched (kopf serves it once the CRD appears).
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels={"app.kubernetes.io/managed-by": "tokenfactory"})
+@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels={"app.kubernetes.io/managed-by": "tokenfactory"})
+async def _routing_changed(memo: Any, namespace: str | None, labels: Any, **_: Any) -> None:
+    owner = (labels or {}).get("tokenfactory.dev/factory")
+    controller = memo.get("controller")
+    if owner and controller is not None:
+        controller.child_changed(namespace or "default", owner)

@@ -12,6 +12,10 @@ Writes happen only when needed (no writes at steady state):
 * an owned child is server-side applied only when the desired manifest is not already contained in the
   live object (:func:`contains`), or when it changed since this operator last applied it;
 * deletion only ever removes a Deployment that carries this TokenFactory's owner reference.
+
+Then the routing objects of ``spec.routing`` (``routing.py``: Service / HTTPRoute with capacity weights /
+InferencePool, and the clean-up of a mode switch), written through :class:`OwnedWrites`: the same rules
+(created, never adopted; applied only when they differ; listed from the cache where it holds the kind).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, render, routing
 from tokenfactory.kube import owned_by
 from tokenfactory.pipeline.model import Actuation, Event, FactoryRef, PoolObservation
 from tokenfactory.ports import AlreadyExists, ChildCache, KubeClient
@@ -102,10 +106,44 @@ async def _write(kube: KubeClient, cache: ChildCache, ref: FactoryRef, manifest:
     return result, None, True
 
 
+class OwnedWrites:
+    """The KubeClient ``routing.reconcile`` writes through: ``apply`` is :func:`_write` (create, or compare and
+    apply only what differs; never someone else's object: that is recorded in ``conflicts``), ``list`` reads the
+    watch cache for the kinds it holds."""
+
+    def __init__(self, kube: KubeClient, cache: Any, ref: FactoryRef,
+                 applied: dict[tuple[str, str], tuple[str, int | None]]):
+        self.kube, self.cache, self.ref, self.applied = kube, cache, ref, applied
+        self.conflicts: list[str] = []
+        self.writes = 0
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        live, conflict, wrote = await _write(self.kube, self.cache, self.ref, manifest, self.applied)
+        self.writes += wrote
+        if conflict is not None:
+            self.conflicts.append(conflict)
+        return live or {}
+
+    async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        kinds = getattr(self.cache, "kinds", None)
+        if kinds is not None and kind in kinds:
+            return await self.cache.list(kind, namespace, labels)
+        return await self.kube.list(kind, namespace, labels)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.writes += 1
+        await self.kube.delete(kind, namespace, name)
+
+    def __getattr__(self, name: str) -> Any:  # anything else routing may need
+        return getattr(self.kube, name)
+
+
 async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec, replicas: Mapping[str, int],
-                  children: Mapping[str, PoolObservation], cache: ChildCache | None = None,
+                  children: Mapping[str, PoolObservation], capacities: Mapping[str, float] | None = None,
+                  cache: ChildCache | None = None,
                   applied: dict[tuple[str, str], tuple[str, int | None]] | None = None) -> Actuation:
-    """``cache`` answers "is it there, and is it ours" without a request (``kube`` itself when it is a fake);
+    """``capacities``: learned tokens/s per replica by pool (the HTTPRoute weights use them; else the profile).
+    ``cache`` answers "is it there, and is it ours" without a request (``kube`` itself when it is a fake);
     ``applied`` (the factory's memory) remembers the digest and resulting generation of each write."""
     owner = render.Owner(name=ref.name, namespace=ref.namespace, uid=ref.uid)
     cache = cache if cache is not None else kube  # type: ignore[assignment]
@@ -115,7 +153,7 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
     conflicts: list[str] = []
     events: list[Event] = []
     writes = 0
-    manifests = render.render(owner, spec, replicas)
+    manifests = render.render_deployments(owner, spec, replicas)
     # the children are independent: their writes (if any) go out together, one round trip per pass
     results = await asyncio.gather(*(_write(kube, cache, ref, m, applied) for m in manifests),  # type: ignore[arg-type]
                                    return_exceptions=True)
@@ -150,5 +188,17 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
             await kube.delete("Deployment", ref.namespace, dep)
             writes += 1
             events.append(Event("Normal", "Deleted", f"Deleted Deployment {dep}: pool {pool} is no longer in the spec"))
+    # --- routing (routing.py): Service / HTTPRoute / InferencePool objects, weights, mode-switch clean-up ---
+    ready = {pool: obs.ready_replicas for pool, obs in after.items()}
+    writer = OwnedWrites(kube, cache, ref, applied)
+    routed = await routing.reconcile(writer, routing.plan(owner, spec, ready, capacities),  # type: ignore[arg-type]
+                                     ref.namespace, ref.name, ref.uid)
+    verdict = routing.assess(routed, ref.previous_conditions.get(routing.CONDITION, {}).get("reason"))
+    errors += routed.errors
+    conflicts += writer.conflicts
+    writes += writer.writes
+    events += [Event(*e) for e in verdict.events]
+    # --- end routing ---
     events += [Event("Warning", "NameConflict", c) for c in conflicts]
-    return Actuation(children=after, errors=tuple(errors), events=tuple(events), conflicts=tuple(conflicts), writes=writes)
+    return Actuation(children=after, errors=tuple(errors), events=tuple(events), conflicts=tuple(conflicts), writes=writes,
+                     routing=routed, routed=verdict)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenfactory import api, cost, planner, render
+from tokenfactory.routing import Applied as RoutingApplied
+from tokenfactory.routing import Assessment as RoutingVerdict
 from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
 
 
@@ -210,6 +212,8 @@ class Actuation:
     events: tuple[Event, ...] = ()
     conflicts: tuple[str, ...] = ()  # children left alone: an object of that name is not this factory's
     writes: int = 0  # create/apply/delete requests sent (0 at steady state)
+    routing: RoutingApplied | None = None  # what the routing step applied and deleted (routing.py)
+    routed: RoutingVerdict | None = None  # the Routed condition's verdict
 
 
 # -------------------------------------------------------------------------------------- memory
