@@ -191,7 +191,7 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
     # --- routing (routing.py): Service / HTTPRoute / InferencePool objects, weights, mode-switch clean-up ---
     ready = {pool: obs.ready_replicas for pool, obs in after.items()}
     writer = OwnedWrites(kube, cache, ref, applied)
-    routed = await routing.reconcile(writer, routing.plan(owner, spec, ready, capacities),  # type: ignore[arg-type]
+    routed = await routing.reconcile(writer, routing.plan(owner, spec, ready, capacities),
                                      ref.namespace, ref.name, ref.uid)
     verdict = routing.assess(routed, ref.previous_conditions.get(routing.CONDITION, {}).get("reason"))
     errors += routed.errors
