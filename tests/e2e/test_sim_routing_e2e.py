@@ -18,7 +18,7 @@ from harness import Stack, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "examples" / "deepseek-r1-httproute.yaml"
 NAME = "deepseek-r1"
-WINDOW = 20  # seconds: the simulator's truth window and the PromQL rate window
+WINDOW = 30  # seconds: the simulator's truth window and the PromQL rate window
 DEMAND = 12_000  # output tok/s: 24 req/s of 500 tokens; under both pools' capacity when split by the weights
 
 
@@ -79,13 +79,14 @@ def test_simulator_follows_the_httproute_weights_then_the_service(stack, kubectl
             return False
         want = before["gb300"] / (before["gb300"] + before["h200"])
         share = got["gb300"] / sum(got.values())
-        return (share, want, got) if abs(share - want) < 0.015 else False
+        # at steady state everything demanded is delivered (both pools under capacity at these weights)
+        steady = abs(sum(got.values()) / DEMAND - 1) < 0.1
+        return (share, want, got) if steady and abs(share - want) < 0.015 else False
 
-    share, want, got = wait_for(follows_route, 90, "delivered tokens per pool split as the route's weights",
-                                interval=2)
-    # everything demanded is delivered (both pools under capacity at these weights), unlike the even split, where
-    # the H200 replica (720 tok/s) gets half of 12,000 tok/s and GB300 carries at most ~89% of what is delivered
-    assert sum(got.values()) == pytest.approx(DEMAND, rel=0.08), got
+    share, want, got = wait_for(follows_route, 120, "delivered tokens per pool split as the route's weights, "
+                                "all of the demand delivered", interval=2)
+    # unlike the even split, where the H200 replica (720 tok/s) gets half of 12,000 tok/s and GB300 carries at most
+    # ~89% of what is delivered
     assert share > 0.95 and want > 0.95
     assert got["h200"] < 720, got
 
@@ -101,9 +102,11 @@ def test_simulator_follows_the_httproute_weights_then_the_service(stack, kubectl
         if set(got) != {"gb300", "h200"} or sum(got.values()) <= 0:
             return False
         share = got["gb300"] / sum(got.values())
-        return (share, got) if share < 0.92 else False
+        return (share, got) if share < 0.92 and abs(got["gb300"] / (DEMAND / 2) - 1) < 0.1 else False
 
-    share, got = wait_for(even_split, 90, "GB300's share of delivered tokens down to the even split's", interval=2)
+    share_even, got_even = wait_for(even_split, 90, "GB300's share of delivered tokens down to the even split's "
+                                    "(half the demand)", interval=2)
+    print(f"sim routing e2e: HTTPRoute weights share {want:.3f}, delivered share {share:.3f} {got}; "
+          f"Service: delivered share {share_even:.3f} {got_even}")
     h200 = next(p for p in stack.sim.truth()["pools"] if p["namespace"] == namespace and p["pool"] == "h200")
     assert h200["requests_waiting"] > 50, h200  # half of 24 req/s at an engine that finishes ~1.4 req/s
-    assert got["gb300"] == pytest.approx(DEMAND / 2, rel=0.1), got
