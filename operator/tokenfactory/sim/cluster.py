@@ -203,6 +203,7 @@ class PodPoller:
         self.on_specs = on_specs
         self.on_routing = on_routing
         self.routing: ClusterRouting | None = None
+        self._routing_error: str | None = None
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.factory = factory
@@ -240,7 +241,12 @@ class PodPoller:
                 self.poll_routing()
             except Exception as e:  # no TokenFactory CRD, RBAC, API hiccup: keep the last routing
                 self.errors += 1
-                log.warning("reading the factories' routing failed: %s", e)
+                if str(e) != self._routing_error:  # once per distinct error, not every second
+                    log.warning("reading the factories' routing failed (routing stays %s): %s",
+                                self.routing.mode if self.routing else "as it was", e)
+                self._routing_error = str(e)
+            else:
+                self._routing_error = None
         return specs
 
     def poll_routing(self) -> ClusterRouting | None:
