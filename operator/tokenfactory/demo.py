@@ -2,7 +2,7 @@
 
 It starts (or reuses) the local control plane with its simulated H200 and GB300 node pools, a real
 Prometheus, the vLLM fleet simulator (``tokenfactory sim``, cluster mode) and the operator
-(``tokenfactory run``); applies the CRD and ``deploy/examples/deepseek-r1-h200-gb300.yaml`` into the
+(``tokenfactory run``); applies the CRD and ``deploy/examples/deepseek-r1-httproute.yaml`` (the example with capacity-weighted HTTPRoute routing; the simulator follows the route's weights) into the
 ``demo`` namespace with its time settings compressed like the demand (start-up delays, control
 interval, scale-down stabilization and metrics window divided by the compression, never below what the
 live system can do; shown on screen); plays a compressed day of demand with a spike above what GB300
@@ -34,7 +34,7 @@ from tokenfactory.clitools import EXIT_STATUS_HELP
 NAMESPACE = "demo"
 FACTORY = "deepseek-r1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO_ROOT / "deploy" / "examples" / "deepseek-r1-h200-gb300.yaml"
+EXAMPLE = REPO_ROOT / "deploy" / "examples" / "deepseek-r1-httproute.yaml"  # capacity-weighted routing (HTTPRoute)
 
 DAY_SECONDS = 86400.0
 SIM_TICK_SECONDS = 0.5

@@ -41,7 +41,9 @@ def test_demand_step_scales_the_cheapest_pool_up_then_down(stack, kubectl, names
     wait_for(lambda: stack.condition("BudgetExceeded").get("status") == "True", 40, "BudgetExceeded at low demand")
 
     wait_for(lambda: stack.replicas("gb300") == 2, 90, "gb300 scaled to 2")
-    decision = stack.tf()["status"]["lastDecision"]
+    # (a pass applies the Deployments before it writes the status: the decision lands a moment later)
+    decision = wait_for(lambda: (d := stack.tf()["status"].get("lastDecision")) and any(
+        c["pool"] == "gb300" and c["to"] == 2 for c in d["changes"]) and d, 15, "the gb300 decision in status")
     assert decision["applied"] is True and decision["mode"] == "Auto"
     assert any(c["pool"] == "gb300" and c["to"] == 2 for c in decision["changes"])
     assert stack.replicas("h200") < 8, "the expensive pool was not used for what GB300 can carry"

@@ -23,6 +23,17 @@ ENGINES_FILE_DOC = """\
 """
 
 
+ROUTING_DOC = """\
+ROUTING, precedence: --routing (with --weight) when given, in both modes, fixed for the whole run. Else
+  cluster mode follows what the operator rendered, re-read on every pod poll (1 s): the watched TokenFactory's
+  spec.routing.mode (the first by namespace/name when several are watched; the fleet routes all one way);
+  HTTPRoute: each pool's weight from the live HTTPRoute <factory>'s spec.rules[0].backendRefs (name
+  <factory>-<pool>, weight; 1 per pool until the route exists); InferencePool: least loaded; Service: even per
+  pod. If the TokenFactory kind cannot be read, the routing stays as it was (at first Service).
+  Offline mode without --routing: Service.
+"""
+
+
 class UsageError(Exception):
     pass
 
@@ -38,7 +49,8 @@ def register(subparsers) -> None:
             "Cluster mode (--kubeconfig or KUBECONFIG, no --engines/--engine): one engine per Ready pod "
             "labelled tokenfactory.dev/factory.\nOffline mode: engines from --engines/--engine."
         ),
-        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC + "\n" + EXIT_STATUS_HELP,
+        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC + "\n" + ROUTING_DOC + "\n"
+        + EXIT_STATUS_HELP,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to serve /metrics, /truth and /healthz on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000; 0 picks a free one)")
@@ -47,11 +59,13 @@ def register(subparsers) -> None:
                         "(default constant:5000)")
     p.add_argument("--rate-scale", type=float, default=1.0,
                    help="replay X times the requests per second, same request sizes (default 1)")
-    p.add_argument("--routing", default="Service", choices=["Service", "HTTPRoute", "InferencePool"],
+    p.add_argument("--routing", default=None, choices=["Service", "HTTPRoute", "InferencePool"],
                    help="how requests are split over ready pods: Service (kube-proxy, even), HTTPRoute (--weight "
-                        "per pool, then even), InferencePool (least loaded) (default Service)")
+                        "per pool, then even), InferencePool (least loaded). Default: offline Service; cluster mode "
+                        "follows the cluster (see ROUTING below); given, it overrides the cluster")
     p.add_argument("--weight", action="append", default=[], metavar="POOL=N",
-                   help="HTTPRoute weight of a pool (repeatable; integer >= 0; default 1 per pool)")
+                   help="HTTPRoute weight of a pool (repeatable; integer >= 0; default 1 per pool; needs "
+                        "--routing HTTPRoute)")
     p.add_argument("--prompt-tokens", type=float, default=1000.0, help="prompt tokens per request (default 1000)")
     p.add_argument("--output-tokens", type=float, default=500.0, help="output tokens per request (default 500)")
     p.add_argument("--model", default="deepseek-ai/DeepSeek-R1", help="model_name label")
@@ -212,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     offline = bool(args.engines or args.engine) or not (args.kubeconfig or os.environ.get("KUBECONFIG"))
     start = time.time()
     fleet = Fleet(trace, start_time=start, window_seconds=args.window, model=args.model, seed=args.seed,
-                  tick=args.tick, routing=args.routing, weights=weights)
+                  tick=args.tick, routing=args.routing or "Service", weights=weights)
     runner = RealtimeRunner(fleet, tick=args.tick)
     poller = None
     if offline:
@@ -228,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
             factory=args.factory,
             startup_seconds=startup,
             capacity_factors=factors,
+            on_routing=None if args.routing else lambda r: runner.set_routing(r.mode, r.weights),
         )
     try:
         server = SimServer(runner, args.host, args.port, lazy_counters=args.lazy_counters)
@@ -238,6 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     if poller is not None:
         poller.start()
     mode = "offline" if offline else f"cluster (namespace={args.namespace or '*'}, factory={args.factory or '*'})"
+    mode += f", routing {args.routing}" if args.routing else (", routing Service" if offline else ", routing as the cluster's")
     print(f"tokenfactory sim: {mode}, serving http://{args.host}:{server.port}/metrics /truth /healthz", flush=True)
     try:
         if args.duration:

@@ -65,6 +65,15 @@ E2E_BUCKETS = (
 
 ROUTING_MODES = ("Service", "HTTPRoute", "InferencePool")
 
+
+def _check_routing(routing: str, weights: Mapping[str, int] | None) -> None:
+    if routing not in ROUTING_MODES:
+        raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {routing!r}")
+    if weights is not None:
+        bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0}
+        if bad:
+            raise ValueError(f"weights: integers >= 0 per pool name wanted, got {bad}")
+
 # Fine histogram (true quantiles): 2% log bins from 0.1 ms to 10,000 s plus vLLM's bucket edges.
 FINE_EDGES = np.unique(np.concatenate([
     np.geomspace(1e-4, 1e4, int(math.log(1e8) / math.log(1.02)) + 1),
@@ -336,8 +345,9 @@ class Fleet:
 
     ``trace`` (or ``traces[(namespace, factory)]``): demand per factory; ``tick``: the internal step
     (s; a ``step(now, dt)`` is cut into ceil(dt / tick) equal ticks); ``routing``: ``Service`` |
-    ``HTTPRoute`` | ``InferencePool``; ``weights``: HTTPRoute weights per pool name (default: 1 per
-    pool; a pool without a weight gets none of the traffic); ``window_seconds``: the window of
+    ``HTTPRoute`` | ``InferencePool``; ``weights``: HTTPRoute weights per pool, keyed
+    ``namespace/factory/pool`` or just the pool name (default: 1 per pool; a pool without a weight gets
+    none of the traffic); :meth:`set_routing` changes both later; ``window_seconds``: the window of
     :meth:`truth`'s rates and p95; ``retain_seconds``: how far back :meth:`window_stats` can look
     (default: max(window, 600 s)); ``size_jitter``: a rate trace's requests get prompt and output
     lengths uniform within +-jitter of its per-request figures (same means; 0: all equal, which keeps
@@ -360,16 +370,11 @@ class Fleet:
         retain_seconds: float | None = None,
         size_jitter: float = 0.5,
     ):
-        if routing not in ROUTING_MODES:
-            raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {routing!r}")
+        _check_routing(routing, weights)
         if not tick > 0:
             raise ValueError(f"tick must be > 0, got {tick}")
         if not 0 <= size_jitter < 1:
             raise ValueError(f"size_jitter must be in [0, 1), got {size_jitter}")
-        if weights is not None:
-            bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0}
-            if bad:
-                raise ValueError(f"weights: integers >= 0 per pool name wanted, got {bad}")
         self.default_trace: Trace = trace if trace is not None else Constant(0.0)
         self.traces = dict(traces or {})
         self.start_time = start_time
@@ -636,10 +641,24 @@ class Fleet:
         a[:, K.A_U1 : K.A_U2 + 1] = rng.random((len(a), 2))  # routing draws
         return a, b
 
+    def set_routing(self, routing: str, weights: Mapping[str, int] | None = None) -> None:
+        """Route the next steps' arrivals by ``routing`` (and ``weights``, as in the constructor); requests already
+        queued at an engine stay there."""
+        _check_routing(routing, weights)
+        self.routing = routing
+        self.weights = dict(weights) if weights is not None else None
+
+    def pool_weight(self, key: tuple[str, str, str]) -> int:
+        """HTTPRoute weight of pool ``(namespace, factory, pool)``: ``weights["ns/factory/pool"]``, else
+        ``weights["pool"]``, else 0 (1 when no weights were given)."""
+        if self.weights is None:
+            return 1
+        return int(self.weights.get("/".join(key), self.weights.get(key[2], 0)))
+
     def _pool_weights(self) -> np.ndarray:
         w = np.zeros(self._pcap)
         for st in self.pools.values():
-            w[st.index] = 1.0 if self.weights is None else float(self.weights.get(st.key[2], 0))
+            w[st.index] = float(self.pool_weight(st.key))
         return w
 
     def step(self, now: float, dt: float) -> None:
@@ -801,6 +820,8 @@ class Fleet:
             dm = fst.last_demand
             factories.append({
                 "namespace": ns, "factory": name, "routing": self.routing,
+                "route_weights": ({st.key[2]: self.pool_weight(st.key) for st in self.pools.values()
+                                   if st.key[:2] == (ns, name)} if self.routing == "HTTPRoute" else {}),
                 "demand_output_tokens_per_second": dm.output_tokens_per_second,
                 "demand_prompt_tokens_per_second": dm.prompt_tokens_per_second,
                 "demand_requests_per_second": dm.requests_per_second,

@@ -43,6 +43,11 @@ class RealtimeRunner:
         with self.lock:
             self.fleet.set_engines(list(specs), self.clock())
 
+    def set_routing(self, routing: str, weights: dict[str, int] | None = None) -> None:
+        with self.lock:
+            if (routing, weights) != (self.fleet.routing, self.fleet.weights):
+                self.fleet.set_routing(routing, weights)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.tick):
             try:
