@@ -16,17 +16,15 @@ A source that is not a ``PrometheusSource`` (a fake in tests) is asked per facto
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 
 from tokenfactory.metrics_source import (
-    BAD_RESPONSE, PROMETHEUS_ERROR, PROMETHEUS_UNREACHABLE, TIMEOUT, FactoryMetrics, MetricsUnavailable,
+    BAD_RESPONSE, PROMETHEUS_ERROR, TIMEOUT, FactoryMetrics, MetricsUnavailable,
     PrometheusSource, SourcesByUrl, assemble, escape_label_value, range_literal,
 )
 
@@ -131,24 +129,7 @@ class BatchedSource:
         self.down_since: float | None = None
 
     async def _query(self, promql: str, now: float | None) -> list[tuple[Series, float, float]]:
-        params = {"query": promql}
-        if now is not None:
-            params["time"] = f"{float(now):.3f}"
-        try:
-            resp = await self.inner._http().get("/api/v1/query", params=params)
-        except httpx.TimeoutException as e:
-            raise MetricsUnavailable(TIMEOUT, f"{self.url} did not answer within {self.inner.timeout}s") from e
-        except httpx.HTTPError as e:
-            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: {type(e).__name__}: {e}") from e
-        try:
-            payload = json.loads(resp.content)
-        except (ValueError, UnicodeDecodeError):
-            if resp.status_code >= 400:
-                raise MetricsUnavailable(PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}") from None
-            raise MetricsUnavailable(BAD_RESPONSE, f"answer from {self.url} is not JSON") from None
-        if resp.status_code >= 400 and not (isinstance(payload, dict) and payload.get("status") == "error"):
-            raise MetricsUnavailable(PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}")
-        return parse_grouped(payload, promql)
+        return parse_grouped(await self.inner.query_payload(promql, now), promql)
 
     async def refresh(self, window_seconds: float, now: float | None = None) -> Snapshot:
         queries = batch_queries(window_seconds, self.namespaces)

@@ -443,6 +443,11 @@ class PrometheusSource:
             self._client = None
 
     async def query(self, promql: str, now: float | None = None) -> list[tuple[str, float, float]]:
+        return parse_vector(await self.query_payload(promql, now), promql)
+
+    async def query_payload(self, promql: str, now: float | None = None) -> Any:
+        """The decoded JSON answer of an instant query; transport, TLS, credential and HTTP failures are
+        ``MetricsUnavailable`` with a classified reason (shared with the batched reader, metrics_batch.py)."""
         params = {"query": promql}
         if now is not None:
             params["time"] = f"{float(now):.3f}"
@@ -466,7 +471,7 @@ class PrometheusSource:
             raise MetricsUnavailable(BAD_RESPONSE, f"answer from {self.url} is not JSON") from None
         if resp.status_code >= 400 and not (isinstance(payload, dict) and payload.get("status") == "error"):
             raise MetricsUnavailable(PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}")
-        return parse_vector(payload, promql)
+        return payload
 
     async def pool_metrics(
         self, namespace: str, factory: str, window_seconds: float, now: float | None = None
