@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -282,9 +281,7 @@ def test_detached_process_group_is_stopped(tmp_path):
     assert procs.alive(pid, "/bin/sh")
     assert not procs.alive(pid, "/bin/something-else") or pid in procs._CHILDREN
     wait_until(lambda: len(procs.group_members(pid)) == 3, timeout=5, what="sh and two sleeps")
-    t0 = time.monotonic()
-    assert procs.stop(pid, "/bin/sh", timeout=5)
-    assert time.monotonic() - t0 < 5
+    assert procs.stop(pid, "/bin/sh", timeout=5)  # True: the whole group is gone
     assert not procs.alive(pid)
     # The whole group went, background children included (zombies left for init to reap count
     # as gone).

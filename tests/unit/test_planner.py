@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import replace
 
 import pytest
@@ -178,31 +177,18 @@ def test_solver_prefers_integer_optimum_over_greedy():
     assert sol.dollars_per_hour == pytest.approx(112.0)
 
 
-def _timed(fn, repeats=3):
-    """(result, fastest of ``repeats`` runs): the solver's time, not a busy machine's scheduling hiccups."""
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
-
-
-def test_solver_speed_two_pools_24_18():
+def test_solver_exact_two_pools_24_18():  # its speed: bench/solver_speed.py
     a = replace(H200, max_replicas=24)
     b = PoolProfile("b200", "b200", 8 * 2.0, 8 * 1500.0, 0, 18, kilowatts_per_replica=8 * 1.2, gpus_per_replica=8)
-    worst = 0.0
     for demand in range(0, 240_001, 7_500):
         for budget in (None, 150.0, 400.0):
             for power in (None, 0.15):
-                sol, dt = _timed(lambda: solve((a, b), demand, max_dollars_per_hour=budget, max_megawatts=power,
-                                               current={"h200": 3, "b200": 2}))
+                sol = solve((a, b), demand, max_dollars_per_hour=budget, max_megawatts=power,
+                                               current={"h200": 3, "b200": 2})
                 assert sol.exact
-                worst = max(worst, dt)
-    assert worst < 0.05, worst
 
 
-def test_solver_speed_five_pools_50_each():
+def test_solver_exact_five_pools_50_each():  # its speed: bench/solver_speed.py
     pools = (
         PoolProfile("gb300", "gb300", 10.60, 24_000, 0, 50, kilowatts_per_replica=8.572, gpus_per_replica=4),
         PoolProfile("h200", "h200", 11.28, 720, 0, 50, kilowatts_per_replica=13.336, gpus_per_replica=8),
@@ -210,39 +196,32 @@ def test_solver_speed_five_pools_50_each():
         PoolProfile("h100", "h100", 8.0, 400, 0, 50, kilowatts_per_replica=10.0, gpus_per_replica=8),
         PoolProfile("mi300", "mi300", 12.0, 2_000, 0, 50, kilowatts_per_replica=12.0, gpus_per_replica=8),
     )
-    worst = 0.0
     for demand in (1_000, 50_000, 300_000, 900_000, 1_300_000, 2_000_000):
         for budget in (None, 500.0, 1500.0):
             for power in (None, 0.5, 1.5):
-                sol, dt = _timed(lambda: solve(pools, demand, max_dollars_per_hour=budget, max_megawatts=power,
-                                               current={"h200": 10, "mi300": 5}))
+                sol = solve(pools, demand, max_dollars_per_hour=budget, max_megawatts=power,
+                                               current={"h200": 10, "mi300": 5})
                 assert sol.exact
-                worst = max(worst, dt)
-    assert worst < 0.05, worst
 
 
-def test_solver_near_tied_five_pools_stays_fast():
+def test_solver_near_tied_five_pools_stays_exact():  # its speed: bench/solver_speed.py
     rng = random.Random(7)
-    worst = 0.0
     for _ in range(5):
         pools = tuple(PoolProfile(f"p{i}", "x", rng.uniform(9, 11), rng.uniform(900, 1100), 0, 50,
                                   kilowatts_per_replica=rng.uniform(1, 10), gpus_per_replica=8) for i in range(5))
         cur = {p.name: rng.randint(0, 50) for p in pools}
         for demand in (10_000, 70_000, 150_000, 240_000):
             for budget, power in ((None, None), (1500.0, None), (None, 0.8), (800.0, 0.3)):
-                sol, dt = _timed(lambda: solve(pools, demand, current=cur, max_dollars_per_hour=budget,
-                                               max_megawatts=power))
+                sol = solve(pools, demand, current=cur, max_dollars_per_hour=budget,
+                                               max_megawatts=power)
                 assert sol.exact
-                worst = max(worst, dt)
-    assert worst < 2.0, worst  # adversarial near-ties: exact, well under a second on a quiet machine
 
 
 def test_solver_identical_pools_symmetry():
     pools = tuple(PoolProfile(f"p{i}", "x", 10.0, 1000.0, 0, 50) for i in range(5))
-    sol, dt = _timed(lambda: solve(pools, 150_000, current={"p0": 3, "p3": 40}))
+    sol = solve(pools, 150_000, current={"p0": 3, "p3": 40})
     assert sol.capacity_tokens_per_second == 150_000
     assert sol.changes == 150 - 43 + 0  # only additions; nothing removed
-    assert dt < 1.0
 
 
 # ------------------------------------------------------------------------------------------ decide()
