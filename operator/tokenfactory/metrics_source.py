@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 import os
 import ssl
@@ -28,13 +29,22 @@ import httpx
 
 from tokenfactory.ports import MetricsSource  # noqa: F401 - re-exported: the Protocol the sources implement
 
+log = logging.getLogger("tokenfactory.metrics")
+
 # Machine reasons carried by MetricsUnavailable
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
 PROMETHEUS_ERROR = "PrometheusError"
 BAD_RESPONSE = "BadResponse"
 NO_SERIES = "NoSeries"
 TIMEOUT = "Timeout"
-REASONS = (PROMETHEUS_UNREACHABLE, PROMETHEUS_ERROR, BAD_RESPONSE, NO_SERIES, TIMEOUT)
+PROMETHEUS_URL_NOT_ALLOWED = "PrometheusURLNotAllowed"
+REASONS = (PROMETHEUS_UNREACHABLE, PROMETHEUS_ERROR, BAD_RESPONSE, NO_SERIES, TIMEOUT, PROMETHEUS_URL_NOT_ALLOWED)
+
+# Prometheus' own errorType values (api/v1); anything else a server answers is reported as "error".
+# Only these classified words ever reach status and Events: never a response body or a raw exception
+# text from the target (a per-factory URL is user input; see ``url_allowed``).
+_PROMETHEUS_ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
+                                     "not_found", "not_acceptable"})
 
 
 class MetricsUnavailable(Exception):
@@ -176,16 +186,16 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
         raise MetricsUnavailable(BAD_RESPONSE, f"answer is not a JSON object ({query})")
     status = payload.get("status")
     if status == "error":
-        raise MetricsUnavailable(
-            PROMETHEUS_ERROR, f"{payload.get('errorType', 'error')}: {payload.get('error', '')} ({query})"
-        )
+        error_type = payload.get("errorType")
+        kind = error_type if isinstance(error_type, str) and error_type in _PROMETHEUS_ERROR_TYPES else "error"
+        raise MetricsUnavailable(PROMETHEUS_ERROR, f"Prometheus answered status error ({kind}) ({query})")
     if status != "success":
-        raise MetricsUnavailable(BAD_RESPONSE, f"status {status!r} ({query})")
+        raise MetricsUnavailable(BAD_RESPONSE, f"unexpected status field ({query})")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise MetricsUnavailable(BAD_RESPONSE, f"no data object ({query})")
     if data.get("resultType") != "vector":
-        raise MetricsUnavailable(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, want 'vector' ({query})")
+        raise MetricsUnavailable(BAD_RESPONSE, f"resultType is not 'vector' ({query})")
     result = data.get("result")
     if not isinstance(result, list):
         raise MetricsUnavailable(BAD_RESPONSE, f"result is not a list ({query})")
@@ -197,17 +207,17 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
         metric = item.get("metric")
         value = item.get("value")
         if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample {item!r:.200} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample ({query})")
         pool = metric.get("pool", "")
         if not isinstance(pool, str):
             raise MetricsUnavailable(BAD_RESPONSE, f"pool label is not a string ({query})")
         ts, raw = value
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not isinstance(raw, str):
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample value {value!r:.100} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample value ({query})")
         try:
             v = float(raw)
         except ValueError:
-            raise MetricsUnavailable(BAD_RESPONSE, f"sample value {raw!r:.50} is not a number ({query})") from None
+            raise MetricsUnavailable(BAD_RESPONSE, f"sample value is not a number ({query})") from None
         if pool in seen:
             raise MetricsUnavailable(BAD_RESPONSE, f"duplicate series for pool {pool!r} ({query})")
         seen.add(pool)
@@ -387,6 +397,37 @@ class PrometheusAuth:
         return "; ".join(parts) or "no auth"
 
 
+def classify_transport_error(err: BaseException) -> str:
+    """A fixed word for a failed request: what status and Events may say about it (no target text)."""
+    if isinstance(err, ssl.SSLError) or "SSL" in type(err).__name__ or "CERTIFICATE" in str(err).upper():
+        return "TLS error"
+    if isinstance(err, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(err, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
+        return "protocol error"
+    if isinstance(err, httpx.ReadError | httpx.WriteError):
+        return "connection broken"
+    return "request failed"
+
+
+def normalise_url(url: str) -> str:
+    """The form URLs are compared in: surrounding blanks and trailing slashes dropped, scheme and host lower case."""
+    u = url.strip().rstrip("/")
+    scheme, sep, rest = u.partition("://")
+    if not sep:
+        return u
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
+
+
+def url_allowed(url: str, allowed: frozenset[str] | set[str] | tuple[str, ...]) -> bool:
+    """True when ``url`` is exactly one of the admin's allowed Prometheus URLs (after :func:`normalise_url`).
+
+    Exact match only, no patterns: a pattern such as ``http://*.svc`` can be made to match
+    ``http://attacker/x?.svc``."""
+    return normalise_url(url) in {normalise_url(a) for a in allowed}
+
+
 def _read_secret(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
@@ -450,10 +491,10 @@ class PrometheusSource:
             resp = await self._http().get("/api/v1/query", params=params)
         except httpx.TimeoutException as e:
             raise MetricsUnavailable(TIMEOUT, f"{self.url} did not answer within {self.timeout}s") from e
-        except httpx.HTTPError as e:
-            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: {type(e).__name__}: {e}") from e
-        except ssl.SSLError as e:  # e.g. the server refused our client certificate after the handshake (TLS 1.3)
-            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: TLS: {e}") from e
+        except (httpx.HTTPError, ssl.SSLError) as e:  # SSLError: e.g. our client certificate refused (TLS 1.3)
+            # Classified, never the raw exception text (it carries what the target said; a URL may be user input).
+            log.debug("query to %s failed: %s: %s", self.url, type(e).__name__, e)
+            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"cannot reach {self.url} ({classify_transport_error(e)})") from e
         if resp.status_code in (401, 403):
             raise MetricsUnavailable(
                 PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}: credentials refused "

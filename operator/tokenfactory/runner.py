@@ -24,8 +24,13 @@ class _QuietWakeHandlers(logging.Filter):
         return not (record.levelno <= logging.INFO and msg.startswith("Handler '_") and msg.endswith("succeeded."))
 
 
+def _host(address: str) -> str:
+    """An address as the host part of a URL (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
-               metrics_address: str) -> Any:
+               metrics_address: str, allowed_prometheus_urls: frozenset[str] = frozenset()) -> Any:
     """Wire the real adapters (lightkube, Prometheus over httpx, the prometheus-client exporter serving
     ``/metrics`` on ``metrics_port``) into the operator-level kopf memo."""
     from tokenfactory import handlers
@@ -38,12 +43,13 @@ def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics
     if metrics_port:
         exporter.start(metrics_port, metrics_address)
     reconciler = Reconciler(LightkubeClient(), sources=SourcesByUrl(timeout=prometheus_timeout), exporter=exporter,
-                            default_prometheus_url=prometheus_url)
+                            default_prometheus_url=prometheus_url, allowed_prometheus_urls=allowed_prometheus_urls)
     return handlers.operator_memo(reconciler, on_shutdown=exporter.stop)
 
 
 def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: str, health_port: int,
-                 prometheus_url: str | None, prometheus_timeout: float, log_format: str, verbose: bool) -> int:
+                 prometheus_url: str | None, prometheus_timeout: float, log_format: str, verbose: bool,
+                 health_address: str = "0.0.0.0", allowed_prometheus_urls: frozenset[str] = frozenset()) -> int:
     import kopf
 
     from tokenfactory import handlers  # noqa: F401 - registers the kopf handlers
@@ -51,11 +57,13 @@ def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: s
     _configure_logging(log_format, verbose)
     log = logging.getLogger("tokenfactory")
     scope = f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces"
-    log.info("starting TokenFactory operator (%s, metrics :%s, health :%s, prometheus %s)",
-             scope, metrics_port or "off", health_port or "off", prometheus_url or "from each spec")
+    log.info("starting TokenFactory operator (%s, metrics %s:%s, health %s:%s, prometheus %s, %d per-factory URL(s) allowed)",
+             scope, metrics_address, metrics_port or "off", health_address, health_port or "off",
+             prometheus_url or "none", len(allowed_prometheus_urls))
     memo = build_memo(prometheus_url=prometheus_url, prometheus_timeout=prometheus_timeout,
-                      metrics_port=metrics_port, metrics_address=metrics_address)
-    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+                      metrics_port=metrics_port, metrics_address=metrics_address,
+                      allowed_prometheus_urls=allowed_prometheus_urls)
+    liveness = f"http://{_host(health_address)}:{health_port}/healthz" if health_port else None
     try:
         kopf.run(
             standalone=True,

@@ -144,7 +144,57 @@ async def test_no_series():
 async def test_status_error():
     body = {"status": "error", "errorType": "bad_data", "error": "parse error"}
     e = await fails_with(lambda r: httpx.Response(400, json=body), ms.PROMETHEUS_ERROR)
-    assert "parse error" in str(e)
+    assert "bad_data" in str(e) and "parse error" not in str(e)
+
+
+# Issue 15 (SSRF): what a target answers never reaches status; only a classified reason does.
+SECRET = "db_password=hunter2"
+
+
+@pytest.mark.parametrize("respond", [
+    lambda r: httpx.Response(400, json={"status": "error", "errorType": SECRET, "error": SECRET}),
+    lambda r: httpx.Response(200, json={"status": "error", "errorType": "bad_data", "error": SECRET}),
+    lambda r: httpx.Response(404, text=SECRET),
+    lambda r: httpx.Response(200, json={"status": SECRET}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": SECRET, "result": []}}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": "vector",
+                                                                       "result": [{"metric": {"pool": "a"}, "value": [1, SECRET]}]}}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": "vector",
+                                                                       "result": [{"metric": {"x": SECRET}}]}}),
+])
+async def test_answer_text_never_in_the_reason(respond):
+    src = ms.PrometheusSource("http://prom", transport=httpx.MockTransport(respond), auth=ms.PrometheusAuth())
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason in ms.REASONS
+    assert SECRET not in str(ei.value) and "hunter2" not in ei.value.message
+
+
+@pytest.mark.parametrize("exc, word", [
+    (httpx.ConnectError("[Errno 111] Connection refused", request=None), "connection failed"),
+    (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=None), "TLS error"),
+    (httpx.RemoteProtocolError("Server disconnected: " + SECRET, request=None), "protocol error"),
+])
+async def test_transport_errors_are_classified(exc, word):
+    def handler(request):
+        exc.request = request
+        raise exc
+
+    e = await fails_with(handler, ms.PROMETHEUS_UNREACHABLE)
+    assert word in e.message and "Errno" not in e.message and "CERTIFICATE_VERIFY" not in e.message
+    assert SECRET not in e.message
+
+
+def test_url_allow_list_is_exact():
+    allowed = {"http://prometheus.monitoring.svc:9090", "https://thanos.example/prom/"}
+    assert ms.url_allowed("http://prometheus.monitoring.svc:9090/", allowed)
+    assert ms.url_allowed("HTTP://Prometheus.Monitoring.svc:9090", allowed)
+    assert ms.url_allowed("https://thanos.example/prom", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9091", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9090/../x", allowed)
+    assert not ms.url_allowed("http://169.254.169.254/latest", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9090", set())
 
 
 async def test_http_500_not_json():

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenfactory import api, render
-from tokenfactory.metrics_source import MetricsUnavailable
+from tokenfactory.metrics_source import PROMETHEUS_URL_NOT_ALLOWED, MetricsUnavailable, normalise_url, url_allowed
 from tokenfactory.pipeline.model import Collected, FactoryMemory, FactoryRef, MetricsReading, PoolObservation
 from tokenfactory.ports import KubeClient, MetricsSources
 
@@ -62,12 +62,32 @@ def current_replicas(spec: api.TokenFactorySpec, memory: FactoryMemory, status: 
     return render.clamp_replicas(spec, known)
 
 
+def prometheus_url(spec: api.TokenFactorySpec, default_url: str | None,
+                   allowed_urls: frozenset[str] = frozenset()) -> tuple[str | None, MetricsUnavailable | None]:
+    """The Prometheus to read (issue 15, no SSRF): the operator's own (``--prometheus-url``) unless the spec
+    names one that the admin allowed (``--prometheus-url-allow``); a spec URL outside the allow-list is refused
+    with a classified reason and nothing is fetched from it."""
+    own = spec.metrics.prometheus_url
+    if own is None or (default_url is not None and normalise_url(own) == normalise_url(default_url)):
+        return default_url, None
+    if url_allowed(own, allowed_urls):
+        return normalise_url(own), None
+    return own, MetricsUnavailable(
+        PROMETHEUS_URL_NOT_ALLOWED,
+        f"spec.metrics.prometheusUrl {own} is not in the operator's allow-list of Prometheus URLs "
+        f"({len(allowed_urls)} allowed; chart value prometheus.allowedUrls, flag --prometheus-url-allow); "
+        f"nothing was read from it" + ("; remove the field to use the operator's Prometheus" if default_url else ""))
+
+
 async def read_metrics(sources: MetricsSources | None, default_url: str | None, spec: api.TokenFactorySpec,
-                       namespace: str, name: str, now: dt.datetime) -> MetricsReading:
-    url = spec.metrics.prometheus_url or default_url
+                       namespace: str, name: str, now: dt.datetime,
+                       allowed_urls: frozenset[str] = frozenset()) -> MetricsReading:
+    url, refused = prometheus_url(spec, default_url, allowed_urls)
+    if refused is not None:
+        return MetricsReading(read=True, url=url, problem=refused)
     if url is None or sources is None:
         return MetricsReading(read=True, url=url, problem=MetricsUnavailable(
-            "NoPrometheusURL", "set spec.metrics.prometheusUrl or run the operator with --prometheus-url"))
+            "NoPrometheusURL", "run the operator with --prometheus-url (or set spec.metrics.prometheusUrl to a URL the operator allows)"))
     try:
         fm = await sources.source(url).pool_metrics(namespace, name, api.parse_duration(spec.metrics.window), now.timestamp())
     except MetricsUnavailable as err:
@@ -93,7 +113,8 @@ def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPoo
 
 
 async def collect(kube: KubeClient, sources: MetricsSources | None, default_url: str | None,
-                  obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool) -> Collected:
+                  obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool,
+                  allowed_urls: frozenset[str] = frozenset()) -> Collected:
     """Everything one pass needs to know, read once. A spec that cannot be served is not an error here:
     ``problems`` says why, and nothing else is read."""
     ref = factory_ref(obj)
@@ -104,7 +125,7 @@ async def collect(kube: KubeClient, sources: MetricsSources | None, default_url:
     children = await observe(kube, ref.namespace, ref.name)
     applied = any(c.deployment is not None for c in children.values())
     if measure and applied:
-        reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now)
+        reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now, allowed_urls)
     else:
         reading = MetricsReading(read=False)
     return Collected(ref=ref, now=now, spec=spec, problems=(), pools=pools, children=children,

@@ -26,8 +26,9 @@ class Reconciler:
     (children and replica status only)."""
 
     def __init__(self, kube: KubeClient, *, sources: MetricsSources | None = None, exporter: MetricsExporter | None = None,
-                 default_prometheus_url: str | None = None):
+                 default_prometheus_url: str | None = None, allowed_prometheus_urls: frozenset[str] = frozenset()):
         self.kube = kube
+        self.allowed_urls = frozenset(allowed_prometheus_urls)  # per-factory URLs the admin allows (issue 15)
         self.sources = sources
         self.exporter = exporter
         self.default_url = default_prometheus_url
@@ -40,7 +41,8 @@ class Reconciler:
                         measure: bool = False) -> list[Event]:
         """One pass. Returns the Events it emitted. Never raises for a bad spec (that is a status, not a crash).
         ``memory.last_measure`` is set when the pass read metrics."""
-        c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring)
+        c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring,
+                                  self.allowed_urls)
         if c.spec is None:
             st, event = status.invalid(c)
             await status.write(self.kube, memory, c.ref, st, [event])
