@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, drift, render
 from tokenfactory.pipeline.model import Actuation, Event, FactoryRef, PoolObservation
 from tokenfactory.ports import KubeClient
 
@@ -18,6 +18,25 @@ log = logging.getLogger("tokenfactory.pipeline")
 
 def _spec_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     return before.get("spec") != after.get("spec") or (before["metadata"].get("labels") != after["metadata"].get("labels"))
+
+
+async def _revert_drift(kube: KubeClient, ref: FactoryRef, manifest: Mapping[str, Any], live: dict[str, Any],
+                        errors: list[str]) -> tuple[dict[str, Any], list[Event]]:
+    """Issue 15: security-relevant fields of the live pod template that differ from the rendered one (added by
+    another field manager, which server-side apply keeps) are reverted by replacing the pod spec."""
+    wanted = manifest["spec"]["template"]["spec"]
+    drifted = drift.pod_spec_drift(wanted, ((live.get("spec") or {}).get("template") or {}).get("spec") or {})
+    if not drifted:
+        return live, []
+    name = manifest["metadata"]["name"]
+    try:
+        live = await kube.replace_pod_spec(ref.namespace, name, wanted)
+    except Exception as err:  # noqa: BLE001 - reported in status, retried next pass
+        errors.append(f"Deployment {name}: reverting {', '.join(drifted)}: {err}")
+        return live, [Event("Warning", "DriftNotReverted", f"Deployment {name}: {', '.join(drifted)} differ from the spec "
+                                                          f"and could not be reverted: {err}")]
+    return live, [Event("Warning", "DriftReverted", f"Deployment {name}: reverted {', '.join(drifted)} "
+                                                    f"(changed outside the TokenFactory; the operator owns its pod spec)")]
 
 
 async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec, replicas: Mapping[str, int],
@@ -36,6 +55,8 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
         if kind != "Deployment":
             continue
         pool = manifest["metadata"]["labels"][render.LABEL_POOL]
+        live, reverted = await _revert_drift(kube, ref, manifest, live, errors)
+        events += reverted
         before = children[pool].deployment if pool in children else None
         if before is None:
             events.append(Event("Normal", "Created", f"Created Deployment {child} ({manifest['spec']['replicas']} replicas)"))
