@@ -25,14 +25,12 @@ RELEASE_NS = "tokenfactory-system"
 
 # What the operator does, per kind (handlers.py, kube.py): nothing more.
 NAMESPACED_RULES = [
-    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"],
-     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories/status"], "verbs": ["patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"]}
@@ -119,7 +117,7 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
     for d in docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
@@ -138,8 +136,10 @@ def test_rbac_never_grants_secrets_or_wildcards(helm):
             for rule in d.get("rules", []):
                 assert "secrets" not in rule["resources"] and "configmaps" not in rule["resources"], rule
                 assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], rule
-                if rule["resources"] in (["pods"], ["namespaces"], ["customresourcedefinitions"]):
+                if rule["resources"] in (["namespaces"], ["customresourcedefinitions"]):
                     assert rule["verbs"] == ["get", "list", "watch"], rule
+                if rule["resources"] == ["pods"]:
+                    assert rule["verbs"] == ["list", "watch"], rule
 
 
 def test_operator_deployment_is_hardened(helm):
@@ -162,7 +162,8 @@ def test_operator_deployment_is_hardened(helm):
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert c["command"] == ["tokenfactory"]
-    assert c["args"] == ["run", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json",
+    assert c["args"] == ["run", "--metrics-port", "8080", "--metrics-address", "0.0.0.0", "--health-port", "8081",
+                         "--health-address", "0.0.0.0", "--log-format", "json",
                          "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
@@ -369,7 +370,7 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service"])
+                            "ClusterRoleBinding", "Deployment", "Service", "NetworkPolicy"])
     assert one(kdocs, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
@@ -382,6 +383,7 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+    assert one(kdocs, "NetworkPolicy")["spec"] == one(hdocs, "NetworkPolicy")["spec"]
 
 
 @pytest.mark.parametrize("overlay", [

@@ -134,3 +134,115 @@ async def test_hand_edited_child_is_reverted_with_a_warning(two_pool_example):
     again = await rec.reconcile(obj, mem, T0 + dt.timedelta(seconds=10))
     assert [e for e in again if e.reason == "DriftReverted"] == []
     assert ("replace_pod_spec", "Deployment", "llm", "deepseek-r1-h200") not in kube.calls
+
+
+# ------------------------------------------------------------------ item 7: RBAC = the calls the code makes
+
+import inspect  # noqa: E402
+import subprocess  # noqa: E402
+import yaml  # noqa: E402
+
+from test_chart import KUSTOMIZE, helm, kubectl, template  # noqa: E402,F401 - the real helm and kubectl (fixtures)
+
+from tokenfactory import kube as kube_mod  # noqa: E402
+
+# KubeClient method -> (apiGroup, resource, verbs), per kind where it depends on it. lightkube's apply is a
+# server-side apply PATCH, which the apiserver also authorises as create when the object does not exist yet.
+CLIENT_VERBS = {
+    "apply": lambda kind: {("apps", "deployments") if kind == "Deployment" else ("", "services"): {"create", "patch"}},
+    "list": lambda kind: {("apps", "deployments") if kind == "Deployment" else ("", "pods"): {"list"}},
+    "delete": lambda kind: {("apps", "deployments"): {"delete"}},
+    "patch_status": lambda kind: {("tokenfactory.dev", "tokenfactories/status"): {"patch"}},
+    "emit_event": lambda kind: {("", "events"): {"create"}},
+    "replace_pod_spec": lambda kind: {("apps", "deployments"): {"patch"}},
+}
+PLURALS = {"tokenfactory.dev": "tokenfactories", "apps": "deployments", "": "pods"}
+
+
+class RecordingKube(FakeKube):
+    def __init__(self):
+        super().__init__()
+        self.used: list[tuple[str, str]] = []
+
+    async def list(self, kind, namespace, labels):
+        self.used.append(("list", kind))
+        return await super().list(kind, namespace, labels)
+
+    async def apply(self, manifest):
+        self.used.append(("apply", manifest["kind"]))
+        return await super().apply(manifest)
+
+    async def delete(self, kind, namespace, name):
+        self.used.append(("delete", kind))
+        return await super().delete(kind, namespace, name)
+
+    async def patch_status(self, namespace, name, status):
+        self.used.append(("patch_status", "TokenFactory"))
+        return await super().patch_status(namespace, name, status)
+
+    async def emit_event(self, involved, type_, reason, message):
+        self.used.append(("emit_event", "Event"))
+        return await super().emit_event(involved, type_, reason, message)
+
+    async def replace_pod_spec(self, namespace, name, pod_spec):
+        self.used.append(("replace_pod_spec", "Deployment"))
+        return await super().replace_pod_spec(namespace, name, pod_spec)
+
+
+def _add(acc, more):
+    for k, v in more.items():
+        acc.setdefault(k, set()).update(v)
+
+
+async def code_calls(example) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, from what a reconcile scenario calls and what kopf is registered to do."""
+    import kopf
+
+    import tokenfactory.handlers  # noqa: F401 - registers the handlers
+    from test_controller import factory
+
+    kube = RecordingKube()
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(example)
+    await rec.reconcile(obj, mem, T0)  # create
+    kube.edit_pod_spec("llm", "deepseek-r1-gb300", {"hostNetwork": True})
+    await rec.reconcile(obj, mem, T0)  # revert drift
+    smaller = factory(example, generation=2)
+    smaller["spec"]["pools"] = smaller["spec"]["pools"][:1]
+    await rec.reconcile(smaller, mem, T0)  # delete a removed pool
+    calls: dict[tuple[str, str], set[str]] = {}
+    for method, kind in kube.used:
+        _add(calls, CLIENT_VERBS[method](kind))
+    registry = kopf.get_default_registry()
+    for h in [*registry._watching.get_all_handlers(), *registry._spawning.get_all_handlers()]:
+        _add(calls, {(h.selector.group, h.selector.any_name or PLURALS[h.selector.group]): {"list", "watch"}})
+    # kopf keeps its finalizer and its progress/diff-base annotations on the TokenFactory (daemons)
+    _add(calls, {("tokenfactory.dev", "tokenfactories"): {"patch"}})
+    return calls
+
+
+def rules_of(docs, kind) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for d in docs:
+        if d and d["kind"] == kind and not d["metadata"]["name"].endswith("-observe"):
+            for r in d["rules"]:
+                for g in r["apiGroups"]:
+                    for res in r["resources"]:
+                        if res not in ("customresourcedefinitions", "namespaces"):  # kopf's observation (values rbac.*)
+                            out.setdefault((g, res), set()).update(r["verbs"])
+    return out
+
+
+def test_every_kube_client_method_has_its_verbs():
+    methods = {n for n, f in inspect.getmembers(kube_mod.LightkubeClient, inspect.iscoroutinefunction)
+               if not n.startswith("_") and n != "close"}
+    assert methods == set(CLIENT_VERBS)
+
+
+async def test_chart_and_kustomize_rbac_are_exactly_the_calls_the_code_makes(two_pool_example, helm, kubectl):
+    """Both directions: every verb the code uses is granted (else Forbidden), and nothing more is."""
+    calls = await code_calls(two_pool_example)
+    assert rules_of(template(helm), "ClusterRole") == calls
+    assert rules_of(template(helm, "watchNamespaces={team-a}"), "Role") == calls
+    res = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert rules_of(list(yaml.safe_load_all(res.stdout)), "ClusterRole") == calls

@@ -58,27 +58,28 @@ What the operator does, namespaced part (see operator/tokenfactory/{handlers,kub
 No secrets, no configmaps.
 */}}
 {{- define "tokenfactory.namespacedRules" -}}
+{{- /* Exactly the verbs the code uses (tests/unit/test_security_operator.py compares them with its calls):
+  kopf lists/watches TokenFactories and patches its finalizer and annotations onto them; the pipeline
+  merge-patches their status, server-side applies (create+patch) Deployments and the Service, JSON-patches a
+  drifted pod template back (patch), lists Deployments and pods, deletes removed pools' Deployments, creates Events. */}}
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}
