@@ -42,20 +42,21 @@ WINDOW = 10
 
 # (verb, resource) the operator needs in every namespace it watches (handlers.py, kube.py).
 NEEDED = [
-    ("get", "tokenfactories.tokenfactory.dev"), ("list", "tokenfactories.tokenfactory.dev"),
-    ("watch", "tokenfactories.tokenfactory.dev"), ("patch", "tokenfactories.tokenfactory.dev"),
-    ("get", "tokenfactories.tokenfactory.dev:status"), ("patch", "tokenfactories.tokenfactory.dev:status"),
-    ("update", "tokenfactories.tokenfactory.dev:status"),
-    *[(v, "deployments.apps") for v in ("get", "list", "watch", "create", "patch", "update", "delete")],
-    *[(v, "services") for v in ("get", "list", "watch", "create", "patch", "update", "delete")],
-    ("get", "pods"), ("list", "pods"), ("watch", "pods"),
-    ("create", "events"), ("patch", "events"), ("create", "events.events.k8s.io"),
+    ("list", "tokenfactories.tokenfactory.dev"), ("watch", "tokenfactories.tokenfactory.dev"),
+    ("patch", "tokenfactories.tokenfactory.dev"), ("patch", "tokenfactories.tokenfactory.dev:status"),
+    *[(v, "deployments.apps") for v in ("list", "watch", "create", "patch", "delete")],
+    ("create", "services"), ("patch", "services"),
+    ("list", "pods"), ("watch", "pods"),
+    ("create", "events"),
 ]
 REFUSED = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
     ("get", "configmaps"), ("delete", "pods"), ("create", "pods"), ("delete", "tokenfactories.tokenfactory.dev"),
     ("create", "tokenfactories.tokenfactory.dev"), ("create", "pods:exec"), ("create", "serviceaccounts:token"),
     ("update", "pods:status"), ("update", "deployments.apps:scale"),
+    # issue 15: granted before, never used by the code
+    ("update", "deployments.apps"), ("update", "services"), ("delete", "services"),
+    ("update", "tokenfactories.tokenfactory.dev:status"), ("patch", "events"), ("create", "events.events.k8s.io"),
     ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
 ]
 CLUSTER_REFUSED = [("list", "nodes"), ("create", "customresourcedefinitions.apiextensions.k8s.io"),
