@@ -176,7 +176,7 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
     docs = render(helm, release, namespace, *MONITORS_ON, "prometheus.url=http://prometheus.monitoring:9090")
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+                     "NetworkPolicy", "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
     try:
         install(kubectl, docs)
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -231,7 +231,7 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
     release = f"tf{uuid.uuid4().hex[:6]}"
     docs = render(helm, release, namespace, f"watchNamespaces={{{watched}}}")
     assert {d["kind"] for d in docs} == {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
-                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "NetworkPolicy"}
     try:
         install(kubectl, docs)
         sa_ns, sa_name = service_account(docs)

@@ -246,3 +246,68 @@ async def test_chart_and_kustomize_rbac_are_exactly_the_calls_the_code_makes(two
     res = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert rules_of(list(yaml.safe_load_all(res.stdout)), "ClusterRole") == calls
+
+
+# ------------------------------------------------------------------ item 3: planner off the loop, time-boxed
+
+import importlib.util  # noqa: E402
+import threading  # noqa: E402
+
+from tokenfactory import planner  # noqa: E402
+from tokenfactory.pipeline import plan as plan_stage  # noqa: E402
+
+
+def bench_planner_budget():
+    path = KUSTOMIZE.parents[2] / "bench" / "planner_budget.py"
+    spec = importlib.util.spec_from_file_location("bench_planner_budget", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_adversarial_spec_stops_at_the_budget_with_the_best_mix_so_far():
+    """The spec from issue 15 (8 near-tied custom pools, maxReplicas 1000, budget + power cap): the solver
+    stops when told to (here after 3 checks, i.e. ~3,000 nodes, instead of a time) and says so."""
+    bench = bench_planner_budget()
+    inputs = bench.adversarial_inputs()
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 3
+
+    plan, _ = planner.decide(None, inputs, 1_000.0, stop=stop)
+    assert "time budget reached" in plan.summary and "best mix found so far" in plan.summary
+    assert plan.megawatts <= inputs.objectives.max_megawatts + 1e-9
+    assert plan.dollars_per_hour <= inputs.objectives.max_dollars_per_hour
+    assert sum(plan.replicas.values()) > 0 and plan.capacity_tokens_per_second > 0
+    # the same search without a stop runs far past where it was stopped (why a budget is needed)
+    sol = planner.solve(inputs.pools, 2_400_000 * 1.2, current=inputs.current, max_dollars_per_hour=40_000,
+                        max_megawatts=2.4, max_nodes=20_000)
+    assert sol.nodes > 3 * 1024 and not sol.stopped
+
+
+def test_without_stop_the_solver_is_unchanged():
+    pools = (planner.PoolProfile("a", "a", 10.0, 1000.0, 0, 20), planner.PoolProfile("b", "b", 12.0, 1300.0, 0, 20))
+    sol = planner.solve(pools, 9000.0)
+    assert sol.exact and not sol.stopped
+
+
+async def test_plan_runs_in_a_worker_thread_with_a_deadline(two_pool_example, monkeypatch):
+    seen = {}
+    real = planner.decide
+
+    def spy(state, inputs, now, *, stop=None):
+        seen["thread"] = threading.get_ident()
+        seen["stop"] = stop
+        return real(state, inputs, now, stop=stop)
+
+    monkeypatch.setattr(planner, "decide", spy)
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0)
+    await rig.step()
+    await rig.step()
+    assert seen["thread"] != threading.get_ident()  # not on the event loop's thread
+    assert seen["stop"] is not None and seen["stop"]() is False  # a deadline, not yet reached
+    assert plan_stage.PLAN_BUDGET_SECONDS <= 1.0

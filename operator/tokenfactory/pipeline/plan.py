@@ -7,7 +7,10 @@ The planner only runs on passes that read metrics; in between, replicas stay whe
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
+from collections.abc import Callable
 
 from tokenfactory import api, planner, render
 from tokenfactory.pipeline.assess import tidy
@@ -32,8 +35,22 @@ def decision(plan: planner.Plan, mode: str, applied: bool, now: dt.datetime) -> 
     )
 
 
-def plan(c: Collected, state: planner.PlannerState | None) -> PlanOutcome:
-    """One planning step for a pass that read metrics."""
+# Issue 15: the solve runs in a worker thread with this time budget (then the best mix found so far). The
+# event loop (``/healthz``, the other factories) keeps running meanwhile: the planner is pure Python, so
+# the worker takes the GIL only for the interpreter's switch interval (5 ms) at a time.
+PLAN_BUDGET_SECONDS = 1.0
+
+
+async def plan_in_worker(c: Collected, state: planner.PlannerState | None,
+                         budget_seconds: float = PLAN_BUDGET_SECONDS) -> PlanOutcome:
+    """:func:`plan` off the event loop, the solver stopped after ``budget_seconds`` (best mix so far)."""
+    deadline = time.monotonic() + budget_seconds
+    return await asyncio.to_thread(plan, c, state, lambda: time.monotonic() >= deadline)
+
+
+def plan(c: Collected, state: planner.PlannerState | None, stop: Callable[[], bool] | None = None) -> PlanOutcome:
+    """One planning step for a pass that read metrics (``stop``: the solver's time budget, see
+    :func:`plan_in_worker`)."""
     spec = c.spec
     assert spec is not None
     if spec.scaling.mode == "Off" or not c.reading.read:
@@ -41,7 +58,7 @@ def plan(c: Collected, state: planner.PlannerState | None) -> PlanOutcome:
     problem = c.reading.problem
     inputs = planner_inputs(spec, c.reading.metrics, current=c.current, ready=c.ready(), pools=c.pools,
                             metrics_problem=problem.reason if problem else None)
-    result, new_state = planner.decide(state, inputs, c.now.timestamp())
+    result, new_state = planner.decide(state, inputs, c.now.timestamp(), stop=stop)
     capacities = {pp.name: pp.capacity_per_replica for pp in result.pools}
     if not result.changes or result.holding:
         return PlanOutcome(replicas=dict(c.current), capacities=capacities, state=new_state)

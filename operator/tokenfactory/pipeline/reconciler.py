@@ -59,7 +59,7 @@ class Reconciler:
                 memory.serving_since = now
             try:
                 a = assess.assess(c, memory.last_good, memory.metrics_warned, memory.serving_since)
-                outcome = plan.plan(c, memory.planner_state)
+                outcome = await plan.plan_in_worker(c, memory.planner_state)  # off the loop, time-boxed
             except Exception:  # noqa: BLE001 - a measuring bug must not stop reconciling the children
                 log.exception("%s/%s: measuring failed; keeping replicas and the last figures", c.ref.namespace, c.ref.name)
                 a, outcome = None, plan.hold(c, memory.planner_state)
