@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -311,3 +312,140 @@ async def test_plan_runs_in_a_worker_thread_with_a_deadline(two_pool_example, mo
     assert seen["thread"] != threading.get_ident()  # not on the event loop's thread
     assert seen["stop"] is not None and seen["stop"]() is False  # a deadline, not yet reached
     assert plan_stage.PLAN_BUDGET_SECONDS <= 1.0
+
+
+# ------------------------------------------------------------------ item 6: metrics edge cases
+
+import httpx  # noqa: E402
+
+from tokenfactory import metrics_source as ms  # noqa: E402
+
+
+def _vec(*samples):
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": labels, "value": [100.0, v]} for labels, v in samples]}}
+
+
+async def test_one_nan_gauge_on_one_pod_is_dropped_and_named_the_factory_still_measured():
+    """Issue 15: one NaN vllm:num_requests_waiting on one pod made the whole factory BadResponse. The gauge
+    queries leave out non-finite samples per series (so Prometheus' sum stays finite) and a query names them."""
+    q = ms.promql_queries("ns", "f", 60)
+    bad_pod = {"pool": "h200", "pod": "f-h200-7c9-abcde", "series": "vllm:num_requests_waiting"}
+    answers = {
+        q["generation_tokens_per_second"]: _vec(({"pool": "h200"}, "1440"), ({"pool": "gb300"}, "24000")),
+        q["engines_reporting"]: _vec(({"pool": "h200"}, "2"), ({"pool": "gb300"}, "1")),
+        q["requests_waiting"]: _vec(({"pool": "h200"}, "3"), ({"pool": "gb300"}, "0")),
+        ms.nonfinite_query("ns", "f"): _vec((bad_pod, "NaN")),
+    }
+    assert "num_requests_waiting" in q["requests_waiting"] and ">= 0 < +Inf" in q["requests_waiting"]
+    src = ms.PrometheusSource("http://p", auth=ms.PrometheusAuth(), transport=httpx.MockTransport(
+        lambda r: httpx.Response(200, json=answers.get(r.url.params["query"], _vec()))))
+    fm = await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert fm.pools["gb300"].generation_tokens_per_second == 24000 and fm.pools["h200"].requests_waiting == 3
+    assert fm.dropped == ("pod f-h200-7c9-abcde (pool h200): vllm:num_requests_waiting = NaN",)
+    # a Prometheus that aggregates the NaN anyway: only that figure of that pool is left out
+    fm = ms.assemble("ns", "f", 60, {
+        "generation_tokens_per_second": [("h200", 1.0, 1440.0), ("gb300", 1.0, 24000.0)],
+        "requests_waiting": [("h200", 1.0, float("nan")), ("gb300", 1.0, 0.0)],
+        "requests_running": [("gb300", 1.0, float("inf"))]})
+    assert fm.pools["h200"].generation_tokens_per_second == 1440 and fm.pools["h200"].requests_waiting == 0
+    assert fm.dropped == ("pool h200: requests_waiting = NaN", "pool gb300: requests_running = +Inf")
+
+
+class DroppingSource(FakeMetricsSource):
+    dropped: tuple[str, ...] = ()
+
+    async def pool_metrics(self, namespace, factory, window_seconds, now=None):
+        fm = await super().pool_metrics(namespace, factory, window_seconds, now)
+        return dataclasses.replace(fm, dropped=self.dropped)
+
+
+async def test_dropped_series_give_a_condition_and_one_warning_naming_pod_and_series(two_pool_example):
+    rig = Rig(two_pool_example)
+    rig.prom = DroppingSource()
+    rig.rec = Reconciler(rig.kube, sources=SourcesByUrl(preset={"http://prom.test:9090": rig.prom}),
+                         exporter=FakeExporter(), default_prometheus_url="http://prom.test:9090")
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0)
+    await rig.step()
+    rig.prom.dropped = ("pod deepseek-r1-h200-x (pool h200): vllm:num_requests_waiting = NaN",)
+    events = await rig.step()
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "True" and cond["reason"] == "SeriesDropped"
+    assert "deepseek-r1-h200-x" in cond["message"] and "vllm:num_requests_waiting" in cond["message"]
+    assert rig.status()["tokensPerSecond"] == pytest.approx(20_600)  # the rest is measured
+    (warn,) = [e for e in events if e.type == "Warning"]
+    assert warn.reason == "MetricsSeriesDropped" and "deepseek-r1-h200-x" in warn.message
+    await rig.step()
+    emitted = [e for e in rig.kube.events if e["reason"] == "MetricsSeriesDropped"]
+    assert len(emitted) == 1  # not repeated every pass
+
+
+async def test_ready_pool_without_any_series_is_unknown_not_zero(two_pool_example):
+    """Issue 15: a pool with 2 Ready replicas and no token series was 0 tok/s with MetricsAvailable=True, and
+    the factory's $/Mtok ignored its real throughput."""
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0, engines_reporting=1)
+    for _ in range(6):  # pools serving longer than a metrics window (2m)
+        await rig.step()
+    good_cost = rig.status()["costPerMillionTokens"]
+    rig.prom.remove_pool(NS, NAME, "h200")  # h200 still has ready replicas, its engines report nothing
+    events = await rig.step()
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "False" and cond["reason"] == "PoolNotReporting"
+    assert "pool h200" in cond["message"] and "unknown" in cond["message"]
+    assert rig.status()["costPerMillionTokens"] == good_cost  # the last good figure, not one from gb300 alone
+    assert rig.pool("h200").get("tokensPerSecond") != 0
+    assert [e.reason for e in events if e.type == "Warning"] == ["MetricsUnavailable"]
+
+
+async def test_busy_engines_without_token_counter_are_unknown_idle_engines_are_idle(two_pool_example):
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
+    rig.prom.set_pool(NS, NAME, "h200", engines_reporting=1, reports_tokens=False)  # idle: issue 13
+    for _ in range(6):
+        await rig.step()
+    assert rig.cond("MetricsAvailable")["reason"] == "MetricsRead"
+    assert rig.pool("h200")["tokensPerSecond"] == 0
+    rig.prom.set_pool(NS, NAME, "h200", engines_reporting=1, reports_tokens=False, requests_running=12.0)
+    await rig.step()
+    assert rig.cond("MetricsAvailable")["reason"] == "PoolNotReporting"
+
+
+async def test_no_scale_down_until_a_full_window_of_fresh_data_after_a_gap(two_pool_example, monkeypatch):
+    """Issue 15: after a Prometheus outage longer than scaleDownStabilization, the first rate read (16,654
+    tok/s against a true 30,000) scaled gb300 2 -> 1 and back. Reproduced with the gap rule switched off,
+    then held with it."""
+
+    async def scenario():
+        rig = Rig(two_pool_example)
+        rig.obj["spec"]["scaling"]["scaleDownStabilization"] = "60s"
+        rig.obj["spec"]["metrics"]["window"] = "2m"
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=30_000.0, engines_reporting=2)
+        rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=0.0, engines_reporting=1)
+        for _ in range(8):
+            await rig.step()
+        assert rig.replicas("gb300") == 2
+        rig.prom.fail("PrometheusUnreachable")
+        for _ in range(6):  # 3 minutes: longer than the stabilization window
+            await rig.step()
+        rig.prom.recover()
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=16_654.0, engines_reporting=2)
+        events = await rig.step()
+        first = rig.replicas("gb300")
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=30_000.0, engines_reporting=2)
+        for _ in range(5):
+            events += await rig.step()
+        return first, rig.replicas("gb300"), events
+
+    with monkeypatch.context() as m:
+        m.setattr(Reconciler, "_after_gap", staticmethod(lambda c, memory, now: None))
+        first, _, _ = await scenario()
+    assert first == 1  # the observation: scaled down on the gap-diluted rate
+    first, last, events = await scenario()
+    assert first == 2 and last == 2
+    held = [e for e in events if e.reason == "ScaleDownHeld"]
+    assert held and "gb300: 2 -> 1" in held[0].message and "window" in held[0].message
+    assert not [e for e in events if e.reason == "ScaledDown" and e.message.startswith("gb300")]

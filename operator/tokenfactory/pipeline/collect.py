@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenfactory import api, render
-from tokenfactory.metrics_source import PROMETHEUS_URL_NOT_ALLOWED, MetricsUnavailable, normalise_url, url_allowed
+from tokenfactory.metrics_source import (
+    POOL_NOT_REPORTING, PROMETHEUS_URL_NOT_ALLOWED, FactoryMetrics, MetricsUnavailable, normalise_url, url_allowed,
+)
 from tokenfactory.pipeline.model import Collected, FactoryMemory, FactoryRef, MetricsReading, PoolObservation
 from tokenfactory.ports import KubeClient, MetricsSources
 
@@ -95,6 +97,42 @@ async def read_metrics(sources: MetricsSources | None, default_url: str | None, 
     return MetricsReading(read=True, url=url, metrics=fm)
 
 
+def unmeasured_pools(fm: FactoryMetrics, ready: Mapping[str, int], ready_since: Mapping[str, dt.datetime],
+                     now: dt.datetime, grace_seconds: float) -> list[str]:
+    """Pools whose throughput is unknown (issue 15): ready replicas for longer than ``grace_seconds`` (a
+    new pool's series appear after its first scrapes) and either no series at all from their engines, or
+    engines busy (requests running or waiting) without a generation-token series. Engines that report
+    and serve nothing are idle, not unknown (demand 0, issue 13)."""
+    out = []
+    for pool, n in sorted(ready.items()):
+        since = ready_since.get(pool)
+        if n <= 0 or since is None or (now - since).total_seconds() < grace_seconds:
+            continue
+        pm = fm.pools.get(pool)
+        if pm is None:
+            out.append(f"pool {pool} has {n} ready replica(s) but its engines report no vLLM series")
+        elif not pm.reports_tokens and (pm.requests_running > 0 or pm.requests_waiting > 0):
+            out.append(f"pool {pool} has {n} ready replica(s) with {pm.requests_running:g} request(s) running but "
+                       f"no vllm:generation_tokens_total series")
+    return out
+
+
+def judge_partial(reading: MetricsReading, spec: api.TokenFactorySpec, children: Mapping[str, PoolObservation],
+                  memory: FactoryMemory, now: dt.datetime) -> MetricsReading:
+    """A reading where a serving pool is unmeasured is not a reading of the factory: no figures (no $/Mtok
+    from partial data, no planning on it), MetricsAvailable=False with reason PoolNotReporting."""
+    if reading.metrics is None:
+        return reading
+    from tokenfactory.pipeline.assess import serving_grace_seconds
+
+    ready = {p.name: (children[p.name].ready_replicas if p.name in children else 0) for p in spec.pools}
+    missing = unmeasured_pools(reading.metrics, ready, memory.pool_ready_since, now, serving_grace_seconds(spec))
+    if not missing:
+        return reading
+    return MetricsReading(read=True, url=reading.url, problem=MetricsUnavailable(
+        POOL_NOT_REPORTING, "; ".join(missing) + ": its throughput, and so the factory's $/Mtok, is unknown (not 0)"))
+
+
 def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPool, ...], tuple[str, ...]]:
     """The spec and its pools resolved (once per pass), or every problem with its field path."""
     try:
@@ -126,6 +164,7 @@ async def collect(kube: KubeClient, sources: MetricsSources | None, default_url:
     applied = any(c.deployment is not None for c in children.values())
     if measure and applied:
         reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now, allowed_urls)
+        reading = judge_partial(reading, spec, children, memory, now)
     else:
         reading = MetricsReading(read=False)
     return Collected(ref=ref, now=now, spec=spec, problems=(), pools=pools, children=children,

@@ -239,3 +239,6 @@ class FactoryMemory:
     known_pools: frozenset[str] = frozenset()
     metrics_warned: bool = False
     serving_since: dt.datetime | None = None  # since when some replica has been ready (None: none is)
+    pool_ready_since: dict[str, dt.datetime] = field(default_factory=dict)  # per pool, since when it has a ready replica
+    metrics_gap: bool = False  # the last reading failed after a good one (issue 15)
+    fresh_since: dt.datetime | None = None  # first good reading after the last gap: no scale-down for a window

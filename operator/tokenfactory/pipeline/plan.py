@@ -8,6 +8,7 @@ The planner only runs on passes that read metrics; in between, replicas stay whe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -42,15 +43,17 @@ PLAN_BUDGET_SECONDS = 1.0
 
 
 async def plan_in_worker(c: Collected, state: planner.PlannerState | None,
-                         budget_seconds: float = PLAN_BUDGET_SECONDS) -> PlanOutcome:
+                         budget_seconds: float = PLAN_BUDGET_SECONDS, hold_scale_down: str | None = None) -> PlanOutcome:
     """:func:`plan` off the event loop, the solver stopped after ``budget_seconds`` (best mix so far)."""
     deadline = time.monotonic() + budget_seconds
-    return await asyncio.to_thread(plan, c, state, lambda: time.monotonic() >= deadline)
+    return await asyncio.to_thread(plan, c, state, lambda: time.monotonic() >= deadline, hold_scale_down)
 
 
-def plan(c: Collected, state: planner.PlannerState | None, stop: Callable[[], bool] | None = None) -> PlanOutcome:
+def plan(c: Collected, state: planner.PlannerState | None, stop: Callable[[], bool] | None = None,
+         hold_scale_down: str | None = None) -> PlanOutcome:
     """One planning step for a pass that read metrics (``stop``: the solver's time budget, see
-    :func:`plan_in_worker`)."""
+    :func:`plan_in_worker`; ``hold_scale_down``: why scale-downs wait this pass, e.g. right after a
+    metrics gap; scale-ups still happen)."""
     spec = c.spec
     assert spec is not None
     if spec.scaling.mode == "Off" or not c.reading.read:
@@ -62,8 +65,21 @@ def plan(c: Collected, state: planner.PlannerState | None, stop: Callable[[], bo
     capacities = {pp.name: pp.capacity_per_replica for pp in result.pools}
     if not result.changes or result.holding:
         return PlanOutcome(replicas=dict(c.current), capacities=capacities, state=new_state)
+    held_events: list[Event] = []
+    if hold_scale_down:
+        held = [pp for pp in result.changes if pp.replicas < pp.current]
+        held_events = [Event("Normal", "ScaleDownHeld", f"{pp.name}: {pp.current} -> {pp.replicas} held: {hold_scale_down}")
+                       for pp in held]
+        if held:
+            kept = {pp.name: pp.current for pp in held}
+            result = dataclasses.replace(
+                result, replicas={**result.replicas, **kept},
+                pools=tuple(dataclasses.replace(pp, replicas=pp.current) if pp.name in kept else pp for pp in result.pools),
+                summary=f"{result.summary}; {hold_scale_down}")
+        if not result.changes:
+            return PlanOutcome(replicas=dict(c.current), capacities=capacities, state=new_state, events=tuple(held_events))
     applied = spec.scaling.mode == "Auto"
-    events, directions = [], []
+    events, directions = list(held_events), []
     for pp in result.changes:
         direction = "up" if pp.replicas > pp.current else "down"
         directions.append((pp.name, direction))
