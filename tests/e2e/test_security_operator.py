@@ -1,0 +1,159 @@
+"""Issue 15, the operator's side, on the real control plane and a real Prometheus (no API mocks).
+
+- no SSRF: a spec.metrics.prometheusUrl outside the operator's allow-list is never fetched (a listening
+  server sees no request) and the status says PrometheusURLNotAllowed;
+- children stay what the operator wrote: an extra container, hostNetwork and a privileged securityContext
+  added to a child Deployment with kubectl (another field manager) are reverted, with a Warning naming them;
+- one NaN gauge on one pod: the real Prometheus answers the operator's PromQL with that series left out of
+  the sums and named by the non-finite query; the other figures stand.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from harness import CRD, Operator, example_doc, wait_for
+
+from tokenfactory import metrics_source as ms
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """A local HTTP server that records every request (the would-be SSRF target) and answers like the
+    issue's test service (a JSON error carrying a secret)."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self.requests: list[str] = []
+        self.body = body
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def operator(cluster, kubectl, prometheus, namespace, tmp_path):
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace], prometheus_url=prometheus.url)
+    yield op
+    kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+    op.stop()
+
+
+def tf(kubectl, namespace, name="deepseek-r1") -> dict:
+    return kubectl.json("get", "tokenfactory", name, "-n", namespace)
+
+
+def condition(kubectl, namespace, type_: str) -> dict:
+    return next((c for c in (tf(kubectl, namespace).get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def warnings(kubectl, namespace, reason: str) -> list[dict]:
+    items = kubectl.json("get", "events", "-n", namespace, "--field-selector",
+                         f"involvedObject.kind=TokenFactory,reason={reason}")["items"]
+    return [e for e in items if e["type"] == "Warning"]
+
+
+def test_prometheus_url_outside_the_allow_list_is_never_fetched(operator, kubectl, namespace):
+    target = Recorder(json.dumps({"status": "error", "errorType": "x", "error": "db_password=hunter2"}).encode())
+    try:
+        doc = example_doc(scaling={"mode": "Recommend", "interval": "2s"},
+                          metrics={"window": "10s", "prometheusUrl": target.url})
+        kubectl.apply(doc, namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") ==
+                        "PrometheusURLNotAllowed" and c, 90, "MetricsAvailable PrometheusURLNotAllowed")
+        assert cond["status"] == "False" and "spec.metrics.prometheusUrl" in cond["message"]
+        time.sleep(3)  # more measuring passes (interval 2s)
+        assert target.requests == []  # the operator never connected to the user's URL
+        status = json.dumps(tf(kubectl, namespace).get("status"))
+        assert "hunter2" not in status
+        assert warnings(kubectl, namespace, "MetricsUnavailable")
+    finally:
+        target.shutdown()
+
+
+def test_hand_added_container_hostnetwork_privileged_are_reverted(operator, kubectl, namespace):
+    kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+    dep = "deepseek-r1-gb300"
+    wait_for(lambda: kubectl.run("get", "deployment", dep, "-n", namespace).returncode == 0, 60, "Deployment")
+    # what issue 15 saw persist: kubectl (field manager kubectl-patch, an Update) adds them
+    patch = [
+        {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "miner", "image": "busybox"}},
+        {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
+        {"op": "add", "path": "/spec/template/spec/containers/0/securityContext/privileged", "value": True},
+    ]
+    live = kubectl.json("get", "deployment", dep, "-n", namespace)
+    if "securityContext" not in live["spec"]["template"]["spec"]["containers"][0]:
+        patch[2] = {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}}
+    kubectl("patch", "deployment", dep, "-n", namespace, "--type=json", "-p", json.dumps(patch))
+
+    def reverted():
+        pod = kubectl.json("get", "deployment", dep, "-n", namespace)["spec"]["template"]["spec"]
+        names = [c["name"] for c in pod["containers"]]
+        privileged = (pod["containers"][0].get("securityContext") or {}).get("privileged")
+        return names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+
+    wait_for(reverted, 60, "the hand edits reverted")
+    (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "DriftReverted"), 30, "Warning DriftReverted")
+    assert dep in event["message"] and "containers[miner] (added)" in event["message"]
+    assert "hostNetwork" in event["message"] and "containers[vllm].securityContext" in event["message"]
+    # and it stays reverted (no fight with another manager on the next passes)
+    time.sleep(3)
+    assert reverted()
+
+
+EXPOSITION = """\
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} NaN
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 3
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} 1
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} 4
+vllm:num_requests_running{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 5
+vllm:num_requests_running{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} +Inf
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} 1000
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 2000
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} 5000
+"""
+
+
+async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(prometheus):
+    server = Recorder(EXPOSITION.replace("NS", "sec").encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        wait_for(lambda: len(prometheus.query('vllm:num_requests_running{namespace="sec"}')) == 3, 60, "scraped")
+        src = ms.PrometheusSource(prometheus.url, auth=ms.PrometheusAuth())
+        try:
+            fm = await src.pool_metrics("sec", "f", 30)
+        finally:
+            await src.aclose()
+        assert set(fm.pools) == {"h200", "gb300"}
+        assert fm.pools["h200"].requests_waiting == 3  # the NaN pod left out of the sum, not the whole pool
+        assert fm.pools["h200"].requests_running == 9 and fm.pools["gb300"].requests_waiting == 1
+        assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2
+        assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
+                              "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN")
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
