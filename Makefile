@@ -27,6 +27,9 @@ crd:
 	.venv/bin/tokenfactory crd -f crds/tokenfactory.dev_tokenfactories.yaml
 	cp crds/tokenfactory.dev_tokenfactories.yaml charts/tokenfactory/crds/tokenfactory.dev_tokenfactories.yaml
 	cp crds/tokenfactory.dev_tokenfactories.yaml deploy/kustomize/base/tokenfactory.dev_tokenfactories.yaml
+	.venv/bin/tokenfactory crd --kind TokenFactoryAllowList -f crds/tokenfactory.dev_tokenfactoryallowlists.yaml
+	cp crds/tokenfactory.dev_tokenfactoryallowlists.yaml charts/tokenfactory/crds/tokenfactory.dev_tokenfactoryallowlists.yaml
+	cp crds/tokenfactory.dev_tokenfactoryallowlists.yaml deploy/kustomize/base/tokenfactory.dev_tokenfactoryallowlists.yaml
 
 bench: setup
 	.venv/bin/python bench/autoscale.py --quick --json out/bench-autoscale.json

@@ -50,10 +50,12 @@ EXTRAS = {
     "cryptography": "cluster",
     "rich": "demo",
     "matplotlib": "demo",
+    "numpy": "sim",
 }
 # Tooling commands -> the extra they need (checked before the command starts anything).
 COMMAND_EXTRAS = {
     "cluster": "cluster",
+    "sim": "sim",
     "demo": "demo",
 }
 

@@ -86,6 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_flag(p, ["yaml", "json", "name"], "yaml")
     add_file_flag(p)
+    p.add_argument("--kind", choices=["TokenFactory", "TokenFactoryAllowList"], default="TokenFactory",
+                   help="which CRD: TokenFactory (default) or TokenFactoryAllowList (the admission policy's allow-lists)")
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("render", help="print the Deployments and Service a TokenFactory file turns into (offline)",
@@ -119,7 +121,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
     from tokenfactory.crd import crd_yaml
 
-    text = crd_yaml()
+    text = crd_yaml(args.kind)
     if args.output != "yaml":
         text = format_objects([yaml.safe_load(text)], args.output)
     emit(text, args.file)

@@ -19,6 +19,11 @@ LABEL_POOL = "tokenfactory.dev/pool"
 LABEL_GPU_TYPE = "tokenfactory.dev/gpu-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 VLLM_ENTRYPOINT = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+# vLLM runs as this non-root user unless spec.engine.securityContext says otherwise.
+DEFAULT_UID = 1000
+DEFAULT_GID = 1000
+# A writable home for the non-root user (Hugging Face and vLLM caches live under $HOME/.cache).
+HOME_DIR = "/home/vllm"
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]
         if var.value is not None:
             item["value"] = var.value
         if var.value_from is not None:
-            item["valueFrom"] = var.value_from
+            item["valueFrom"] = var.value_from.model_dump(by_alias=True, exclude_none=True)
         env.append(item)
     def probe(**timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": "/health", "port": "http"}, **timing}
@@ -146,16 +151,40 @@ def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]
         "livenessProbe": probe(periodSeconds=10, failureThreshold=6),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    if env:
-        container["env"] = env
+    if not any(var.name == "HOME" for var in spec.engine.env):
+        env.insert(0, {"name": "HOME", "value": HOME_DIR})
+    container["env"] = env
+    container["volumeMounts"].append({"name": "home", "mountPath": HOME_DIR})
+    # Restricted Pod Security Standard, container part.
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return container
+
+
+def pod_security_context(spec: api.TokenFactorySpec) -> dict[str, Any]:
+    """The pod's security context: restricted-compatible, with the ids spec.engine.securityContext chooses."""
+    sc = spec.engine.security_context
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": sc.run_as_user if sc.run_as_user is not None else DEFAULT_UID,
+        "runAsGroup": sc.run_as_group if sc.run_as_group is not None else DEFAULT_GID,
+        "fsGroup": sc.fs_group if sc.fs_group is not None else DEFAULT_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def render_deployment(owner: Owner, spec: api.TokenFactorySpec, pool: api.PoolSpec, replicas: int) -> dict[str, Any]:
     labels = pool_labels(owner.name, pool)
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, pool)],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}},
+                    {"name": "home", "emptyDir": {}}],
+        "securityContext": pod_security_context(spec),
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 60,
     }
     if pool.node_selector:

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tokenfactory"
 KUSTOMIZE = ROOT / "deploy" / "kustomize" / "base"
 CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactories.yaml"
+ALLOWLIST_CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactoryallowlists.yaml"
 CRD_COPIES = [CHART / "crds" / CRD.name, KUSTOMIZE / CRD.name]
+ALLOWLIST_COPIES = [CHART / "crds" / ALLOWLIST_CRD.name, KUSTOMIZE / ALLOWLIST_CRD.name]
 RELEASE_NS = "tokenfactory-system"
 
 # What the operator does, per kind (handlers.py, kube.py): nothing more.
@@ -98,6 +100,14 @@ def test_crd_copies_are_identical(copy):
     assert copy.read_bytes() == CRD.read_bytes(), f"{copy} differs from {CRD}: run `make crd`"
 
 
+@pytest.mark.parametrize("copy", ALLOWLIST_COPIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_allowlist_crd_copies_are_identical(copy):
+    from tokenfactory import crd
+
+    assert ALLOWLIST_CRD.read_text() == crd.crd_yaml("TokenFactoryAllowList"), "run `make crd`"
+    assert copy.read_bytes() == ALLOWLIST_CRD.read_bytes(), f"{copy} differs from {ALLOWLIST_CRD}: run `make crd`"
+
+
 # ------------------------------------------------------------------------------------------ lint
 
 
@@ -117,9 +127,11 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service", "ServiceAccount",
+                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                             "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
     assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
@@ -369,9 +381,11 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     assert res.returncode == 0, res.stderr
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service", "NetworkPolicy"])
-    assert one(kdocs, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
+                            "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "NetworkPolicy", "TokenFactoryAllowList",
+                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
+    assert sorted((d for d in by_kind(kdocs, "CustomResourceDefinition")), key=lambda d: d["metadata"]["name"]) == [
+        yaml.safe_load(CRD.read_text()), yaml.safe_load(ALLOWLIST_CRD.read_text())]
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
     kb, hb = one(kdocs, "ClusterRoleBinding"), one(hdocs, "ClusterRoleBinding")
@@ -384,6 +398,13 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
     assert one(kdocs, "NetworkPolicy")["spec"] == one(hdocs, "NetworkPolicy")["spec"]
+    # the admission policy, its binding and its parameters: the same as the chart's
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
+        assert one(kdocs, kind)["spec"] == one(hdocs, kind)["spec"], kind
+    kal, hal = one(kdocs, "TokenFactoryAllowList"), one(hdocs, "TokenFactoryAllowList")
+    assert (kal["metadata"]["name"], kal["spec"]) == (hal["metadata"]["name"], hal["spec"])
+    # (kustomize, not knowing the kind is cluster-scoped, adds its namespace; the apiserver ignores it)
 
 
 @pytest.mark.parametrize("overlay", [
@@ -451,3 +472,51 @@ def test_notes_point_only_at_what_a_packaged_chart_has(helm, tmp_path):
         f.startswith(p) for f in packaged)], paths
     assert "https://github.com/tokenfactory/tokenfactory/tree/main/deploy/examples" in notes
     assert (ROOT / "deploy" / "examples").is_dir()
+
+
+# -------------------------------------------------------------------------- admission policy
+
+
+def test_admission_policy_checks_the_author(helm):
+    from tokenfactory import api
+
+    docs = template(helm)
+    vap, binding, allow = (one(docs, k) for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                                   "TokenFactoryAllowList"))
+    assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    spec = vap["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["paramKind"] == {"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactoryAllowList"}
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["tokenfactories"] and rule["operations"] == ["CREATE", "UPDATE"]
+    text = json.dumps(spec)
+    for needed in ("authorizer.group('').resource('secrets')", "authorizer.group('').resource('configmaps')",
+                   "check('get').allowed()", "params.spec.allowedImages", "params.spec.allowedTolerations",
+                   "request.userInfo.username"):
+        assert needed in text, needed
+    messages = " ".join(v["messageExpression"] for v in spec["validations"])
+    for field in ("spec.engine.env[].valueFrom.secretKeyRef: ", "spec.engine.env[].valueFrom.configMapKeyRef: ",
+                  "spec.engine.image: ", "spec.pools[name="):
+        assert field in messages, field
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["paramRef"] == {"name": allow["metadata"]["name"], "parameterNotFoundAction": "Deny"}
+    assert "matchResources" not in binding["spec"]  # every namespace by default
+    # the default allow-list is valid for its CRD's schema and lets the shipped examples through
+    allowed = api.AllowListSpec.model_validate(allow["spec"])
+    assert allowed.allowed_images == ["vllm/vllm-openai:*", "vllm/vllm-openai@sha256:*", "docker.io/vllm/vllm-openai:*"]
+    assert [(t.key, t.operator, t.value, t.effect) for t in allowed.allowed_tolerations] == [
+        ("nvidia.com/gpu", "Exists", None, "NoSchedule"), ("nvidia.com/gpu", "Equal", "present", "NoSchedule")]
+
+
+def test_admission_policy_options(helm):
+    binding = one(template(helm, "watchNamespaces={team-a,team-b}"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}
+    binding = one(template(helm, "admissionPolicy.namespaceSelector.matchLabels.tier=gpu"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"tier": "gpu"}}
+    docs = template(helm, "admissionPolicy.enabled=false")
+    assert not {d["kind"] for d in docs} & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                            "TokenFactoryAllowList"}
+    res = run(helm, "template", "tokenfactory", str(CHART), "--set", "admissionPolicy.allowedTolerations[0].operator=Any")
+    assert res.returncode != 0 and "/admissionPolicy/allowedTolerations/0" in res.stderr, res.stderr

@@ -160,3 +160,28 @@ async def test_throughput_profile_condition_says_when_sheet_figures_are_for_anot
     c = conds(kube, "llama")["ThroughputProfile"]
     assert c["status"] == "False" and c["reason"] == "SheetProfileForOtherModel"
     assert "Llama-3.1-70B" in c["message"] and "gb300" in c["message"] and "h200" in c["message"]
+
+
+async def test_pods_refused_by_the_apiserver_make_the_factory_degraded_with_one_warning(kube, two_pool_example):
+    """A Deployment exists but its ReplicaSet cannot create pods (here: Pod Security): not 'all children applied'."""
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
+    await rec.reconcile(obj, mem, NOW)
+    dep = kube.objects[("Deployment", "llm", "deepseek-r1-h200")]
+    dep["status"] = {"replicas": 0, "conditions": [{
+        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "message": 'pods "deepseek-r1-h200-abc" is forbidden: violates PodSecurity "restricted:latest": '
+                   "allowPrivilegeEscalation != false"}]}
+    events = await rec.reconcile(with_status(kube, obj), mem, NOW)
+    degraded = conds(kube)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "PodCreationFailed"
+    assert "deepseek-r1-h200" in degraded["message"] and "PodSecurity" in degraded["message"]
+    warnings = [e for e in events if e.type == "Warning" and e.reason == "PodCreationFailed"]
+    assert len(warnings) == 1 and "deepseek-r1-h200" in warnings[0].message
+    emitted = [e for e in kube.events if e["reason"] == "PodCreationFailed"]
+    assert len(emitted) == 1
+    await rec.reconcile(with_status(kube, obj), mem, NOW)  # the same failure again: no second Event
+    assert len([e for e in kube.events if e["reason"] == "PodCreationFailed"]) == 1
+    dep = kube.objects[("Deployment", "llm", "deepseek-r1-h200")]
+    dep["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    await rec.reconcile(with_status(kube, obj), mem, NOW)
+    assert conds(kube)["Degraded"]["reason"] != "PodCreationFailed"

@@ -81,17 +81,19 @@ def rendered_pod(example):
 def defaulted(pod):
     """What the apiserver stores: defaults filled in (not drift)."""
     pod = copy.deepcopy(pod)
-    pod.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler", securityContext={})
+    pod.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+    pod.setdefault("securityContext", {})
     for c in pod["containers"]:
         c.update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
-    for v in pod.get("volumes", []):
-        v.get("emptyDir", {}).setdefault("medium", "Memory")
     return pod
 
 
 def test_defaults_are_not_drift(two_pool_example):
     pod = rendered_pod(two_pool_example)
-    assert drift.pod_spec_drift(pod, defaulted(pod)) == []
+    pod["volumes"].append({"name": "cfg", "configMap": {"name": "x"}})
+    live = defaulted(pod)
+    live["volumes"][-1]["configMap"]["defaultMode"] = 420  # the apiserver's default
+    assert drift.pod_spec_drift(pod, live) == []
 
 
 @pytest.mark.parametrize("edit, field", [

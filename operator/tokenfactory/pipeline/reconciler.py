@@ -76,6 +76,7 @@ class Reconciler:
 
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children)
         events += act.events
+        events += status.creation_events(act)
 
         if a is not None:
             memory.measurement = status.measurement(c, a, outcome)

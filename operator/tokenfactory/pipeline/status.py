@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, gpusheet, render
+from tokenfactory import api, childhealth, gpusheet, render
 from tokenfactory.exporter import FactoryFigures, Objectives
 from tokenfactory.pipeline.assess import tidy
 from tokenfactory.pipeline.model import (
@@ -51,6 +51,19 @@ def pending(c: Collected) -> api.Condition:
                      c.ref.generation, c.ref.previous_conditions, c.now)
 
 
+def creation_report(act: Actuation) -> childhealth.Report | None:
+    """Pods the apiserver refuses to create for the children (Pod Security, quota, ...): ReplicaFailure
+    conditions on the Deployments, as ``childhealth`` reads them."""
+    deployments = [obs.deployment for obs in act.children.values() if obs.deployment is not None]
+    return childhealth.report(childhealth.creation_failures(deployments))
+
+
+def creation_events(act: Actuation) -> list[Event]:
+    """One Warning per Deployment whose pods cannot be created (repeats are dropped by ``write``)."""
+    failed = creation_report(act)
+    return [Event("Warning", reason, message) for reason, message in failed.events] if failed else []
+
+
 def throughput_profile(c: Collected) -> api.Condition:
     """ThroughputProfile: True when every pool's throughput is measured for this model or set in the spec;
     False (SheetProfileForOtherModel) when pools take the GPU sheet's figure for another model."""
@@ -89,8 +102,11 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
             unschedulable.append(f"pool {p.name}: {len(stuck)} pod(s) cannot be scheduled: {stuck[0]}")
     total_ready = sum(p.ready_replicas for p in pools)
     total_desired = sum(p.desired_replicas for p in pools)
+    failed = creation_report(act)
     if act.errors:
         degraded = condition("Degraded", True, "ApplyFailed", "; ".join(act.errors), gen, prev, now)
+    elif failed is not None:
+        degraded = condition("Degraded", True, failed.reason, failed.message, gen, prev, now)
     elif unschedulable:
         degraded = condition("Degraded", True, "Unschedulable", "; ".join(unschedulable), gen, prev, now)
     else:
