@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Prometheus URL a TokenFactory may name in spec.metrics.prometheusUrl (repeatable; exact match, "
                         "trailing slash ignored; default: $TOKENFACTORY_PROMETHEUS_URL_ALLOW, comma-separated). Any other "
                         "URL is refused (MetricsAvailable=False, PrometheusURLNotAllowed) and never fetched")
+    p.add_argument("--admission-policy", metavar="NAME", default=os.environ.get("TOKENFACTORY_ADMISSION_POLICY") or None,
+                   help="the author-rights ValidatingAdmissionPolicy to rely on (its binding has the same name; default: "
+                        "$TOKENFACTORY_ADMISSION_POLICY). The operator re-checks each spec against the policy's "
+                        "TokenFactoryAllowList, and refuses Secret/ConfigMap references, non-default images and "
+                        "tolerations when the policy is not installed. Unset: no re-check (development)")
     p.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds before a Prometheus query counts as failed (default 5)")
     auth = p.add_argument_group(
         "Prometheus client (Prometheus, Mimir, Thanos, Cortex behind auth/TLS)",
@@ -274,6 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         health_address=args.health_address,
         prometheus_url=args.prometheus_url,
         allowed_prometheus_urls=frozenset(args.prometheus_url_allow),
+        admission_policy=args.admission_policy,
         prometheus_timeout=args.prometheus_timeout,
         log_format=args.log_format,
         verbose=args.verbose,

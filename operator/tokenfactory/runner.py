@@ -30,7 +30,8 @@ def _host(address: str) -> str:
 
 
 def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
-               metrics_address: str, allowed_prometheus_urls: frozenset[str] = frozenset()) -> Any:
+               metrics_address: str, allowed_prometheus_urls: frozenset[str] = frozenset(),
+               admission_policy: str | None = None) -> Any:
     """Wire the real adapters (lightkube, Prometheus over httpx, the prometheus-client exporter serving
     ``/metrics`` on ``metrics_port``) into the operator-level kopf memo."""
     from tokenfactory import handlers
@@ -38,18 +39,21 @@ def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics
     from tokenfactory.kube import LightkubeClient
     from tokenfactory.metrics_source import SourcesByUrl
     from tokenfactory.pipeline import Reconciler
+    from tokenfactory.pipeline.admission import AdmissionReader
 
     exporter = PrometheusExporter()
     if metrics_port:
         exporter.start(metrics_port, metrics_address)
     reconciler = Reconciler(LightkubeClient(), sources=SourcesByUrl(timeout=prometheus_timeout), exporter=exporter,
-                            default_prometheus_url=prometheus_url, allowed_prometheus_urls=allowed_prometheus_urls)
+                            default_prometheus_url=prometheus_url, allowed_prometheus_urls=allowed_prometheus_urls,
+                            admission=AdmissionReader(admission_policy) if admission_policy else None)
     return handlers.operator_memo(reconciler, on_shutdown=exporter.stop)
 
 
 def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: str, health_port: int,
                  prometheus_url: str | None, prometheus_timeout: float, log_format: str, verbose: bool,
-                 health_address: str = "0.0.0.0", allowed_prometheus_urls: frozenset[str] = frozenset()) -> int:
+                 health_address: str = "0.0.0.0", allowed_prometheus_urls: frozenset[str] = frozenset(),
+                 admission_policy: str | None = None) -> int:
     import kopf
 
     from tokenfactory import handlers  # noqa: F401 - registers the kopf handlers
@@ -60,9 +64,13 @@ def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: s
     log.info("starting TokenFactory operator (%s, metrics %s:%s, health %s:%s, prometheus %s, %d per-factory URL(s) allowed)",
              scope, metrics_address, metrics_port or "off", health_address, health_port or "off",
              prometheus_url or "none", len(allowed_prometheus_urls))
+    if admission_policy:
+        log.info("re-checking every spec against the admission policy %s", admission_policy)
+    else:
+        log.warning("no --admission-policy: TokenFactory specs are not re-checked for author rights (issue 15)")
     memo = build_memo(prometheus_url=prometheus_url, prometheus_timeout=prometheus_timeout,
                       metrics_port=metrics_port, metrics_address=metrics_address,
-                      allowed_prometheus_urls=allowed_prometheus_urls)
+                      allowed_prometheus_urls=allowed_prometheus_urls, admission_policy=admission_policy)
     liveness = f"http://{_host(health_address)}:{health_port}/healthz" if health_port else None
     try:
         kopf.run(

@@ -37,6 +37,14 @@ NAMESPACED_RULES = [
 CRD_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"]}
 NS_READ = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+# issue 15: the operator reads the author-rights policy, its binding and its allow-list, by name only
+ADMISSION_READ = [
+    {"apiGroups": ["admissionregistration.k8s.io"],
+     "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+     "resourceNames": ["tokenfactory-author-rights"], "verbs": ["get"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactoryallowlists"], "resourceNames": ["tokenfactory"],
+     "verbs": ["get"]},
+]
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +142,7 @@ def test_default_render_is_cluster_wide_and_minimal(helm):
                              "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
-    assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
+    assert role["rules"] == NAMESPACED_RULES + ADMISSION_READ + [CRD_READ]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
@@ -176,7 +184,8 @@ def test_operator_deployment_is_hardened(helm):
     assert c["command"] == ["tokenfactory"]
     assert c["args"] == ["run", "--metrics-port", "8080", "--metrics-address", "0.0.0.0", "--health-port", "8081",
                          "--health-address", "0.0.0.0", "--log-format", "json",
-                         "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5"]
+                         "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5",
+                         "--admission-policy", "tokenfactory-author-rights"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     env = {e["name"]: e["value"] for e in c["env"]}
@@ -218,7 +227,7 @@ def test_watch_namespaces_mode(helm):
         assert b["subjects"][0]["namespace"] == RELEASE_NS and b["roleRef"]["kind"] == "Role"
     # the only cluster-scoped grant is kopf's read-only observation of CRDs and namespaces
     (cr,) = by_kind(docs, "ClusterRole")
-    assert cr["rules"] == [CRD_READ, NS_READ]
+    assert cr["rules"] == ADMISSION_READ + [CRD_READ, NS_READ]
     (crb,) = by_kind(docs, "ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cr["metadata"]["name"]
 
@@ -226,7 +235,8 @@ def test_watch_namespaces_mode(helm):
 def test_observation_grants_can_be_turned_off(helm):
     docs = template(helm, "watchNamespaces={team-a}", "rbac.readCustomResourceDefinitions=false",
                     "rbac.readNamespaces=false")
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    (cr,) = by_kind(docs, "ClusterRole")  # what remains cluster-wide: reading the admission policy, by name
+    assert cr["rules"] == ADMISSION_READ
     docs = template(helm, "rbac.create=false")
     assert not [d for d in docs if d["kind"].endswith(("Role", "RoleBinding"))]
 

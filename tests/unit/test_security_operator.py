@@ -220,13 +220,22 @@ async def code_calls(example) -> dict[tuple[str, str], set[str]]:
         _add(calls, {(h.selector.group, h.selector.any_name or PLURALS[h.selector.group]): {"list", "watch"}})
     # kopf keeps its finalizer and its progress/diff-base annotations on the TokenFactory (daemons)
     _add(calls, {("tokenfactory.dev", "tokenfactories"): {"patch"}})
+    # pipeline.admission.AdmissionReader: get on the policy, its binding and its allow-list
+    _add(calls, {(g, r): {"get"} for g, r in READER_GETS})
     return calls
 
 
+READER_GETS = (("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+               ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+               ("tokenfactory.dev", "tokenfactoryallowlists"))
+
+
 def rules_of(docs, kind) -> dict[tuple[str, str], set[str]]:
+    """Every (apiGroup, resource) -> verbs granted by Roles of ``kind`` and the ClusterRoles (cluster-scoped
+    reads live there in namespaced mode)."""
     out: dict[tuple[str, str], set[str]] = {}
     for d in docs:
-        if d and d["kind"] == kind and not d["metadata"]["name"].endswith("-observe"):
+        if d and d["kind"] in (kind, "ClusterRole"):
             for r in d["rules"]:
                 for g in r["apiGroups"]:
                     for res in r["resources"]:
@@ -451,3 +460,103 @@ async def test_no_scale_down_until_a_full_window_of_fresh_data_after_a_gap(two_p
     held = [e for e in events if e.reason == "ScaleDownHeld"]
     assert held and "gb300: 2 -> 1" in held[0].message and "window" in held[0].message
     assert not [e for e in events if e.reason == "ScaledDown" and e.message.startswith("gb300")]
+
+
+# ------------------------------------------------------------------ item 1: the operator re-checks author rights
+
+from tokenfactory.pipeline import admission  # noqa: E402
+
+ALLOW = api.AllowListSpec.model_validate({
+    "allowedImages": ["vllm/vllm-openai:*"],
+    "allowedTolerations": [{"gpuTypes": ["*"], "key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+
+
+class FakeLightkube:
+    """Answers get(resource, name) from a dict keyed by (group, plural, name); records every call."""
+
+    def __init__(self, objects):
+        self.objects, self.calls = objects, []
+
+    async def get(self, res, name):
+        from lightkube import ApiError
+
+        group, plural = res._api_info.resource.group, res._api_info.plural
+        self.calls.append((group, plural))
+        key = (group, plural, name)
+        if key not in self.objects:
+            raise ApiError(response=httpx.Response(404, json={"code": 404, "message": "not found"},
+                                                   request=httpx.Request("GET", "http://x")))
+        return self.objects[key]
+
+
+def _installed():
+    from lightkube.generic_resource import GenericGlobalResource
+    from lightkube.models.admissionregistration_v1 import (
+        ParamRef, ValidatingAdmissionPolicyBindingSpec,
+    )
+    from lightkube.resources.admissionregistration_v1 import ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding
+
+    binding = ValidatingAdmissionPolicyBinding(spec=ValidatingAdmissionPolicyBindingSpec(
+        policyName="tf-author-rights", paramRef=ParamRef(name="tf"), validationActions=["Deny"]))
+    allow = GenericGlobalResource.from_dict({"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactoryAllowList",
+                                             "metadata": {"name": "tf"}, "spec": ALLOW.model_dump(by_alias=True)})
+    return {("admissionregistration.k8s.io", "validatingadmissionpolicies", "tf-author-rights"): ValidatingAdmissionPolicy(),
+            ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "tf-author-rights"): binding,
+            ("tokenfactory.dev", "tokenfactoryallowlists", "tf"): allow}
+
+
+async def test_reader_gets_exactly_what_the_chart_grants():
+    client = FakeLightkube(_installed())
+    st = await admission.AdmissionReader("tf-author-rights", client=client).state()
+    assert st.allow == ALLOW
+    assert set(client.calls) == set(READER_GETS)
+    missing = await admission.AdmissionReader("tf-author-rights", client=FakeLightkube({})).state()
+    assert missing.allow is None and "not installed" in missing.missing
+
+
+def _spec(example, **engine):
+    doc = copy.deepcopy(example["spec"])
+    doc["engine"].update(engine)
+    return api.parse_spec(doc)
+
+
+def test_gate_with_the_policy_rechecks_images_and_tolerations(two_pool_example):
+    st = admission.AdmissionState("tf-author-rights", allow=ALLOW)
+    assert admission.gate(_spec(two_pool_example), st) is None
+    reason, problems = admission.gate(_spec(two_pool_example, image="busybox"), st)
+    assert reason == "NotAllowed" and problems[0].startswith("spec.engine.image: busybox is not allowed")
+    doc = copy.deepcopy(two_pool_example)
+    doc["spec"]["pools"][0]["tolerations"] = [{"operator": "Exists"}]  # every taint
+    reason, problems = admission.gate(api.parse_spec(doc["spec"]), st)
+    assert reason == "NotAllowed" and "spec.pools[name=gb300].tolerations: * not allowed" in problems[0]
+
+
+def test_gate_without_the_policy_refuses_unsafe_fields(two_pool_example):
+    st = admission.AdmissionState("tf-author-rights", missing="not installed")
+    secret = [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "pw"}}}]
+    reason, problems = admission.gate(_spec(two_pool_example, env=secret), st)
+    assert reason == "AdmissionPolicyMissing"
+    assert any(p.startswith("spec.engine.env[name=DB].valueFrom.secretKeyRef.name: Secret db-password") for p in problems)
+    assert any("tolerations" in p for p in problems)  # the example's pools tolerate the GPU taint
+    doc = copy.deepcopy(two_pool_example["spec"])
+    for p in doc["pools"]:
+        p.pop("tolerations")
+    doc["engine"].pop("image")
+    assert admission.gate(api.parse_spec(doc), st) is None  # nothing unsafe: served without the policy
+    assert admission.gate(_spec(two_pool_example, image="busybox"), None) is None  # no --admission-policy
+
+
+async def test_refused_spec_is_degraded_with_the_reason_and_nothing_is_created(two_pool_example):
+    from test_controller import factory
+
+    kube = FakeKube()
+    reader = admission.AdmissionReader("tf-author-rights", client=FakeLightkube({}))
+    rec, mem = Reconciler(kube, admission=reader), FactoryMemory()
+    obj = factory(two_pool_example)
+    obj["spec"]["engine"]["image"] = "busybox"
+    events = await rec.reconcile(obj, mem, T0)
+    assert not [k for k in kube.objects if k[0] == "Deployment"]
+    conds = {c["type"]: c for c in kube.statuses[("llm", "deepseek-r1")]["conditions"]}
+    assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "AdmissionPolicyMissing"
+    assert "spec.engine.image: busybox" in conds["Degraded"]["message"]
+    assert [e.reason for e in events] == ["AdmissionPolicyMissing"]

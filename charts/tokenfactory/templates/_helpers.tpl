@@ -84,6 +84,15 @@ No secrets, no configmaps.
 
 {{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}
 {{- define "tokenfactory.observeRules" -}}
+# the operator reads the author-rights policy, its binding and its allow-list (by name only)
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+  resourceNames: [{{ printf "%s-author-rights" (include "tokenfactory.fullname" .) | quote }}]
+  verbs: ["get"]
+- apiGroups: ["tokenfactory.dev"]
+  resources: ["tokenfactoryallowlists"]
+  resourceNames: [{{ include "tokenfactory.fullname" . | quote }}]
+  verbs: ["get"]
 {{- if .Values.rbac.readCustomResourceDefinitions }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

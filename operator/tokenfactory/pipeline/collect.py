@@ -16,6 +16,7 @@ from tokenfactory import api, render
 from tokenfactory.metrics_source import (
     POOL_NOT_REPORTING, PROMETHEUS_URL_NOT_ALLOWED, FactoryMetrics, MetricsUnavailable, normalise_url, url_allowed,
 )
+from tokenfactory.pipeline.admission import AdmissionState, gate
 from tokenfactory.pipeline.model import Collected, FactoryMemory, FactoryRef, MetricsReading, PoolObservation
 from tokenfactory.ports import KubeClient, MetricsSources
 
@@ -152,7 +153,7 @@ def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPoo
 
 async def collect(kube: KubeClient, sources: MetricsSources | None, default_url: str | None,
                   obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool,
-                  allowed_urls: frozenset[str] = frozenset()) -> Collected:
+                  allowed_urls: frozenset[str] = frozenset(), admission: AdmissionState | None = None) -> Collected:
     """Everything one pass needs to know, read once. A spec that cannot be served is not an error here:
     ``problems`` says why, and nothing else is read."""
     ref = factory_ref(obj)
@@ -160,6 +161,10 @@ async def collect(kube: KubeClient, sources: MetricsSources | None, default_url:
     if spec is None:
         return Collected(ref=ref, now=now, spec=None, problems=problems, pools=(), children={}, current={},
                          reading=MetricsReading(read=False))
+    refused = gate(spec, admission)  # issue 15: the author-rights rules re-checked before anything is made
+    if refused is not None:
+        return Collected(ref=ref, now=now, spec=None, problems=tuple(refused[1]), pools=(), children={}, current={},
+                         reading=MetricsReading(read=False), refusal=refused[0])
     children = await observe(kube, ref.namespace, ref.name)
     applied = any(c.deployment is not None for c in children.values())
     if measure and applied:

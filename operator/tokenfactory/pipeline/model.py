@@ -128,6 +128,7 @@ class Collected:
     children: Mapping[str, PoolObservation]
     current: Mapping[str, int]  # replicas each pool stands at (memory, last status, live Deployment, minReplicas)
     reading: MetricsReading
+    refusal: str = "InvalidSpec"  # the reason when ``spec`` is None: InvalidSpec, or the admission gate's
 
     def ready(self) -> dict[str, int]:
         return {p.name: (self.children[p.name].ready_replicas if p.name in self.children else 0) for p in self.pools}

@@ -27,8 +27,10 @@ class Reconciler:
     (children and replica status only)."""
 
     def __init__(self, kube: KubeClient, *, sources: MetricsSources | None = None, exporter: MetricsExporter | None = None,
-                 default_prometheus_url: str | None = None, allowed_prometheus_urls: frozenset[str] = frozenset()):
+                 default_prometheus_url: str | None = None, allowed_prometheus_urls: frozenset[str] = frozenset(),
+                 admission: Any | None = None):
         self.kube = kube
+        self.admission = admission  # pipeline.admission.AdmissionReader (``state()``), or None: no re-check
         self.allowed_urls = frozenset(allowed_prometheus_urls)  # per-factory URLs the admin allows (issue 15)
         self.sources = sources
         self.exporter = exporter
@@ -43,7 +45,7 @@ class Reconciler:
         """One pass. Returns the Events it emitted. Never raises for a bad spec (that is a status, not a crash).
         ``memory.last_measure`` is set when the pass read metrics."""
         c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring,
-                                  self.allowed_urls)
+                                  self.allowed_urls, await self.admission.state() if self.admission else None)
         if c.spec is None:
             st, event = status.invalid(c)
             await status.write(self.kube, memory, c.ref, st, [event])
