@@ -257,7 +257,10 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
                             capture_output=True, text=True, timeout=30)
         assert sa.returncode != 0 and "forbidden" in sa.stderr.lower(), sa.stdout + sa.stderr
 
-        op = Operator(kubeconfig, tmp_path, namespaces=[watched])
+        # as the chart runs it: re-checking specs against the chart's admission policy (issue 15), which
+        # the ServiceAccount may read by name only
+        policy = next(d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+        op = Operator(kubeconfig, tmp_path, namespaces=[watched], extra_args=["--admission-policy", policy])
         try:
             doc = example_doc(scaling={"mode": "Off", "interval": "2s"})
             kubectl.apply(doc, watched)

@@ -157,3 +157,24 @@ async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(pr
     finally:
         prometheus.set_targets([])
         server.shutdown()
+
+
+def test_without_the_admission_policy_a_secret_reference_is_refused(cluster, kubectl, namespace, tmp_path):
+    """The operator re-checks author rights: run as the chart runs it (--admission-policy) on a cluster
+    where that policy is not installed, a spec reading a Secret is refused and nothing is created."""
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace],
+                  extra_args=["--admission-policy", f"absent-{namespace}-author-rights"])
+    try:
+        doc = example_doc(scaling={"mode": "Off"})
+        doc["spec"]["engine"]["env"] = [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "pw"}}}]
+        kubectl.apply(doc, namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "Degraded")).get("reason") == "AdmissionPolicyMissing"
+                        and c, 60, "Degraded AdmissionPolicyMissing")
+        assert cond["status"] == "True" and "secretKeyRef.name: Secret db-password" in cond["message"]
+        assert kubectl.json("get", "deployments", "-n", namespace)["items"] == []
+        assert warnings(kubectl, namespace, "AdmissionPolicyMissing")
+    finally:
+        kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+        op.stop()
