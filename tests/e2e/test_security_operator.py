@@ -100,11 +100,9 @@ def test_hand_added_container_hostnetwork_privileged_are_reverted(operator, kube
     patch = [
         {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "miner", "image": "busybox"}},
         {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
-        {"op": "add", "path": "/spec/template/spec/containers/0/securityContext/privileged", "value": True},
+        # (privileged and allowPrivilegeEscalation=false are exclusive: the whole securityContext is replaced)
+        {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}},
     ]
-    live = kubectl.json("get", "deployment", dep, "-n", namespace)
-    if "securityContext" not in live["spec"]["template"]["spec"]["containers"][0]:
-        patch[2] = {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}}
     kubectl("patch", "deployment", dep, "-n", namespace, "--type=json", "-p", json.dumps(patch))
 
     def reverted():

@@ -279,7 +279,7 @@ def bench_planner_budget():
 
 def test_adversarial_spec_stops_at_the_budget_with_the_best_mix_so_far():
     """The spec from issue 15 (8 near-tied custom pools, maxReplicas 1000, budget + power cap): the solver
-    stops when told to (here after 3 checks, i.e. ~3,000 nodes, instead of a time) and says so."""
+    stops when told to (here at its 3rd check, after ~400 nodes, instead of a time) and says so."""
     bench = bench_planner_budget()
     inputs = bench.adversarial_inputs()
     asked = []
@@ -296,7 +296,7 @@ def test_adversarial_spec_stops_at_the_budget_with_the_best_mix_so_far():
     # the same search without a stop runs far past where it was stopped (why a budget is needed)
     sol = planner.solve(inputs.pools, 2_400_000 * 1.2, current=inputs.current, max_dollars_per_hour=40_000,
                         max_megawatts=2.4, max_nodes=20_000)
-    assert sol.nodes > 3 * 1024 and not sol.stopped
+    assert sol.nodes > 3 * 128 and not sol.stopped
 
 
 def test_without_stop_the_solver_is_unchanged():
@@ -560,3 +560,21 @@ async def test_refused_spec_is_degraded_with_the_reason_and_nothing_is_created(t
     assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "AdmissionPolicyMissing"
     assert "spec.engine.image: busybox" in conds["Degraded"]["message"]
     assert [e.reason for e in events] == ["AdmissionPolicyMissing"]
+
+
+async def test_drift_that_makes_the_apply_invalid_is_reverted_then_applied(two_pool_example):
+    """Seen on the real apiserver: after a hand-set `privileged: true`, the operator's apply (which keeps
+    allowPrivilegeEscalation: false) is refused as invalid; the drift is reverted first, then applied."""
+    from test_controller import factory
+
+    kube = FakeKube()
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
+    await rec.reconcile(obj, mem, T0)
+    kube.edit_pod_spec("llm", "deepseek-r1-gb300", {"containers": [{"name": "miner", "image": "busybox"}]})  # applied first
+    kube.fail_next_apply = RuntimeError("Deployment is invalid: cannot set allowPrivilegeEscalation to false and privileged to true")
+    events = await rec.reconcile(obj, mem, T0 + dt.timedelta(seconds=5))
+    pod = kube.objects[("Deployment", "llm", "deepseek-r1-gb300")]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["vllm"]
+    assert [e.reason for e in events if e.type == "Warning"] == ["DriftReverted"]
+    conds = {c["type"]: c for c in kube.statuses[("llm", "deepseek-r1")]["conditions"]}
+    assert conds["Degraded"]["status"] == "False"

@@ -50,12 +50,26 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
         try:
             live = await kube.apply(manifest)
         except Exception as err:  # noqa: BLE001 - reported in status, retried next pass
-            errors.append(f"{kind} {child}: {err}")
-            continue
+            # some additions make the merged apply invalid (privileged: true next to the operator's
+            # allowPrivilegeEscalation: false), so the apply never lands: revert the drift on the Deployment
+            # as listed, then apply again
+            observed = children.get(manifest["metadata"]["labels"].get(render.LABEL_POOL, "")) if kind == "Deployment" else None
+            reverted: list[Event] = []
+            if observed is not None and observed.deployment is not None:
+                _, reverted = await _revert_drift(kube, ref, manifest, dict(observed.deployment), [])
+            if not reverted or reverted[0].reason != "DriftReverted":
+                errors.append(f"{kind} {child}: {err}")
+                continue
+            events += reverted
+            try:
+                live = await kube.apply(manifest)
+            except Exception as err2:  # noqa: BLE001
+                errors.append(f"{kind} {child}: {err2}")
+                continue
         if kind != "Deployment":
             continue
         pool = manifest["metadata"]["labels"][render.LABEL_POOL]
-        live, reverted = await _revert_drift(kube, ref, manifest, live, errors)
+        live, reverted = await _revert_drift(kube, ref, manifest, live, errors)  # drift added since the list
         events += reverted
         before = children[pool].deployment if pool in children else None
         if before is None:
