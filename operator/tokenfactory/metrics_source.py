@@ -576,7 +576,8 @@ class PrometheusSource:
             )
         except TimeoutError as e:
             raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
-        *vectors, dropped = results
+        vectors: list[list[tuple[str, float, float]]] = list(results[:-1])  # type: ignore[arg-type]
+        dropped: tuple[str, ...] = results[-1]  # type: ignore[assignment]
         return assemble(namespace, factory, window_seconds, dict(zip(names, vectors)), dropped)
 
     async def _dropped(self, namespace: str, factory: str, now: float | None) -> tuple[str, ...]:

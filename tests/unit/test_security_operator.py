@@ -145,7 +145,7 @@ import inspect  # noqa: E402
 import subprocess  # noqa: E402
 import yaml  # noqa: E402
 
-from test_chart import KUSTOMIZE, helm, kubectl, template  # noqa: E402,F401 - the real helm and kubectl (fixtures)
+from test_chart import KUSTOMIZE, helm, kubectl, template  # noqa: E402,F401,F811 - the real helm and kubectl (fixtures)
 
 from tokenfactory import kube as kube_mod  # noqa: E402
 
@@ -250,7 +250,7 @@ def test_every_kube_client_method_has_its_verbs():
     assert methods == set(CLIENT_VERBS)
 
 
-async def test_chart_and_kustomize_rbac_are_exactly_the_calls_the_code_makes(two_pool_example, helm, kubectl):
+async def test_chart_and_kustomize_rbac_are_exactly_the_calls_the_code_makes(two_pool_example, helm, kubectl):  # noqa: F811
     """Both directions: every verb the code uses is granted (else Forbidden), and nothing more is."""
     calls = await code_calls(two_pool_example)
     assert rules_of(template(helm), "ClusterRole") == calls

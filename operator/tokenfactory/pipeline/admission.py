@@ -50,7 +50,7 @@ def gate(spec: api.TokenFactorySpec, state: AdmissionState | None) -> tuple[str,
         return None
     if state.allow is not None:
         problems = authorcheck.check(spec, state.allow)
-        for i, pool in enumerate(spec.pools):  # per-pool engine overrides pass the same image rule
+        for pool in spec.pools:  # per-pool engine overrides pass the same image rule
             image = getattr(getattr(pool, "engine", None), "image", None)
             if image and not authorcheck.image_allowed(image, state.allow.allowed_images):
                 problems.append(f"spec.pools[name={pool.name}].engine.image: {image} is not allowed")
