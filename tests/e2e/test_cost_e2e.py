@@ -62,8 +62,13 @@ def test_cost_per_million_tokens_matches_ground_truth(stack, kubectl, namespace,
     rows = wait_for(agree, 60, "status and exported $/Mtok within 2% of the simulator's truth", interval=2)
     # GB300 is the cheap pool per token, by a wide margin, as the seed figures say
     assert rows["gb300"][0] < rows["h200"][0] / 5
+    # The factory's figure is the fleet's delivered tokens, not the demand: under the default Service routing the
+    # simulator splits requests evenly over the two pods (as kube-proxy would), so the H200 replica (720 tok/s)
+    # is swamped by half of the 12,000 tok/s while GB300 idles, and the fleet delivers ~6,700 tok/s.
     obj = stack.tf()
-    assert obj["status"]["costPerMillionTokens"] > 0 and obj["status"]["tokensPerSecond"] > 10_000
+    truth_total = sum(p["generation_tokens_per_second"] for p in stack.sim.truth()["pools"] if p["namespace"] == namespace)
+    assert obj["status"]["costPerMillionTokens"] > 0
+    assert abs(obj["status"]["tokensPerSecond"] / truth_total - 1) < 0.1, (obj["status"]["tokensPerSecond"], truth_total)
     # The cumulative counters on the real Prometheus: their rates are the pools' $/hour and the
     # simulator's true generation tokens/s, and the factory's $/hour is the sum of its pools' once.
     sel = f'namespace="{namespace}"'
@@ -85,23 +90,30 @@ def test_cost_per_million_tokens_matches_ground_truth(stack, kubectl, namespace,
         return ok and (spend, hourly, tokens)
 
     wait_for(counters_agree, 60, "spend and token counters consistent with $/hour and the true tok/s", interval=2)
-    table = kubectl("get", "tf", "-n", namespace).splitlines()[1].split()
-    assert float(table[3]) == pytest.approx(obj["status"]["tokensPerSecond"], rel=0.01)  # Tok/s column filled
-    assert float(table[4]) == pytest.approx(obj["status"]["costPerMillionTokens"], rel=0.01)  # $/Mtok column filled
+    def columns_filled():  # Tok/s and $/Mtok printer columns show the status (read together: it refreshes every 2 s)
+        table = kubectl("get", "tf", "-n", namespace).splitlines()[1].split()
+        st = stack.tf()["status"]
+        return (float(table[3]) == pytest.approx(st["tokensPerSecond"], rel=0.01)
+                and float(table[4]) == pytest.approx(st["costPerMillionTokens"], rel=0.01))
+
+    wait_for(columns_filled, 20, "kubectl get tf shows the status' Tok/s and $/Mtok", interval=0.5)
 
 
 def test_prometheus_outage_flips_metrics_available(stack, kubectl, namespace, prometheus):
     kubectl.apply(example_doc(scaling={"mode": "Auto", "interval": "2s"}, metrics={"window": f"{WINDOW}s"}), namespace)
     wait_for(lambda: stack.condition("MetricsAvailable").get("status") == "True", 90, "MetricsAvailable=True")
+    # (an idle fleet is MetricsAvailable=True too: wait until tokens have been measured and priced)
+    wait_for(lambda: stack.tf()["status"].get("costPerMillionTokens") is not None, 60, "a measured $/Mtok")
     # a new factory is applied before it is measured: starting up is not an outage, so no Warning
     assert not [e for e in stack.events() if e["reason"] == "MetricsUnavailable"], stack.events()
     good = stack.tf()["status"]
     replicas = (stack.replicas("gb300"), stack.replicas("h200"))
     prometheus.stop()
     try:
-        cond = wait_for(lambda: (c := stack.condition("MetricsAvailable")).get("status") == "False" and c, 30,
-                        "MetricsAvailable=False")
-        assert cond["reason"] in ("PrometheusUnreachable", "Timeout")
+        # (a Prometheus that is shutting down may first answer HTTP 503: PrometheusError; then nothing listens)
+        wait_for(lambda: (c := stack.condition("MetricsAvailable")).get("status") == "False"
+                        and c.get("reason") in ("PrometheusUnreachable", "Timeout") and c, 30,
+                        "MetricsAvailable=False (PrometheusUnreachable)")
         held = stack.tf()["status"]
         assert held["lastMetricsTime"] >= good["lastMetricsTime"] and held.get("costPerMillionTokens") is not None
         assert stack.operator.alive()

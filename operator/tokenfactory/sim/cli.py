@@ -135,28 +135,28 @@ def offline_specs(args, factors: dict[str, float], startup_scale: float):
         parts = spec.split(":")
         if not 3 <= len(parts) <= 5:
             raise UsageError(f"--engine {spec!r}: want POOL:GPU_TYPE:GPUS[:REPLICAS[:CAPACITY_FACTOR]]")
-        e = {"pool": parts[0], "gpu_type": parts[1], "gpus": parts[2]}
+        entry = {"pool": parts[0], "gpu_type": parts[1], "gpus": parts[2]}
         if len(parts) > 3:
-            e["replicas"] = parts[3]
+            entry["replicas"] = parts[3]
         if len(parts) > 4:
-            e["capacity_factor"] = parts[4]
-        entries.append(e)
+            entry["capacity_factor"] = parts[4]
+        entries.append(entry)
     if not entries:
         entries = [{"pool": "h200", "gpu_type": "h200", "gpus": 8, "replicas": 1}]
     specs = []
     for i, raw in enumerate(entries):
         if not isinstance(raw, dict):
             raise UsageError(f"engine entry {i}: want a mapping")
-        e = {**defaults, **raw}
+        merged = {**defaults, **raw}
         try:
-            ns = str(e.get("namespace", "default"))
-            fac = str(e.get("factory", "sim"))
-            pool = str(e.get("pool", "default"))
-            gpu_type = str(e.get("gpu_type", "h200")).lower()
-            gpus = int(e.get("gpus", 8))
-            replicas = int(e.get("replicas", 1))
-            factor = float(e.get("capacity_factor", factors.get(pool, 1.0)))
-            startup = e.get("startup_seconds", args.startup_seconds)
+            ns = str(merged.get("namespace", "default"))
+            fac = str(merged.get("factory", "sim"))
+            pool = str(merged.get("pool", "default"))
+            gpu_type = str(merged.get("gpu_type", "h200")).lower()
+            gpus = int(merged.get("gpus", 8))
+            replicas = int(merged.get("replicas", 1))
+            factor = float(merged.get("capacity_factor", factors.get(pool, 1.0)))
+            startup = merged.get("startup_seconds", args.startup_seconds)
             startup = float(startup) if startup is not None else default_startup_seconds(gpu_type)
         except (TypeError, ValueError) as err:
             raise UsageError(f"engine entry {i} ({raw}): {err}") from None

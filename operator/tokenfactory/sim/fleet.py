@@ -777,14 +777,14 @@ class Fleet:
         pools = []
         for key, st in sorted(self.pools.items()):
             members = [x for x in self.engines.values() if x.pool_stats is st]
-            serving = [x for x in members if x.serving(now)]
+            up = [x for x in members if x.serving(now)]
             gen_rate, prompt_rate = self._rate(st.history, now)
             d = self._fine[st.index] - (fine0[st.index] if st.index < len(fine0) else 0.0)
             pools.append({
                 "namespace": key[0], "factory": key[1], "pool": key[2], "gpu_type": st.gpu_type,
-                "replicas_serving": len(serving), "replicas_starting": len(members) - len(serving),
+                "replicas_serving": len(up), "replicas_starting": len(members) - len(up),
                 "gpus": sum(x.spec.gpus for x in members),
-                "capacity_tokens_per_second": sum(x.capacity for x in serving),
+                "capacity_tokens_per_second": sum(x.capacity for x in up),
                 "prompt_tokens_total": st.prompt, "generation_tokens_total": st.generation,
                 "requests_success_total": st.success, "requests_dropped_total": st.dropped,
                 "preemptions_total": st.preempted,
@@ -792,20 +792,20 @@ class Fleet:
                 "ttft_p95_seconds": fine_quantile(d[0]), "itl_p95_seconds": fine_quantile(d[1]),
                 "e2e_p95_seconds": fine_quantile(d[2]),
                 "ttft_median_seconds": fine_quantile(d[0], 0.5), "itl_median_seconds": fine_quantile(d[1], 0.5),
-                "requests_waiting": sum(x.waiting for x in serving),
-                "requests_running": sum(x.running for x in serving),
-                "kv_cache_usage": sum(x.kv for x in serving) / len(serving) if serving else 0.0,
+                "requests_waiting": sum(x.waiting for x in up),
+                "requests_running": sum(x.running for x in up),
+                "kv_cache_usage": sum(x.kv for x in up) / len(up) if up else 0.0,
             })
         factories = []
-        for (ns, name), st in sorted(self.factories.items()):
-            dm = st.last_demand
+        for (ns, name), fst in sorted(self.factories.items()):
+            dm = fst.last_demand
             factories.append({
                 "namespace": ns, "factory": name, "routing": self.routing,
                 "demand_output_tokens_per_second": dm.output_tokens_per_second,
                 "demand_prompt_tokens_per_second": dm.prompt_tokens_per_second,
                 "demand_requests_per_second": dm.requests_per_second,
                 "prompt_tokens_per_request": dm.prompt_tokens, "output_tokens_per_request": dm.output_tokens,
-                "requests_dropped_unrouted_total": st.dropped,
+                "requests_dropped_unrouted_total": fst.dropped,
             })
         return {"now": now, "window_seconds": self.window_seconds, "model": self.model, "seed": self.seed,
                 "routing": self.routing, "engines": engines, "pools": pools, "factories": factories}
