@@ -5,7 +5,10 @@
 - children stay what the operator wrote: an extra container, hostNetwork and a privileged securityContext
   added to a child Deployment with kubectl (another field manager) are reverted, with a Warning naming them;
 - one NaN gauge on one pod: the real Prometheus answers the operator's PromQL with that series left out of
-  the sums and named by the non-finite query; the other figures stand.
+  the sums and named by the non-finite query; the other figures stand;
+- author rights re-checked by the operator: with --admission-policy naming a policy that is not installed,
+  a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
+- pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning.
 """
 
 from __future__ import annotations
@@ -176,3 +179,16 @@ def test_without_the_admission_policy_a_secret_reference_is_refused(cluster, kub
     finally:
         kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
         op.stop()
+
+
+def test_pods_refused_by_a_quota_make_the_factory_degraded(operator, kubectl, namespace):
+    """ReplicaSet FailedCreate (here a ResourceQuota with no GPUs) is Degraded=True, reason
+    PodCreationFailed, with a Warning naming the Deployment, not "all children applied"."""
+    kubectl.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-gpus"},
+                   "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}}, namespace)
+    kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+    cond = wait_for(lambda: (c := condition(kubectl, namespace, "Degraded")).get("reason") == "PodCreationFailed" and c,
+                    120, "Degraded PodCreationFailed")
+    assert cond["status"] == "True" and "deepseek-r1-" in cond["message"]
+    events = wait_for(lambda: warnings(kubectl, namespace, "PodCreationFailed"), 30, "Warning PodCreationFailed")
+    assert any("deepseek-r1-" in e["message"] for e in events)
