@@ -8,7 +8,10 @@
   the sums and named by the non-finite query; the other figures stand;
 - author rights re-checked by the operator: with --admission-policy naming a policy that is not installed,
   a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
-- pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning.
+- pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning;
+- the adversarial planner spec (8 near-tied custom pools, maxReplicas 1000, budget + power cap) fed a real
+  2.4M tok/s through Prometheus: its decision says the time budget was reached, /healthz answers and
+  another factory's deleted Deployment is restored meanwhile.
 """
 
 from __future__ import annotations
@@ -199,3 +202,68 @@ def test_pods_refused_by_a_quota_make_the_factory_degraded(operator, kubectl, na
     assert cond["status"] == "True" and "deepseek-r1-" in cond["message"]
     events = wait_for(lambda: warnings(kubectl, namespace, "PodCreationFailed"), 30, "Warning PodCreationFailed")
     assert any("deepseek-r1-" in e["message"] for e in events)
+
+
+class CountingExposition(Recorder):
+    """vLLM series for the 8 pools of the adversarial spec, counters growing at ``rate`` tok/s per pool."""
+
+    def __init__(self, namespace: str, factory: str, pools: list[str], rate: float) -> None:
+        super().__init__()
+        self.t0, self.namespace, self.factory, self.pools, self.rate = time.time(), namespace, factory, pools, rate
+
+    @property  # type: ignore[override]
+    def body(self) -> bytes:  # read by the handler on every scrape
+        t = time.time() - self.t0
+        lines = ["# TYPE vllm:generation_tokens_total counter", "# TYPE vllm:num_requests_running gauge"]
+        for p in self.pools:
+            lab = f'namespace="{self.namespace}",factory="{self.factory}",pool="{p}",pod="{self.factory}-{p}-0"'
+            lines.append(f"vllm:generation_tokens_total{{{lab}}} {self.rate * t:.0f}")
+            lines.append(f"vllm:num_requests_running{{{lab}}} 0")
+        return ("\n".join(lines) + "\n").encode()
+
+    @body.setter
+    def body(self, _: bytes) -> None:
+        pass
+
+
+def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometheus, namespace):
+    """Issue 15: 8 near-tied custom pools, maxReplicas 1000, budget + power cap cost 12.6 s of synchronous CPU
+    per pass. Now the plan runs in a worker with a time budget: its decision says the budget was reached,
+    /healthz answers, and another factory's deleted Deployment is restored while it plans."""
+    import importlib.util
+
+    import httpx
+
+    path = CRD.parents[1] / "bench" / "planner_budget.py"
+    spec_mod = importlib.util.spec_from_file_location("bench_planner_budget", path)
+    bench = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(bench)
+    spec = bench.adversarial_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    spec["scaling"] = {"mode": "Recommend", "interval": "2s"}
+    spec["metrics"] = {"window": "10s"}
+    pools = [p["name"] for p in spec["pools"]]
+    server = CountingExposition(namespace, "hard", pools, rate=300_000.0)  # 2.4M tok/s in all
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        kubectl.apply({"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactory",
+                       "metadata": {"name": "hard"}, "spec": spec}, namespace)
+        kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 60,
+                 "the other factory's Deployment")
+
+        def budget_reached():
+            d = (tf(kubectl, namespace, "hard").get("status") or {}).get("lastDecision") or {}
+            return "time budget reached" in d.get("reason", "") and d
+
+        decision = wait_for(budget_reached, 120, "a decision that says the time budget was reached")
+        assert decision["mode"] == "Recommend" and decision["changes"]
+        # while it keeps planning (every 2 s), the operator answers its liveness probe (the chart's probe
+        # allows 5 s) and reconciles the other factory
+        for _ in range(5):
+            assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
+        kubectl("delete", "deployment", "deepseek-r1-h200", "-n", namespace)
+        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 30,
+                 "the deleted Deployment restored")
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
