@@ -273,7 +273,7 @@ def solve(
     (same depth, capacity, cost, power) already visited with no more changes and GPUs are skipped
     (removes the symmetry of identical pools). The last pool is set in closed form (the smallest
     count that reaches the best shortfall, or the one nearest the current count when free).
-    ``stop`` (issue 15, time budget): asked every 128 nodes; when it answers True the search ends
+    ``stop`` (issue 15, time budget): asked at the first node and every 128 after; when it answers True the search ends
     and returns the best mix found so far with ``exact=False, stopped=True`` (the greedy dive always
     gives one). The solver itself reads no clock: the caller's ``stop`` does.
     ``max_nodes`` is a safety valve: past it the search stops and returns the best mix found
@@ -583,7 +583,7 @@ def solve(
         nodes += 1
         if nodes > max_nodes or stopped:
             return
-        if stop is not None and nodes % 128 == 0 and stop():
+        if stop is not None and nodes % 128 == 1 and stop():
             stopped = True
             return
         if j == k - 1:

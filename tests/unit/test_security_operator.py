@@ -279,7 +279,7 @@ def bench_planner_budget():
 
 def test_adversarial_spec_stops_at_the_budget_with_the_best_mix_so_far():
     """The spec from issue 15 (8 near-tied custom pools, maxReplicas 1000, budget + power cap): the solver
-    stops when told to (here at its 3rd check, after ~400 nodes, instead of a time) and says so."""
+    stops when told to (here at its 3rd check, node 257, instead of a time) and says so."""
     bench = bench_planner_budget()
     inputs = bench.adversarial_inputs()
     asked = []
