@@ -60,8 +60,9 @@ No secrets, no configmaps.
 {{- define "tokenfactory.namespacedRules" -}}
 {{- /* Exactly the verbs the code uses (tests/unit/test_security_operator.py compares them with its calls):
   kopf lists/watches TokenFactories and patches its finalizer and annotations onto them; the pipeline
-  merge-patches their status, server-side applies (create+patch) Deployments and the Service, JSON-patches a
-  drifted pod template back (patch), lists Deployments and pods, deletes removed pools' Deployments, creates Events. */}}
+  merge-patches their status, server-side applies (create+patch) Deployments and the routing objects, JSON-patches a
+  drifted pod template back (patch), lists Deployments, pods and routing objects, deletes removed pools' Deployments
+  and routing objects of another mode, creates Events; kopf watches the children. */}}
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories"]
   verbs: ["list", "watch", "patch"]
@@ -73,10 +74,18 @@ No secrets, no configmaps.
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# spec.routing: HTTPRoute / InferencePool objects are server-side applied (create, patch), watched so hand edits
+# are undone at once (list, watch) and deleted on a routing mode switch (delete).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
