@@ -36,7 +36,7 @@ output or total tokens); prices in $/hour; power in kW per replica and MW for th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import median
 
@@ -239,6 +239,7 @@ class Solution:
     within_limits: bool
     limited_by: tuple[str, ...]
     nodes: int
+    stopped: bool = False  # the caller's ``stop`` ended the search (time budget): best mix found so far
 
 
 def solve(
@@ -250,6 +251,7 @@ def solve(
     max_dollars_per_hour: float | None = None,
     max_megawatts: float | None = None,
     max_nodes: int = 200_000,
+    stop: Callable[[], bool] | None = None,
 ) -> Solution:
     """Exact cheapest integer replica mix covering ``required`` tokens/s.
 
@@ -271,6 +273,9 @@ def solve(
     (same depth, capacity, cost, power) already visited with no more changes and GPUs are skipped
     (removes the symmetry of identical pools). The last pool is set in closed form (the smallest
     count that reaches the best shortfall, or the one nearest the current count when free).
+    ``stop`` (issue 15, time budget): asked at the first node and every 128 after; when it answers True the search ends
+    and returns the best mix found so far with ``exact=False, stopped=True`` (the greedy dive always
+    gives one). The solver itself reads no clock: the caller's ``stop`` does.
     ``max_nodes`` is a safety valve: past it the search stops and returns the best mix found
     with ``exact=False`` (never reached in the tests; adversarial near-tied pools need ~10^4 nodes).
     Complexity: worst case O(prod_{i<k}(max_i - min_i + 1) * k) for k pools (exponential in k, as
@@ -571,10 +576,15 @@ def solve(
                 best_key = key
                 best_ns = ns + [n]
 
+    stopped = False
+
     def dfs(j: int, ns: list[int], capv: float, cost: float, kwv: float, chg: int, gpus: int) -> None:
-        nonlocal nodes
+        nonlocal nodes, stopped
         nodes += 1
-        if nodes > max_nodes:
+        if nodes > max_nodes or stopped:
+            return
+        if stop is not None and nodes % 128 == 1 and stop():
+            stopped = True
             return
         if j == k - 1:
             leaf(ns, capv, cost, kwv, chg, gpus)
@@ -632,7 +642,8 @@ def solve(
     dive()
     dfs(0, [], 0.0, 0.0, 0.0, 0, 0)
     assert best_ns is not None  # the minimums fit, so at least one leaf is feasible
-    return make(best_ns, nodes, True)
+    sol = make(best_ns, nodes, True)
+    return replace(sol, exact=False, stopped=True) if stopped else sol
 
 
 # ============================================================================================
@@ -1106,8 +1117,13 @@ def plan_for_demand(
     return _compose(pools, cur, sol.replicas, sol, demand, headroom, objectives, caps, notes, now, "")
 
 
-def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tuple[Plan, PlannerState]:
+def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
+           stop: Callable[[], bool] | None = None) -> tuple[Plan, PlannerState]:
     """One planning step: estimate capacity and demand, optimise, stabilise, explain.
+
+    ``stop`` (optional, issue 15): the caller's time budget, asked by the solver as it searches; when it
+    says stop, the plan is the best mix found so far and its summary says so. Without it the search runs
+    to the end (or to ``solve``'s node cap).
 
     Steps: (1) metrics missing or older than ``max_metrics_age_seconds`` -> hold current replicas
     (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
@@ -1208,7 +1224,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                               f"this one lasts {longest:.0f}s")
 
     # (3) optimise
-    sol = _solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
+    sol = _solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps, stop)
     raw = sol.replicas
     # what the scale-down side remembers: the optimum for demand x (1 + band), band = the measured
     # demand noise (hysteresis: a replica added on an upward blip is released only once demand is
@@ -1217,7 +1233,7 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     demands = demands + ((now, demand),)
     band, band_txt = _hysteresis_band(cfg, demands)
     if band > 0 and demand > 0:
-        upper = _solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps).replicas
+        upper = _solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps, stop).replicas
     else:
         upper = raw
     keep = {name: max(raw[name], upper[name]) for name in raw}
@@ -1274,6 +1290,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                        + (f" ({notes[name]})" if notes[name] else ""))
     plan = _compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
                     demand_note, cap_states={cs.pool: cs for cs in cap_states})
+    if sol.stopped:
+        plan = replace(plan, summary=plan.summary + f"; time budget reached after {sol.nodes:,} search nodes: "
+                                                    f"best mix found so far, not proven cheapest")
     new_state = PlannerState(capacity=tuple(cap_states), demand=demand_state, recommendations=history, time=now,
                              demands=demands, excursion_since=exc_since, excursions=excursions,
                              downs=downs, flaps=flaps)
@@ -1316,10 +1335,11 @@ def _hysteresis_band(cfg: PlannerConfig, demands: Sequence[tuple[float, float]])
 
 
 def _solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, objectives: Objectives,
-               cur: Mapping[str, int], caps: Mapping[str, float]) -> Solution:
+               cur: Mapping[str, int], caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
     required = max(0.0, demand) * (1.0 + max(0.0, headroom))
     return solve(pools, required, capacities=caps, current=cur,
-                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts,
+                 stop=stop)
 
 
 def _fit_limits(pools: Sequence[PoolProfile], targets: Mapping[str, int], floors: Mapping[str, int],
