@@ -475,7 +475,9 @@ class MetricsSpec(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _METRICS_RULES})
 
     prometheus_url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
-    """Prometheus base URL (e.g. http://prometheus.monitoring:9090). Defaults to the operator's --prometheus-url."""
+    """Prometheus base URL (e.g. http://prometheus.monitoring:9090). Honoured only when the operator allows it
+    (--prometheus-url-allow, chart value prometheus.allowedUrls); otherwise nothing is read
+    (MetricsAvailable=False, PrometheusURLNotAllowed). Unset: the operator's --prometheus-url."""
     window: str = Field(default="2m", max_length=32, pattern=DURATION)
     """Rate window for token throughput and latency quantiles (PromQL range, from 5s to 24h)."""
     token_accounting: Literal["output", "total"] = "output"

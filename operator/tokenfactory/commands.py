@@ -41,9 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=8080, help="port for the Prometheus /metrics endpoint (default 8080; 0 disables)")
     p.add_argument("--metrics-address", default="0.0.0.0", help="address for /metrics (default 0.0.0.0)")
     p.add_argument("--health-port", type=int, default=8081, help="port for the /healthz liveness endpoint (default 8081; 0 disables)")
+    p.add_argument("--health-address", default="0.0.0.0", help="address for /healthz (default 0.0.0.0; the kubelet probes the pod IP)")
     p.add_argument("--prometheus-url", default=os.environ.get("TOKENFACTORY_PROMETHEUS_URL"),
-                   help="Prometheus base URL used when a TokenFactory sets no spec.metrics.prometheusUrl "
-                        "(default: $TOKENFACTORY_PROMETHEUS_URL)")
+                   help="the Prometheus the operator reads (default: $TOKENFACTORY_PROMETHEUS_URL); a TokenFactory's "
+                        "spec.metrics.prometheusUrl is used instead only when it is allowed by --prometheus-url-allow")
+    p.add_argument("--prometheus-url-allow", action="append", metavar="URL",
+                   default=[u for u in os.environ.get("TOKENFACTORY_PROMETHEUS_URL_ALLOW", "").replace(",", " ").split() if u],
+                   help="a Prometheus URL a TokenFactory may name in spec.metrics.prometheusUrl (repeatable; exact match, "
+                        "trailing slash ignored; default: $TOKENFACTORY_PROMETHEUS_URL_ALLOW, comma-separated). Any other "
+                        "URL is refused (MetricsAvailable=False, PrometheusURLNotAllowed) and never fetched")
+    p.add_argument("--admission-policy", metavar="NAME", default=os.environ.get("TOKENFACTORY_ADMISSION_POLICY") or None,
+                   help="the author-rights ValidatingAdmissionPolicy to rely on (its binding has the same name; default: "
+                        "$TOKENFACTORY_ADMISSION_POLICY). The operator re-checks each spec against the policy's "
+                        "TokenFactoryAllowList, and refuses Secret/ConfigMap references, non-default images and "
+                        "tolerations when the policy is not installed. Unset: no re-check (development)")
     p.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds before a Prometheus query counts as failed (default 5)")
     auth = p.add_argument_group(
         "Prometheus client (Prometheus, Mimir, Thanos, Cortex behind auth/TLS)",
@@ -283,7 +294,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         health_port=args.health_port,
+        health_address=args.health_address,
         prometheus_url=args.prometheus_url,
+        allowed_prometheus_urls=frozenset(args.prometheus_url_allow),
+        admission_policy=args.admission_policy,
         prometheus_timeout=args.prometheus_timeout,
         log_format=args.log_format,
         verbose=args.verbose,

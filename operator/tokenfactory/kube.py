@@ -162,6 +162,14 @@ class LightkubeClient:
         obj = codecs.from_dict(event_manifest(involved, type_, reason, message, _now()))
         await self._client.create(obj, namespace=involved["metadata"].get("namespace") or "default")
 
+    async def replace_pod_spec(self, namespace: str, name: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        from lightkube.types import PatchType
+
+        ops = [{"op": "replace", "path": "/spec/template/spec", "value": copy.deepcopy(pod_spec)}]
+        live = await self._client.patch(self._kinds["Deployment"], name, ops, namespace=namespace,
+                                        patch_type=PatchType.JSON, field_manager=self._field_manager)
+        return live.to_dict()
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -199,6 +207,9 @@ class FakeKube:
         self._rv = itertools.count(1)
         self._uid = itertools.count(1)
         self.fail_next_apply: Exception | None = None
+        # pod-spec fields another field manager added per Deployment: kept by apply (as server-side apply
+        # keeps fields it does not own), dropped by replace_pod_spec
+        self.foreign: dict[tuple[str, str], dict[str, Any]] = {}
         self.unserved: set[str] = set()  # kinds whose CRDs are "not installed"
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -225,8 +236,20 @@ class FakeKube:
             new["metadata"]["uid"] = f"uid-{next(self._uid)}"
             new["metadata"]["resourceVersion"] = str(next(self._rv))
             new["metadata"]["generation"] = 1
+        if kind == "Deployment" and (meta["namespace"], meta["name"]) in self.foreign:
+            _add_foreign(new["spec"]["template"]["spec"], self.foreign[(meta["namespace"], meta["name"])])
         self.objects[key] = new
         return copy.deepcopy(new)
+
+    async def replace_pod_spec(self, namespace: str, name: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("replace_pod_spec", "Deployment", namespace, name))
+        self.foreign.pop((namespace, name), None)
+        obj = self.objects[("Deployment", namespace, name)]
+        if obj["spec"]["template"]["spec"] != pod_spec:
+            obj["spec"]["template"]["spec"] = copy.deepcopy(pod_spec)
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        return copy.deepcopy(obj)
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if self.fail_next_apply is not None:  # the next write (create or apply) fails
@@ -287,6 +310,13 @@ class FakeKube:
         if obj.get("spec") != before:
             obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
 
+    def edit_pod_spec(self, namespace: str, name: str, fields: Mapping[str, Any]) -> None:
+        """Another field manager adds ``fields`` to a Deployment's pod spec (containers are appended)."""
+        self.foreign[(namespace, name)] = copy.deepcopy(dict(fields))
+        obj = self.objects[("Deployment", namespace, name)]
+        _add_foreign(obj["spec"]["template"]["spec"], fields)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
     def set_deployment_status(self, namespace: str, name: str, ready: int, replicas: int | None = None) -> None:
         obj = self.objects[("Deployment", namespace, name)]
         want = obj["spec"]["replicas"] if replicas is None else replicas
@@ -305,6 +335,15 @@ class FakeKube:
             "spec": {"nodeName": node, "containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
             "status": {"phase": "Running" if node else "Pending", "conditions": conditions},
         }
+
+
+def _add_foreign(pod_spec: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    for k, v in fields.items():
+        if k in ("containers", "volumes") and isinstance(v, list):
+            names = {c.get("name") for c in pod_spec.get(k, [])}
+            pod_spec.setdefault(k, []).extend(copy.deepcopy(c) for c in v if c.get("name") not in names)
+        else:
+            pod_spec[k] = copy.deepcopy(v)
 
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 import os
 import ssl
@@ -28,13 +29,24 @@ import httpx
 
 from tokenfactory.ports import MetricsSource  # noqa: F401 - re-exported: the Protocol the sources implement
 
+log = logging.getLogger("tokenfactory.metrics")
+
 # Machine reasons carried by MetricsUnavailable
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
 PROMETHEUS_ERROR = "PrometheusError"
 BAD_RESPONSE = "BadResponse"
 NO_SERIES = "NoSeries"
 TIMEOUT = "Timeout"
-REASONS = (PROMETHEUS_UNREACHABLE, PROMETHEUS_ERROR, BAD_RESPONSE, NO_SERIES, TIMEOUT)
+PROMETHEUS_URL_NOT_ALLOWED = "PrometheusURLNotAllowed"
+POOL_NOT_REPORTING = "PoolNotReporting"  # a pool with ready replicas whose engines report no token series
+REASONS = (PROMETHEUS_UNREACHABLE, PROMETHEUS_ERROR, BAD_RESPONSE, NO_SERIES, TIMEOUT, PROMETHEUS_URL_NOT_ALLOWED,
+           POOL_NOT_REPORTING)
+
+# Prometheus' own errorType values (api/v1); anything else a server answers is reported as "error".
+# Only these classified words ever reach status and Events: never a response body or a raw exception
+# text from the target (a per-factory URL is user input; see ``url_allowed``).
+_PROMETHEUS_ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
+                                     "not_found", "not_acceptable"})
 
 
 class MetricsUnavailable(Exception):
@@ -67,6 +79,7 @@ class PoolMetrics:
     engines_reporting: int = 0
     sampled_at: float = 0.0
     requests_per_second: float | None = None
+    reports_tokens: bool = True  # False: the engines report (gauges) but no generation-token series exists
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class FactoryMetrics:
     window_seconds: float
     sampled_at: float
     pools: Mapping[str, PoolMetrics] = field(default_factory=dict)
+    # series left out because a sample was NaN, infinite or negative: "pod P (pool Q): vllm:x = NaN" (issue 15)
+    dropped: tuple[str, ...] = ()
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -132,19 +147,39 @@ def range_literal(window_seconds: float) -> str:
     return f"[{w}s]"
 
 
+# Per-series filter applied before aggregating: a NaN, infinite or negative sample from one pod is left out
+# (and named by :func:`nonfinite_query`) instead of poisoning its pool's sum (issue 15).
+FINITE = " >= 0 < +Inf"
+
+
 def rate_query(metric: str, namespace: str, factory: str, window_seconds: float) -> str:
-    return f"sum by (pool) (rate({metric}{selector(namespace, factory)}{range_literal(window_seconds)}))"
+    return f"sum by (pool) (rate({metric}{selector(namespace, factory)}{range_literal(window_seconds)}){FINITE})"
 
 
 def quantile_query(histogram: str, namespace: str, factory: str, window_seconds: float, q: float = 0.95) -> str:
     return (
         f"histogram_quantile({q}, sum by (pool, le) "
-        f"(rate({histogram}_bucket{selector(namespace, factory)}{range_literal(window_seconds)})))"
+        f"(rate({histogram}_bucket{selector(namespace, factory)}{range_literal(window_seconds)}){FINITE}))"
     )
 
 
 def gauge_query(metric: str, namespace: str, factory: str, agg: str = "sum") -> str:
-    return f"{agg} by (pool) ({metric}{selector(namespace, factory)})"
+    if agg == "count":  # an engine that reports counts, whatever its value
+        return f"{agg} by (pool) ({metric}{selector(namespace, factory)})"
+    return f"{agg} by (pool) ({metric}{selector(namespace, factory)}{FINITE})"
+
+
+# Raw series whose latest sample :data:`FINITE` leaves out, each tagged with its name (set operators match
+# label sets without the metric name, so the name goes into a ``series`` label first).
+CHECKED_SERIES = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+                  "vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:request_success_total")
+
+
+def nonfinite_query(namespace: str, factory: str) -> str:
+    """The series of the factory whose current value is NaN, +-Inf or negative, with pod and pool labels."""
+    sel = selector(namespace, factory)
+    parts = [f'label_replace(({m}{sel} unless ({m}{sel}{FINITE})), "series", "{m}", "", "")' for m in CHECKED_SERIES]
+    return " or ".join(parts)
 
 
 def promql_queries(namespace: str, factory: str, window_seconds: float) -> dict[str, str]:
@@ -176,16 +211,16 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
         raise MetricsUnavailable(BAD_RESPONSE, f"answer is not a JSON object ({query})")
     status = payload.get("status")
     if status == "error":
-        raise MetricsUnavailable(
-            PROMETHEUS_ERROR, f"{payload.get('errorType', 'error')}: {payload.get('error', '')} ({query})"
-        )
+        error_type = payload.get("errorType")
+        kind = error_type if isinstance(error_type, str) and error_type in _PROMETHEUS_ERROR_TYPES else "error"
+        raise MetricsUnavailable(PROMETHEUS_ERROR, f"Prometheus answered status error ({kind}) ({query})")
     if status != "success":
-        raise MetricsUnavailable(BAD_RESPONSE, f"status {status!r} ({query})")
+        raise MetricsUnavailable(BAD_RESPONSE, f"unexpected status field ({query})")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise MetricsUnavailable(BAD_RESPONSE, f"no data object ({query})")
     if data.get("resultType") != "vector":
-        raise MetricsUnavailable(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, want 'vector' ({query})")
+        raise MetricsUnavailable(BAD_RESPONSE, f"resultType is not 'vector' ({query})")
     result = data.get("result")
     if not isinstance(result, list):
         raise MetricsUnavailable(BAD_RESPONSE, f"result is not a list ({query})")
@@ -197,17 +232,17 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
         metric = item.get("metric")
         value = item.get("value")
         if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample {item!r:.200} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample ({query})")
         pool = metric.get("pool", "")
         if not isinstance(pool, str):
             raise MetricsUnavailable(BAD_RESPONSE, f"pool label is not a string ({query})")
         ts, raw = value
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not isinstance(raw, str):
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample value {value!r:.100} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample value ({query})")
         try:
             v = float(raw)
         except ValueError:
-            raise MetricsUnavailable(BAD_RESPONSE, f"sample value {raw!r:.50} is not a number ({query})") from None
+            raise MetricsUnavailable(BAD_RESPONSE, f"sample value is not a number ({query})") from None
         if pool in seen:
             raise MetricsUnavailable(BAD_RESPONSE, f"duplicate series for pool {pool!r} ({query})")
         seen.add(pool)
@@ -215,8 +250,29 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
     return out
 
 
+def parse_dropped(payload: object) -> tuple[str, ...]:
+    """The answer of :func:`nonfinite_query` as "pod P (pool Q): SERIES = VALUE" lines (pod, pool and series
+    are our own label values; anything malformed is skipped: this only names what was left out)."""
+    out = []
+    result = ((payload or {}).get("data") or {}).get("result") if isinstance(payload, dict) else None
+    for item in result if isinstance(result, list) else []:
+        metric = item.get("metric") if isinstance(item, dict) else None
+        value = item.get("value") if isinstance(item, dict) else None
+        if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+            continue
+        series = metric.get("series")
+        if series not in CHECKED_SERIES:
+            continue
+        raw = value[1] if isinstance(value[1], str) else ""
+        shown = {"nan": "NaN", "+inf": "+Inf", "inf": "+Inf", "-inf": "-Inf"}.get(raw.lower(), "negative")
+        pod, pool = str(metric.get("pod", "?"))[:253], str(metric.get("pool", "?"))[:63]
+        out.append(f"pod {pod} (pool {pool}): {series} = {shown}")
+    return tuple(sorted(set(out)))
+
+
 def assemble(
-    namespace: str, factory: str, window_seconds: float, answers: Mapping[str, list[tuple[str, float, float]]]
+    namespace: str, factory: str, window_seconds: float, answers: Mapping[str, list[tuple[str, float, float]]],
+    dropped: tuple[str, ...] = (),
 ) -> FactoryMetrics:
     """Combine validated vectors into :class:`FactoryMetrics` (pure).
 
@@ -224,8 +280,11 @@ def assemble(
     (``engines_reporting``, the count of ``vllm:num_requests_running`` series). A pool whose engines
     report but whose token counters are absent (nothing requested yet, or a single scrape so far) is
     idle: token rates 0, demand 0. Neither series for any pool is ``NoSeries`` (no engine reports:
-    the caller holds). NaN is accepted only for quantiles (no request finished in the window); in a
-    rate or gauge it is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
+    the caller holds). NaN is accepted only for quantiles (no request finished in the window); a NaN,
+    infinite or negative rate or gauge of a pool is left out (that field keeps its default) and named in
+    ``dropped``, the other figures stand (the queries already leave out such samples per series, so this
+    only happens with a Prometheus that aggregates them anyway). Series without a ``pool`` label are
+    ignored (they are not ours).
     """
     gen = [(p, ts, v) for p, ts, v in answers.get("generation_tokens_per_second", []) if p]
     alive = [(p, ts, v) for p, ts, v in answers.get("engines_reporting", []) if p and v > 0]
@@ -235,6 +294,8 @@ def assemble(
                        f"(neither vllm:num_requests_running nor vllm:generation_tokens_total)"
         )
     per_pool: dict[str, dict[str, Any]] = {}
+    dropped_here: list[str] = []
+    gen_pools = {p for p, _, _ in gen}
     for p, ts, _ in gen + alive:
         entry = per_pool.setdefault(p, {"sampled_at": ts})
         entry["sampled_at"] = max(float(entry["sampled_at"]), ts)
@@ -242,19 +303,19 @@ def assemble(
         for pool, _ts, v in vector:
             if pool not in per_pool:
                 continue
-            if math.isnan(v):
-                if name in _QUANTILE_FIELDS:
-                    per_pool[pool][name] = None
-                    continue
-                raise MetricsUnavailable(BAD_RESPONSE, f"NaN for {name} of pool {pool!r}")
-            if math.isinf(v) and name not in _QUANTILE_FIELDS:
-                raise MetricsUnavailable(BAD_RESPONSE, f"infinite {name} for pool {pool!r}")
-            if v < 0:
-                raise MetricsUnavailable(BAD_RESPONSE, f"negative {name} ({v}) for pool {pool!r}")
+            if math.isnan(v) and name in _QUANTILE_FIELDS:
+                per_pool[pool][name] = None
+                continue
+            if math.isnan(v) or (math.isinf(v) and name not in _QUANTILE_FIELDS) or v < 0:
+                dropped_here.append(f"pool {pool}: {name} = {'NaN' if math.isnan(v) else 'negative' if v < 0 else '+Inf'}")
+                if name == "generation_tokens_per_second":
+                    gen_pools.discard(pool)
+                continue
             per_pool[pool][name] = int(v) if name == "engines_reporting" else v
-    pools = {p: PoolMetrics(pool=p, **fields) for p, fields in sorted(per_pool.items())}
+    pools = {p: PoolMetrics(pool=p, reports_tokens=p in gen_pools, **fields) for p, fields in sorted(per_pool.items())}
     sampled = max(ts for _, ts, _ in gen + alive)
-    return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=sampled, pools=pools)
+    return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=sampled, pools=pools,
+                          dropped=tuple(dropped) + tuple(dropped_here))
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,6 +448,37 @@ class PrometheusAuth:
         return "; ".join(parts) or "no auth"
 
 
+def classify_transport_error(err: BaseException) -> str:
+    """A fixed word for a failed request: what status and Events may say about it (no target text)."""
+    if isinstance(err, ssl.SSLError) or "SSL" in type(err).__name__ or "CERTIFICATE" in str(err).upper():
+        return "TLS error"
+    if isinstance(err, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(err, (httpx.RemoteProtocolError, httpx.LocalProtocolError)):
+        return "protocol error"
+    if isinstance(err, httpx.ReadError | httpx.WriteError):
+        return "connection broken"
+    return "request failed"
+
+
+def normalise_url(url: str) -> str:
+    """The form URLs are compared in: surrounding blanks and trailing slashes dropped, scheme and host lower case."""
+    u = url.strip().rstrip("/")
+    scheme, sep, rest = u.partition("://")
+    if not sep:
+        return u
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
+
+
+def url_allowed(url: str, allowed: frozenset[str] | set[str] | tuple[str, ...]) -> bool:
+    """True when ``url`` is exactly one of the admin's allowed Prometheus URLs (after :func:`normalise_url`).
+
+    Exact match only, no patterns: a pattern such as ``http://*.svc`` can be made to match
+    ``http://attacker/x?.svc``."""
+    return normalise_url(url) in {normalise_url(a) for a in allowed}
+
+
 def _read_secret(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
@@ -455,10 +547,10 @@ class PrometheusSource:
             resp = await self._http().get("/api/v1/query", params=params)
         except httpx.TimeoutException as e:
             raise MetricsUnavailable(TIMEOUT, f"{self.url} did not answer within {self.timeout}s") from e
-        except httpx.HTTPError as e:
-            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: {type(e).__name__}: {e}") from e
-        except ssl.SSLError as e:  # e.g. the server refused our client certificate after the handshake (TLS 1.3)
-            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: TLS: {e}") from e
+        except (httpx.HTTPError, ssl.SSLError) as e:  # SSLError: e.g. our client certificate refused (TLS 1.3)
+            # Classified, never the raw exception text (it carries what the target said; a URL may be user input).
+            log.debug("query to %s failed: %s: %s", self.url, type(e).__name__, e)
+            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"cannot reach {self.url} ({classify_transport_error(e)})") from e
         if resp.status_code in (401, 403):
             raise MetricsUnavailable(
                 PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}: credentials refused "
@@ -480,11 +572,22 @@ class PrometheusSource:
         names = list(queries)
         try:
             results = await asyncio.wait_for(
-                asyncio.gather(*(self.query(queries[n], now) for n in names)), timeout=self.timeout * 2
+                asyncio.gather(*(self.query(queries[n], now) for n in names), self._dropped(namespace, factory, now)),
+                timeout=self.timeout * 2,
             )
         except TimeoutError as e:
             raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
-        return assemble(namespace, factory, window_seconds, dict(zip(names, results)))
+        vectors: list[list[tuple[str, float, float]]] = list(results[:-1])  # type: ignore[arg-type]
+        dropped: tuple[str, ...] = results[-1]  # type: ignore[assignment]
+        return assemble(namespace, factory, window_seconds, dict(zip(names, vectors)), dropped)
+
+    async def _dropped(self, namespace: str, factory: str, now: float | None) -> tuple[str, ...]:
+        """Which series the figures leave out (names only; a failure here loses no figure)."""
+        try:
+            payload = await self.query_payload(nonfinite_query(namespace, factory), now)
+        except MetricsUnavailable:
+            return ()
+        return parse_dropped(payload) if isinstance(payload, dict) and payload.get("status") == "success" else ()
 
 
 class SourcesByUrl:

@@ -60,6 +60,11 @@ class KubeClient(Protocol):
         """Record a core/v1 Event on the TokenFactory (``involved``: its metadata + apiVersion/kind)."""
         ...
 
+    async def replace_pod_spec(self, namespace: str, name: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """JSON-patch a Deployment's ``spec.template.spec`` to exactly ``pod_spec`` (reverts fields that other
+        field managers added, which server-side apply keeps); returns the live Deployment."""
+        ...
+
 
 class AlreadyExists(Exception):
     """``KubeClient.create`` found an object of that name already there."""

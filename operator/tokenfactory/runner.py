@@ -56,9 +56,15 @@ def lease_namespace(explicit: str | None, namespaces: list[str]) -> str:
     return explicit or os.environ.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default")
 
 
+def _host(address: str) -> str:
+    """An address as the host part of a URL (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics_port: int,
                metrics_address: str, namespaces: list[str] | None = None, leader_elect: bool = True,
-               lease: dict[str, Any] | None = None, concurrency: int = 8) -> Any:
+               lease: dict[str, Any] | None = None, concurrency: int = 8,
+               allowed_prometheus_urls: frozenset[str] = frozenset(), admission_policy: str | None = None) -> Any:
     """Wire the real adapters (lightkube, the children's watch cache, Prometheus over httpx in batches,
     the Lease, the prometheus-client exporter serving ``/metrics`` on ``metrics_port``) into the
     operator-level kopf memo."""
@@ -73,6 +79,7 @@ def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics
     from tokenfactory.metrics_batch import BatchedSources
     from tokenfactory.metrics_source import SourcesByUrl
     from tokenfactory.pipeline import Reconciler
+    from tokenfactory.pipeline.admission import AdmissionReader
 
     namespaces = list(namespaces or [])
     exporter = PrometheusExporter()
@@ -81,7 +88,9 @@ def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics
     client = AsyncClient(field_manager=FIELD_MANAGER)
     informers = ChildInformers(AsyncClient(field_manager=FIELD_MANAGER), namespaces)  # watches: own connection pool
     reconciler = Reconciler(LightkubeClient(client), sources=BatchedSources(SourcesByUrl(timeout=prometheus_timeout), namespaces),
-                            exporter=exporter, default_prometheus_url=prometheus_url, cache=informers)
+                            exporter=exporter, default_prometheus_url=prometheus_url, cache=informers,
+                            allowed_prometheus_urls=allowed_prometheus_urls,
+                            admission=AdmissionReader(admission_policy) if admission_policy else None)
     lease = dict(lease or {})
     elector: Any = (LeaseElector(client, lease_namespace(lease.pop("namespace", None), namespaces), **lease)
                     if leader_elect else AlwaysLeader())
@@ -94,7 +103,9 @@ def build_memo(*, prometheus_url: str | None, prometheus_timeout: float, metrics
 
 def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: str, health_port: int,
                  prometheus_url: str | None, prometheus_timeout: float, log_format: str, verbose: bool,
-                 leader_elect: bool = True, lease: dict[str, Any] | None = None, concurrency: int = 8) -> int:
+                 leader_elect: bool = True, lease: dict[str, Any] | None = None, concurrency: int = 8,
+                 health_address: str = "0.0.0.0", allowed_prometheus_urls: frozenset[str] = frozenset(),
+                 admission_policy: str | None = None) -> int:
     import kopf
 
     from tokenfactory import handlers  # noqa: F401 - registers the kopf handlers
@@ -102,12 +113,18 @@ def run_operator(*, namespaces: list[str], metrics_port: int, metrics_address: s
     _configure_logging(log_format, verbose)
     log = logging.getLogger("tokenfactory")
     scope = f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces"
-    log.info("starting TokenFactory operator (%s, metrics :%s, health :%s, prometheus %s)",
-             scope, metrics_port or "off", health_port or "off", prometheus_url or "from each spec")
+    log.info("starting TokenFactory operator (%s, metrics %s:%s, health %s:%s, prometheus %s, %d per-factory URL(s) allowed)",
+             scope, metrics_address, metrics_port or "off", health_address, health_port or "off",
+             prometheus_url or "none", len(allowed_prometheus_urls))
+    if admission_policy:
+        log.info("re-checking every spec against the admission policy %s", admission_policy)
+    else:
+        log.warning("no --admission-policy: TokenFactory specs are not re-checked for author rights (issue 15)")
     memo = build_memo(prometheus_url=prometheus_url, prometheus_timeout=prometheus_timeout,
                       metrics_port=metrics_port, metrics_address=metrics_address, namespaces=namespaces,
-                      leader_elect=leader_elect, lease=lease, concurrency=concurrency)
-    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+                      leader_elect=leader_elect, lease=lease, concurrency=concurrency,
+                      allowed_prometheus_urls=allowed_prometheus_urls, admission_policy=admission_policy)
+    liveness = f"http://{_host(health_address)}:{health_port}/healthz" if health_port else None
     try:
         kopf.run(
             standalone=True,

@@ -27,18 +27,16 @@ RELEASE_NS = "tokenfactory-system"
 
 # What the operator does, per kind (handlers.py, kube.py): nothing more.
 NAMESPACED_RULES = [
-    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"],
-     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactories/status"], "verbs": ["patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"]}
@@ -48,6 +46,15 @@ LEASE_RULES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["tokenfactory-operator"],
      "verbs": ["get", "update"]},
+]
+
+# issue 15: the operator reads the author-rights policy, its binding and its allow-list, by name only
+ADMISSION_READ = [
+    {"apiGroups": ["admissionregistration.k8s.io"],
+     "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+     "resourceNames": ["tokenfactory-author-rights"], "verbs": ["get"]},
+    {"apiGroups": ["tokenfactory.dev"], "resources": ["tokenfactoryallowlists"], "resourceNames": ["tokenfactory"],
+     "verbs": ["get"]},
 ]
 
 
@@ -139,15 +146,15 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
-                     "Service", "ServiceAccount", "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Role",
+                     "RoleBinding", "Service", "ServiceAccount", "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
                      "ValidatingAdmissionPolicyBinding"]
     for d in docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
                              "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
-    assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
+    assert role["rules"] == NAMESPACED_RULES + ADMISSION_READ + [CRD_READ]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
@@ -193,8 +200,10 @@ def test_rbac_never_grants_secrets_or_wildcards(helm):
             for rule in d.get("rules", []):
                 assert "secrets" not in rule["resources"] and "configmaps" not in rule["resources"], rule
                 assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], rule
-                if rule["resources"] in (["pods"], ["namespaces"], ["customresourcedefinitions"]):
+                if rule["resources"] in (["namespaces"], ["customresourcedefinitions"]):
                     assert rule["verbs"] == ["get", "list", "watch"], rule
+                if rule["resources"] == ["pods"]:
+                    assert rule["verbs"] == ["list", "watch"], rule
 
 
 def test_operator_deployment_is_hardened(helm):
@@ -216,10 +225,12 @@ def test_operator_deployment_is_hardened(helm):
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert c["command"] == ["tokenfactory"]
-    assert c["args"] == ["run", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json",
+    assert c["args"] == ["run", "--metrics-port", "8080", "--metrics-address", "0.0.0.0", "--health-port", "8081",
+                         "--health-address", "0.0.0.0", "--log-format", "json",
                          "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5",
                          "--lease-name", "tokenfactory-operator", "--lease-duration", "15",
-                         "--lease-renew-deadline", "10", "--lease-retry-period", "2", "--concurrency", "8"]
+                         "--lease-renew-deadline", "10", "--lease-retry-period", "2", "--concurrency", "8",
+                         "--admission-policy", "tokenfactory-author-rights"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -261,7 +272,7 @@ def test_watch_namespaces_mode(helm):
         assert b["subjects"][0]["namespace"] == RELEASE_NS and b["roleRef"]["kind"] == "Role"
     # the only cluster-scoped grant is kopf's read-only observation of CRDs and namespaces
     (cr,) = by_kind(docs, "ClusterRole")
-    assert cr["rules"] == [CRD_READ, NS_READ]
+    assert cr["rules"] == ADMISSION_READ + [CRD_READ, NS_READ]
     (crb,) = by_kind(docs, "ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cr["metadata"]["name"]
 
@@ -269,7 +280,8 @@ def test_watch_namespaces_mode(helm):
 def test_observation_grants_can_be_turned_off(helm):
     docs = template(helm, "watchNamespaces={team-a}", "rbac.readCustomResourceDefinitions=false",
                     "rbac.readNamespaces=false")
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    (cr,) = by_kind(docs, "ClusterRole")  # what remains cluster-wide: reading the admission policy, by name
+    assert cr["rules"] == ADMISSION_READ
     docs = template(helm, "rbac.create=false")
     assert not [d for d in docs if d["kind"].endswith(("Role", "RoleBinding"))]
 
@@ -425,7 +437,7 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
-                            "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "TokenFactoryAllowList",
+                            "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "NetworkPolicy", "TokenFactoryAllowList",
                             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Role", "RoleBinding",
                             "PodDisruptionBudget"])
     assert sorted((d for d in by_kind(kdocs, "CustomResourceDefinition")), key=lambda d: d["metadata"]["name"]) == [
@@ -444,6 +456,7 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+    assert one(kdocs, "NetworkPolicy")["spec"] == one(hdocs, "NetworkPolicy")["spec"]
     # the admission policy, its binding and its parameters: the same as the chart's
     for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]

@@ -27,7 +27,7 @@ class Rig:
         self.obj["spec"]["pools"][0]["startupSeconds"] = 0
         self.obj["spec"]["pools"][1]["startupSeconds"] = 0
         self.rec = Reconciler(self.kube, sources=SourcesByUrl(preset={"http://prom.test:9090": self.prom}),
-                              exporter=self.exporter)
+                              exporter=self.exporter, default_prometheus_url="http://prom.test:9090")
         self.memory = FactoryMemory()
         self.now = T0
 

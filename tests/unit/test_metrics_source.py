@@ -11,19 +11,19 @@ from tokenfactory import metrics_source as ms
 def test_promql_builders():
     q = ms.promql_queries("team-a", "r1", 60)
     assert q["generation_tokens_per_second"] == (
-        'sum by (pool) (rate(vllm:generation_tokens_total{namespace="team-a",factory="r1"}[60s]))'
+        'sum by (pool) (rate(vllm:generation_tokens_total{namespace="team-a",factory="r1"}[60s]) >= 0 < +Inf)'
     )
     assert q["prompt_tokens_per_second"].startswith("sum by (pool) (rate(vllm:prompt_tokens_total{")
     assert q["ttft_p95_seconds"] == (
         "histogram_quantile(0.95, sum by (pool, le) (rate(vllm:time_to_first_token_seconds_bucket"
-        '{namespace="team-a",factory="r1"}[60s])))'
+        '{namespace="team-a",factory="r1"}[60s]) >= 0 < +Inf))'
     )
     assert "vllm:inter_token_latency_seconds_bucket" in q["itl_p95_seconds"]
-    assert q["requests_waiting"] == 'sum by (pool) (vllm:num_requests_waiting{namespace="team-a",factory="r1"})'
+    assert q["requests_waiting"] == 'sum by (pool) (vllm:num_requests_waiting{namespace="team-a",factory="r1"} >= 0 < +Inf)'
     assert q["kv_cache_usage"].startswith("avg by (pool) (vllm:kv_cache_usage_perc{")
-    assert q["engines_reporting"].startswith("count by (pool) (")
+    assert q["engines_reporting"] == 'count by (pool) (vllm:num_requests_running{namespace="team-a",factory="r1"})'
     assert q["requests_per_second"] == (
-        'sum by (pool) (rate(vllm:request_success_total{namespace="team-a",factory="r1"}[60s]))'
+        'sum by (pool) (rate(vllm:request_success_total{namespace="team-a",factory="r1"}[60s]) >= 0 < +Inf)'
     )
 
 
@@ -45,6 +45,8 @@ def vec(*samples, rt="vector"):
 
 
 def answer_for(query: str, values: dict[str, dict]) -> dict:
+    if query == ms.nonfinite_query("ns", "f"):
+        return values.get("nonfinite", vec())
     for key, q in ms.promql_queries("ns", "f", 60).items():
         if q == query:
             return values.get(key, vec())
@@ -97,7 +99,7 @@ async def test_prometheus_source_parses_pools():
     # 25,440 generation tokens/s over 50.88 requests/s = 500 per request; with prompt tokens 1,500
     assert fm.tokens_per_request() == pytest.approx(500.0)
     assert fm.tokens_per_request("total") == pytest.approx(1500.0)
-    assert len(seen) == 9 and all(p["time"] == "100.000" for p in seen)
+    assert len(seen) == 10 and all(p["time"] == "100.000" for p in seen)
 
 
 async def test_request_rate_missing_or_zero_gives_no_tokens_per_request():
@@ -122,10 +124,14 @@ async def test_request_rate_missing_or_zero_gives_no_tokens_per_request():
 
 
 async def test_request_rate_is_validated_like_any_rate():
+    # issue 15: a bad figure of one pool is left out and named; the factory is still measured
     for bad in ("NaN", "-1", "+Inf"):
         values = {**GOOD, "requests_per_second": vec(("h200", 100.0, bad))}
-        await fails_with(lambda r, v=values: httpx.Response(200, json=answer_for(r.url.params["query"], v)),
-                         ms.BAD_RESPONSE)
+        src = make_source(lambda r, v=values: httpx.Response(200, json=answer_for(r.url.params["query"], v)))
+        fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+        await src.aclose()
+        assert fm.pools["h200"].requests_per_second is None and fm.pools["gb300"].generation_tokens_per_second == 24000
+        assert len(fm.dropped) == 1 and fm.dropped[0].startswith("pool h200: requests_per_second = ")
 
 
 async def fails_with(handler, reason, timeout=2.0):
@@ -144,7 +150,57 @@ async def test_no_series():
 async def test_status_error():
     body = {"status": "error", "errorType": "bad_data", "error": "parse error"}
     e = await fails_with(lambda r: httpx.Response(400, json=body), ms.PROMETHEUS_ERROR)
-    assert "parse error" in str(e)
+    assert "bad_data" in str(e) and "parse error" not in str(e)
+
+
+# Issue 15 (SSRF): what a target answers never reaches status; only a classified reason does.
+SECRET = "db_password=hunter2"
+
+
+@pytest.mark.parametrize("respond", [
+    lambda r: httpx.Response(400, json={"status": "error", "errorType": SECRET, "error": SECRET}),
+    lambda r: httpx.Response(200, json={"status": "error", "errorType": "bad_data", "error": SECRET}),
+    lambda r: httpx.Response(404, text=SECRET),
+    lambda r: httpx.Response(200, json={"status": SECRET}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": SECRET, "result": []}}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": "vector",
+                                                                       "result": [{"metric": {"pool": "a"}, "value": [1, SECRET]}]}}),
+    lambda r: httpx.Response(200, json={"status": "success", "data": {"resultType": "vector",
+                                                                       "result": [{"metric": {"x": SECRET}}]}}),
+])
+async def test_answer_text_never_in_the_reason(respond):
+    src = ms.PrometheusSource("http://prom", transport=httpx.MockTransport(respond), auth=ms.PrometheusAuth())
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason in ms.REASONS
+    assert SECRET not in str(ei.value) and "hunter2" not in ei.value.message
+
+
+@pytest.mark.parametrize("exc, word", [
+    (httpx.ConnectError("[Errno 111] Connection refused", request=None), "connection failed"),
+    (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=None), "TLS error"),
+    (httpx.RemoteProtocolError("Server disconnected: " + SECRET, request=None), "protocol error"),
+])
+async def test_transport_errors_are_classified(exc, word):
+    def handler(request):
+        exc.request = request
+        raise exc
+
+    e = await fails_with(handler, ms.PROMETHEUS_UNREACHABLE)
+    assert word in e.message and "Errno" not in e.message and "CERTIFICATE_VERIFY" not in e.message
+    assert SECRET not in e.message
+
+
+def test_url_allow_list_is_exact():
+    allowed = {"http://prometheus.monitoring.svc:9090", "https://thanos.example/prom/"}
+    assert ms.url_allowed("http://prometheus.monitoring.svc:9090/", allowed)
+    assert ms.url_allowed("HTTP://Prometheus.Monitoring.svc:9090", allowed)
+    assert ms.url_allowed("https://thanos.example/prom", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9091", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9090/../x", allowed)
+    assert not ms.url_allowed("http://169.254.169.254/latest", allowed)
+    assert not ms.url_allowed("http://prometheus.monitoring.svc:9090", set())
 
 
 async def test_http_500_not_json():
@@ -166,8 +222,6 @@ async def test_malformed_json():
         {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"pool": "a"}, "value": [1, 2]}]}},
         {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"pool": "a"}, "value": [1, "x"]}]}},
         vec(("a", 1, "1"), ("a", 1, "2")),
-        vec(("a", 1, "NaN")),
-        vec(("a", 1, "-3")),
         {"status": "weird", "data": {}},
     ],
 )
@@ -285,7 +339,7 @@ async def test_bearer_token_file_is_read_on_every_query_and_headers_are_sent(tmp
         await src.pool_metrics("ns", "f", 60)
     await src.aclose()
     assert ei.value.reason == ms.PROMETHEUS_ERROR and "credentials file" in ei.value.message
-    n = len(ms.promql_queries("ns", "f", 60))
+    n = len(ms.promql_queries("ns", "f", 60)) + 1  # + the query naming non-finite series
     assert seen[:n] == [("Bearer first", "tenant-a")] * n and seen[n:] == [("Bearer rotated", "tenant-a")] * n
 
 

@@ -105,3 +105,27 @@ def test_one_log_line_per_outage():
     assert seen.count(True) == 1 and seen[0]
     assert f.filter(rec("something else", 120))
     assert f.filter(rec("Request attempt #1 failed; will retry: GET /apis", 200))  # a new outage: one line again
+
+
+def test_run_bind_addresses_and_allowed_urls(captured, monkeypatch):
+    monkeypatch.setenv("TOKENFACTORY_PROMETHEUS_URL_ALLOW", "http://a:9090, http://b:9090")
+    from tokenfactory import commands
+
+    # the env default is read when the parser is built
+    assert cli.main(["run", "--metrics-address", "127.0.0.1", "--health-address", "10.0.0.5",
+                     "--prometheus-url-allow", "http://c:9090"]) == 0
+    kw = captured[0]
+    assert kw["metrics_address"] == "127.0.0.1" and kw["health_address"] == "10.0.0.5"
+    assert kw["allowed_prometheus_urls"] == frozenset({"http://a:9090", "http://b:9090", "http://c:9090"})
+    assert commands  # imported for the parser
+
+
+def test_run_defaults_allow_no_per_factory_url(captured, monkeypatch):
+    monkeypatch.delenv("TOKENFACTORY_PROMETHEUS_URL_ALLOW", raising=False)
+    assert cli.main(["run"]) == 0
+    assert captured[0]["allowed_prometheus_urls"] == frozenset()
+
+
+@pytest.mark.parametrize("address, url", [("127.0.0.1", "http://127.0.0.1:8081/healthz"), ("::1", "http://[::1]:8081/healthz")])
+def test_health_url_host(address, url):
+    assert f"http://{runner._host(address)}:8081/healthz" == url

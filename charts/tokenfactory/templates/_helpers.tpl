@@ -58,21 +58,26 @@ What the operator does, namespaced part (see operator/tokenfactory/{handlers,kub
 No secrets, no configmaps.
 */}}
 {{- define "tokenfactory.namespacedRules" -}}
+{{- /* Exactly the verbs the code uses (tests/unit/test_security_operator.py compares them with its calls):
+  kopf lists/watches TokenFactories and patches its finalizer and annotations onto them; the pipeline
+  merge-patches their status, server-side applies (create+patch) Deployments and the routing objects, JSON-patches a
+  drifted pod template back (patch), lists Deployments, pods and routing objects, deletes removed pools' Deployments
+  and routing objects of another mode, creates Events; kopf watches the children. */}}
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # spec.routing: HTTPRoute / InferencePool objects are server-side applied (create, patch), watched so hand edits
 # are undone at once (list, watch) and deleted on a routing mode switch (delete).
 - apiGroups: ["gateway.networking.k8s.io"]
@@ -83,10 +88,7 @@ No secrets, no configmaps.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* Leader election: one Lease, by name (create needs no name: RBAC cannot restrict create by name). */}}
@@ -102,6 +104,15 @@ No secrets, no configmaps.
 
 {{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}
 {{- define "tokenfactory.observeRules" -}}
+# the operator reads the author-rights policy, its binding and its allow-list (by name only)
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+  resourceNames: [{{ printf "%s-author-rights" (include "tokenfactory.fullname" .) | quote }}]
+  verbs: ["get"]
+- apiGroups: ["tokenfactory.dev"]
+  resources: ["tokenfactoryallowlists"]
+  resourceNames: [{{ include "tokenfactory.fullname" . | quote }}]
+  verbs: ["get"]
 {{- if .Values.rbac.readCustomResourceDefinitions }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

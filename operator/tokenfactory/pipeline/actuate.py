@@ -27,7 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render, routing
+from tokenfactory import api, drift, render, routing
 from tokenfactory.kube import owned_by
 from tokenfactory.pipeline.model import Actuation, Event, FactoryRef, PoolObservation
 from tokenfactory.ports import AlreadyExists, ChildCache, KubeClient
@@ -138,6 +138,25 @@ class OwnedWrites:
         return getattr(self.kube, name)
 
 
+async def _revert_drift(kube: KubeClient, ref: FactoryRef, manifest: Mapping[str, Any], live: dict[str, Any],
+                        errors: list[str]) -> tuple[dict[str, Any], list[Event]]:
+    """Issue 15: security-relevant fields of the live pod template that differ from the rendered one (added by
+    another field manager, which server-side apply keeps) are reverted by replacing the pod spec."""
+    wanted = manifest["spec"]["template"]["spec"]
+    drifted = drift.pod_spec_drift(wanted, ((live.get("spec") or {}).get("template") or {}).get("spec") or {})
+    if not drifted:
+        return live, []
+    name = manifest["metadata"]["name"]
+    try:
+        live = await kube.replace_pod_spec(ref.namespace, name, wanted)
+    except Exception as err:  # noqa: BLE001 - reported in status, retried next pass
+        errors.append(f"Deployment {name}: reverting {', '.join(drifted)}: {err}")
+        return live, [Event("Warning", "DriftNotReverted", f"Deployment {name}: {', '.join(drifted)} differ from the spec "
+                                                          f"and could not be reverted: {err}")]
+    return live, [Event("Warning", "DriftReverted", f"Deployment {name}: reverted {', '.join(drifted)} "
+                                                    f"(changed outside the TokenFactory; the operator owns its pod spec)")]
+
+
 async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec, replicas: Mapping[str, int],
                   children: Mapping[str, PoolObservation], capacities: Mapping[str, float] | None = None,
                   cache: ChildCache | None = None,
@@ -162,8 +181,22 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result
-            errors.append(f"{kind} {child}: {result}")  # reported in status, retried next pass
-            continue
+            # some additions make the merged apply invalid (privileged: true next to the operator's
+            # allowPrivilegeEscalation: false), so the apply never lands: revert the drift on the Deployment
+            # as listed, then write again
+            observed = children.get(manifest["metadata"]["labels"].get(render.LABEL_POOL, "")) if kind == "Deployment" else None
+            reverted: list[Event] = []
+            if observed is not None and observed.deployment is not None and owned_by(observed.deployment, ref.uid):
+                _, reverted = await _revert_drift(kube, ref, manifest, dict(observed.deployment), [])
+            if not reverted or reverted[0].reason != "DriftReverted":
+                errors.append(f"{kind} {child}: {result}")  # reported in status, retried next pass
+                continue
+            events += reverted
+            try:
+                result = await _write(kube, cache, ref, manifest, applied)  # type: ignore[arg-type]
+            except Exception as err2:  # noqa: BLE001 - reported in status, retried next pass
+                errors.append(f"{kind} {child}: {err2}")
+                continue
         live, conflict, wrote = result
         writes += wrote
         if conflict is not None:
@@ -172,6 +205,8 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
         if kind != "Deployment" or live is None:
             continue
         pool = manifest["metadata"]["labels"][render.LABEL_POOL]
+        live, reverted = await _revert_drift(kube, ref, manifest, live, errors)  # drift added since the list
+        events += reverted
         before = children[pool].deployment if pool in children else None
         if before is None:
             if wrote:

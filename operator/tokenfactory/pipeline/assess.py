@@ -120,6 +120,12 @@ def metrics_condition(c: Collected, warned: bool, serving_since: dt.datetime | N
     prev, gen, problem = c.ref.previous_conditions, c.ref.generation, c.reading.problem
     if problem is None:
         msg = f"read from {c.reading.url} over {c.spec.metrics.window}"
+        dropped = c.reading.metrics.dropped if c.reading.metrics is not None else ()
+        if dropped:  # issue 15: bad series are left out and named; the rest of the factory is measured
+            left_out = "; ".join(dropped[:10]) + (f"; and {len(dropped) - 10} more" if len(dropped) > 10 else "")
+            cond = condition("MetricsAvailable", True, "SeriesDropped", f"{msg}; left out (not a finite, non-negative "
+                                                                       f"number): {left_out}", gen, prev, c.now)
+            return cond, [Event("Warning", "MetricsSeriesDropped", f"left out of the figures: {left_out}")], False
         return condition("MetricsAvailable", True, "MetricsRead", msg, gen, prev, c.now), [], False
     starting = problem.reason == NO_SERIES and (
         serving_since is None or (c.now - serving_since).total_seconds() < serving_grace_seconds(c.spec))

@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenfactory import api, render
-from tokenfactory.metrics_source import MetricsUnavailable
+from tokenfactory.metrics_source import (
+    POOL_NOT_REPORTING, PROMETHEUS_URL_NOT_ALLOWED, FactoryMetrics, MetricsUnavailable, normalise_url, url_allowed,
+)
+from tokenfactory.pipeline.admission import AdmissionState, gate
 from tokenfactory.pipeline.model import Collected, FactoryMemory, FactoryRef, MetricsReading, PoolObservation
 from tokenfactory.ports import ChildCache, KubeClient, MetricsSources
 
@@ -63,12 +66,32 @@ def current_replicas(spec: api.TokenFactorySpec, memory: FactoryMemory, status: 
     return render.clamp_replicas(spec, known)
 
 
+def prometheus_url(spec: api.TokenFactorySpec, default_url: str | None,
+                   allowed_urls: frozenset[str] = frozenset()) -> tuple[str | None, MetricsUnavailable | None]:
+    """The Prometheus to read (issue 15, no SSRF): the operator's own (``--prometheus-url``) unless the spec
+    names one that the admin allowed (``--prometheus-url-allow``); a spec URL outside the allow-list is refused
+    with a classified reason and nothing is fetched from it."""
+    own = spec.metrics.prometheus_url
+    if own is None or (default_url is not None and normalise_url(own) == normalise_url(default_url)):
+        return default_url, None
+    if url_allowed(own, allowed_urls):
+        return normalise_url(own), None
+    return own, MetricsUnavailable(
+        PROMETHEUS_URL_NOT_ALLOWED,
+        f"spec.metrics.prometheusUrl {own} is not in the operator's allow-list of Prometheus URLs "
+        f"({len(allowed_urls)} allowed; chart value prometheus.allowedUrls, flag --prometheus-url-allow); "
+        f"nothing was read from it" + ("; remove the field to use the operator's Prometheus" if default_url else ""))
+
+
 async def read_metrics(sources: MetricsSources | None, default_url: str | None, spec: api.TokenFactorySpec,
-                       namespace: str, name: str, now: dt.datetime) -> MetricsReading:
-    url = spec.metrics.prometheus_url or default_url
+                       namespace: str, name: str, now: dt.datetime,
+                       allowed_urls: frozenset[str] = frozenset()) -> MetricsReading:
+    url, refused = prometheus_url(spec, default_url, allowed_urls)
+    if refused is not None:
+        return MetricsReading(read=True, url=url, problem=refused)
     if url is None or sources is None:
         return MetricsReading(read=True, url=url, problem=MetricsUnavailable(
-            "NoPrometheusURL", "set spec.metrics.prometheusUrl or run the operator with --prometheus-url"))
+            "NoPrometheusURL", "run the operator with --prometheus-url (or set spec.metrics.prometheusUrl to a URL the operator allows)"))
     try:
         source = sources.source(url)
         window = api.parse_duration(spec.metrics.window)
@@ -80,6 +103,42 @@ async def read_metrics(sources: MetricsSources | None, default_url: str | None, 
     except MetricsUnavailable as err:
         return MetricsReading(read=True, url=url, problem=err)
     return MetricsReading(read=True, url=url, metrics=fm)
+
+
+def unmeasured_pools(fm: FactoryMetrics, ready: Mapping[str, int], ready_since: Mapping[str, dt.datetime],
+                     now: dt.datetime, grace_seconds: float) -> list[str]:
+    """Pools whose throughput is unknown (issue 15): ready replicas for longer than ``grace_seconds`` (a
+    new pool's series appear after its first scrapes) and either no series at all from their engines, or
+    engines busy (requests running or waiting) without a generation-token series. Engines that report
+    and serve nothing are idle, not unknown (demand 0, issue 13)."""
+    out = []
+    for pool, n in sorted(ready.items()):
+        since = ready_since.get(pool)
+        if n <= 0 or since is None or (now - since).total_seconds() < grace_seconds:
+            continue
+        pm = fm.pools.get(pool)
+        if pm is None:
+            out.append(f"pool {pool} has {n} ready replica(s) but its engines report no vLLM series")
+        elif not pm.reports_tokens and (pm.requests_running > 0 or pm.requests_waiting > 0):
+            out.append(f"pool {pool} has {n} ready replica(s) with {pm.requests_running:g} request(s) running but "
+                       f"no vllm:generation_tokens_total series")
+    return out
+
+
+def judge_partial(reading: MetricsReading, spec: api.TokenFactorySpec, children: Mapping[str, PoolObservation],
+                  memory: FactoryMemory, now: dt.datetime) -> MetricsReading:
+    """A reading where a serving pool is unmeasured is not a reading of the factory: no figures (no $/Mtok
+    from partial data, no planning on it), MetricsAvailable=False with reason PoolNotReporting."""
+    if reading.metrics is None:
+        return reading
+    from tokenfactory.pipeline.assess import serving_grace_seconds
+
+    ready = {p.name: (children[p.name].ready_replicas if p.name in children else 0) for p in spec.pools}
+    missing = unmeasured_pools(reading.metrics, ready, memory.pool_ready_since, now, serving_grace_seconds(spec))
+    if not missing:
+        return reading
+    return MetricsReading(read=True, url=reading.url, problem=MetricsUnavailable(
+        POOL_NOT_REPORTING, "; ".join(missing) + ": its throughput, and so the factory's $/Mtok, is unknown (not 0)"))
 
 
 def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPool, ...], tuple[str, ...]]:
@@ -101,7 +160,8 @@ def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPoo
 
 async def collect(kube: KubeClient, sources: MetricsSources | None, default_url: str | None,
                   obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool,
-                  cache: ChildCache | None = None) -> Collected:
+                  cache: ChildCache | None = None, allowed_urls: frozenset[str] = frozenset(),
+                  admission: AdmissionState | None = None) -> Collected:
     """Everything one pass needs to know, read once. A spec that cannot be served is not an error here:
     ``problems`` says why, and nothing else is read."""
     ref = factory_ref(obj)
@@ -109,10 +169,15 @@ async def collect(kube: KubeClient, sources: MetricsSources | None, default_url:
     if spec is None:
         return Collected(ref=ref, now=now, spec=None, problems=problems, pools=(), children={}, current={},
                          reading=MetricsReading(read=False))
+    refused = gate(spec, admission)  # issue 15: the author-rights rules re-checked before anything is made
+    if refused is not None:
+        return Collected(ref=ref, now=now, spec=None, problems=tuple(refused[1]), pools=(), children={}, current={},
+                         reading=MetricsReading(read=False), refusal=refused[0])
     children = await observe(cache if cache is not None else kube, ref.namespace, ref.name)
     applied = any(c.deployment is not None for c in children.values())
     if measure and applied:
-        reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now)
+        reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now, allowed_urls)
+        reading = judge_partial(reading, spec, children, memory, now)
     else:
         reading = MetricsReading(read=False)
     return Collected(ref=ref, now=now, spec=spec, problems=(), pools=pools, children=children,

@@ -130,6 +130,7 @@ class Collected:
     children: Mapping[str, PoolObservation]
     current: Mapping[str, int]  # replicas each pool stands at (memory, last status, live Deployment, minReplicas)
     reading: MetricsReading
+    refusal: str = "InvalidSpec"  # the reason when ``spec`` is None: InvalidSpec, or the admission gate's
 
     def ready(self) -> dict[str, int]:
         return {p.name: (self.children[p.name].ready_replicas if p.name in self.children else 0) for p in self.pools}
@@ -246,3 +247,6 @@ class FactoryMemory:
     metrics_warned: bool = False
     serving_since: dt.datetime | None = None  # since when some replica has been ready (None: none is)
     applied: dict[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)  # (kind, name) -> (digest, generation)
+    pool_ready_since: dict[str, dt.datetime] = field(default_factory=dict)  # per pool, since when it has a ready replica
+    metrics_gap: bool = False  # the last reading failed after a good one (issue 15)
+    fresh_since: dt.datetime | None = None  # first good reading after the last gap: no scale-down for a window

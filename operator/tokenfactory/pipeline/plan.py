@@ -7,7 +7,11 @@ The planner only runs on passes that read metrics; in between, replicas stay whe
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import time
+from collections.abc import Callable
 
 from tokenfactory import api, planner, render
 from tokenfactory.pipeline.assess import tidy
@@ -32,8 +36,24 @@ def decision(plan: planner.Plan, mode: str, applied: bool, now: dt.datetime) -> 
     )
 
 
-def plan(c: Collected, state: planner.PlannerState | None) -> PlanOutcome:
-    """One planning step for a pass that read metrics."""
+# Issue 15: the solve runs in a worker thread with this time budget (then the best mix found so far). The
+# event loop (``/healthz``, the other factories) keeps running meanwhile: the planner is pure Python, so
+# the worker takes the GIL only for the interpreter's switch interval (5 ms) at a time.
+PLAN_BUDGET_SECONDS = 1.0
+
+
+async def plan_in_worker(c: Collected, state: planner.PlannerState | None,
+                         budget_seconds: float = PLAN_BUDGET_SECONDS, hold_scale_down: str | None = None) -> PlanOutcome:
+    """:func:`plan` off the event loop, the solver stopped after ``budget_seconds`` (best mix so far)."""
+    deadline = time.monotonic() + budget_seconds
+    return await asyncio.to_thread(plan, c, state, lambda: time.monotonic() >= deadline, hold_scale_down)
+
+
+def plan(c: Collected, state: planner.PlannerState | None, stop: Callable[[], bool] | None = None,
+         hold_scale_down: str | None = None) -> PlanOutcome:
+    """One planning step for a pass that read metrics (``stop``: the solver's time budget, see
+    :func:`plan_in_worker`; ``hold_scale_down``: why scale-downs wait this pass, e.g. right after a
+    metrics gap; scale-ups still happen)."""
     spec = c.spec
     assert spec is not None
     if spec.scaling.mode == "Off" or not c.reading.read:
@@ -41,12 +61,25 @@ def plan(c: Collected, state: planner.PlannerState | None) -> PlanOutcome:
     problem = c.reading.problem
     inputs = planner_inputs(spec, c.reading.metrics, current=c.current, ready=c.ready(), pools=c.pools,
                             metrics_problem=problem.reason if problem else None)
-    result, new_state = planner.decide(state, inputs, c.now.timestamp())
+    result, new_state = planner.decide(state, inputs, c.now.timestamp(), stop=stop)
     capacities = {pp.name: pp.capacity_per_replica for pp in result.pools}
     if not result.changes or result.holding:
         return PlanOutcome(replicas=dict(c.current), capacities=capacities, state=new_state)
+    held_events: list[Event] = []
+    if hold_scale_down:
+        held = [pp for pp in result.changes if pp.replicas < pp.current]
+        held_events = [Event("Normal", "ScaleDownHeld", f"{pp.name}: {pp.current} -> {pp.replicas} held: {hold_scale_down}")
+                       for pp in held]
+        if held:
+            kept = {pp.name: pp.current for pp in held}
+            result = dataclasses.replace(
+                result, replicas={**result.replicas, **kept},
+                pools=tuple(dataclasses.replace(pp, replicas=pp.current) if pp.name in kept else pp for pp in result.pools),
+                summary=f"{result.summary}; {hold_scale_down}")
+        if not result.changes:
+            return PlanOutcome(replicas=dict(c.current), capacities=capacities, state=new_state, events=tuple(held_events))
     applied = spec.scaling.mode == "Auto"
-    events, directions = [], []
+    events, directions = list(held_events), []
     for pp in result.changes:
         direction = "up" if pp.replicas > pp.current else "down"
         directions.append((pp.name, direction))

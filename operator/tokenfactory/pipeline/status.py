@@ -22,14 +22,15 @@ from tokenfactory.ports import KubeClient, MetricsExporter
 
 def invalid(c: Collected) -> tuple[api.TokenFactoryStatus, Event]:
     """Status and Event for a spec that cannot be served (nothing was changed)."""
-    message = "spec cannot be served, nothing was changed: " + "; ".join(c.problems)
-    prev, gen, now = c.ref.previous_conditions, c.ref.generation, c.now
+    what = "spec cannot be served" if c.refusal == "InvalidSpec" else "spec refused by the author-rights re-check"
+    message = f"{what}, nothing was changed: " + "; ".join(c.problems)
+    prev, gen, now, reason = c.ref.previous_conditions, c.ref.generation, c.now, c.refusal
     status = api.TokenFactoryStatus(observed_generation=gen, conditions=[
-        condition("Ready", False, "InvalidSpec", message, gen, prev, now),
-        condition("Progressing", False, "InvalidSpec", "waiting for a valid spec", gen, prev, now),
-        condition("Degraded", True, "InvalidSpec", message, gen, prev, now),
+        condition("Ready", False, reason, message, gen, prev, now),
+        condition("Progressing", False, reason, "waiting for a valid spec", gen, prev, now),
+        condition("Degraded", True, reason, message, gen, prev, now),
     ])
-    return status, Event("Warning", "InvalidSpec", message)
+    return status, Event("Warning", reason, message)
 
 
 def measurement(c: Collected, a: Assessment, p: PlanOutcome) -> Measurement:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
+from tokenfactory.planner.explain import render
 from tokenfactory.planner.plans import compose, hold
 from tokenfactory.planner.solver import solve
 from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_band, stabilise, track_excursions
@@ -19,11 +20,12 @@ NO_OBJECTIVES = Objectives()  # no latency or budget limit (a frozen value: safe
 
 
 def solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, objectives: Objectives,
-              cur: Mapping[str, int], caps: Mapping[str, float]) -> Solution:
+              cur: Mapping[str, int], caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
     """:func:`solve` for demand x (1 + headroom) within the objectives' budget and power cap."""
     required = max(0.0, demand) * (1.0 + max(0.0, headroom))
     return solve(pools, required, capacities=caps, current=cur,
-                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts,
+                 stop=stop)
 
 
 def plan_for_demand(
@@ -53,8 +55,13 @@ class DemandEstimate:
     note: Reason | None
 
 
-def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tuple[Plan, PlannerState]:
+def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
+           stop: Callable[[], bool] | None = None) -> tuple[Plan, PlannerState]:
     """One planning step: estimate capacity and demand, optimise, stabilise, explain.
+
+    ``stop`` (optional): the caller's time budget, asked by the solver as it searches; when it says
+    stop, the plan is the best mix found so far and its summary says so. Without it the search runs to
+    the end (or to ``solve``'s node cap).
 
     Steps: (1) metrics missing or older than ``max_metrics_age_seconds`` -> hold current replicas
     (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
@@ -91,14 +98,14 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
         exc = track_excursions(state, cfg, obs, est.state, horizon, now)
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
-    sol = solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
+    sol = solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps, stop)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
     demands = demands + ((now, demand),)
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper = solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps).replicas
+        upper = solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps, stop).replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
@@ -109,6 +116,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                                 megawatts=inputs.objectives.max_megawatts, inner=notes[name])
     plan = compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
                    est.note, cap_states={cs.pool: cs for cs in cap_states})
+    if sol.stopped:
+        why = Reason.of("summary.stopped", nodes=sol.nodes)
+        plan = replace(plan, summary=plan.summary + render(why), summary_why=plan.summary_why + (why,))
     new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
                              demands=demands, excursion_since=exc.since, excursions=exc.recent,
                              downs=st.downs, flaps=st.flaps)

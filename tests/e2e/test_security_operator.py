@@ -1,0 +1,269 @@
+"""Issue 15, the operator's side, on the real control plane and a real Prometheus (no API mocks).
+
+- no SSRF: a spec.metrics.prometheusUrl outside the operator's allow-list is never fetched (a listening
+  server sees no request) and the status says PrometheusURLNotAllowed;
+- children stay what the operator wrote: an extra container, hostNetwork and a privileged securityContext
+  added to a child Deployment with kubectl (another field manager) are reverted, with a Warning naming them;
+- one NaN gauge on one pod: the real Prometheus answers the operator's PromQL with that series left out of
+  the sums and named by the non-finite query; the other figures stand;
+- author rights re-checked by the operator: with --admission-policy naming a policy that is not installed,
+  a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
+- pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning;
+- the adversarial planner spec (8 near-tied custom pools, maxReplicas 1000, budget + power cap) fed a real
+  2.4M tok/s through Prometheus: its decision says the time budget was reached, /healthz answers and
+  another factory's deleted Deployment is restored meanwhile.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from harness import CRD, Operator, example_doc, wait_for
+
+from tokenfactory import metrics_source as ms
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """A local HTTP server that records every request (the would-be SSRF target) and answers like the
+    issue's test service (a JSON error carrying a secret)."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self.requests: list[str] = []
+        self.body = body
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def operator(cluster, kubectl, prometheus, namespace, tmp_path):
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace], prometheus_url=prometheus.url)
+    yield op
+    kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+    op.stop()
+
+
+def tf(kubectl, namespace, name="deepseek-r1") -> dict:
+    return kubectl.json("get", "tokenfactory", name, "-n", namespace)
+
+
+def condition(kubectl, namespace, type_: str) -> dict:
+    return next((c for c in (tf(kubectl, namespace).get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def warnings(kubectl, namespace, reason: str) -> list[dict]:
+    items = kubectl.json("get", "events", "-n", namespace, "--field-selector",
+                         f"involvedObject.kind=TokenFactory,reason={reason}")["items"]
+    return [e for e in items if e["type"] == "Warning"]
+
+
+def test_prometheus_url_outside_the_allow_list_is_never_fetched(operator, kubectl, namespace):
+    target = Recorder(json.dumps({"status": "error", "errorType": "x", "error": "db_password=hunter2"}).encode())
+    try:
+        doc = example_doc(scaling={"mode": "Recommend", "interval": "2s"},
+                          metrics={"window": "10s", "prometheusUrl": target.url})
+        kubectl.apply(doc, namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") ==
+                        "PrometheusURLNotAllowed" and c, 90, "MetricsAvailable PrometheusURLNotAllowed")
+        assert cond["status"] == "False" and "spec.metrics.prometheusUrl" in cond["message"]
+        time.sleep(3)  # more measuring passes (interval 2s)
+        assert target.requests == []  # the operator never connected to the user's URL
+        status = json.dumps(tf(kubectl, namespace).get("status"))
+        assert "hunter2" not in status
+        assert warnings(kubectl, namespace, "MetricsUnavailable")
+    finally:
+        target.shutdown()
+
+
+def test_hand_added_container_hostnetwork_privileged_are_reverted(operator, kubectl, namespace):
+    kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+    dep = "deepseek-r1-gb300"
+    wait_for(lambda: kubectl.run("get", "deployment", dep, "-n", namespace).returncode == 0, 60, "Deployment")
+    # the apiserver's defaults are not drift: a second factory change wakes the loop, nothing is reverted
+    kubectl("annotate", "tokenfactory", "deepseek-r1", "-n", namespace, "e2e/poke=1")
+    wait_for(lambda: condition(kubectl, namespace, "Ready").get("reason"), 30, "a status")
+    time.sleep(2)
+    assert warnings(kubectl, namespace, "DriftReverted") == []
+    # what issue 15 saw persist: kubectl (field manager kubectl-patch, an Update) adds them
+    patch = [
+        {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "miner", "image": "busybox"}},
+        {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
+        # (privileged and allowPrivilegeEscalation=false are exclusive: the whole securityContext is replaced)
+        {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}},
+    ]
+    kubectl("patch", "deployment", dep, "-n", namespace, "--type=json", "-p", json.dumps(patch))
+
+    def reverted():
+        pod = kubectl.json("get", "deployment", dep, "-n", namespace)["spec"]["template"]["spec"]
+        names = [c["name"] for c in pod["containers"]]
+        privileged = (pod["containers"][0].get("securityContext") or {}).get("privileged")
+        return names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+
+    wait_for(reverted, 60, "the hand edits reverted")
+    (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "DriftReverted"), 30, "Warning DriftReverted")
+    assert dep in event["message"] and "containers[miner] (added)" in event["message"]
+    assert "hostNetwork" in event["message"] and "containers[vllm].securityContext" in event["message"]
+    # and it stays reverted, with one revert (no fight with another manager on the next passes)
+    kubectl("annotate", "tokenfactory", "deepseek-r1", "-n", namespace, "e2e/poke=2", "--overwrite")
+    time.sleep(3)
+    assert reverted()
+    assert sum(e.get("count", 1) for e in warnings(kubectl, namespace, "DriftReverted")) == 1
+
+
+EXPOSITION = """\
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} NaN
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 3
+vllm:num_requests_waiting{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} 1
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} 4
+vllm:num_requests_running{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 5
+vllm:num_requests_running{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} +Inf
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="h200",pod="f-h200-a"} 1000
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="h200",pod="f-h200-b"} 2000
+vllm:generation_tokens_total{namespace="NS",factory="f",pool="gb300",pod="f-gb300-a"} 5000
+"""
+
+
+async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(prometheus):
+    server = Recorder(EXPOSITION.replace("NS", "sec").encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        wait_for(lambda: len(prometheus.query('vllm:num_requests_running{namespace="sec"}')) == 3, 60, "scraped")
+        src = ms.PrometheusSource(prometheus.url, auth=ms.PrometheusAuth())
+        try:
+            fm = await src.pool_metrics("sec", "f", 30)
+        finally:
+            await src.aclose()
+        assert set(fm.pools) == {"h200", "gb300"}
+        assert fm.pools["h200"].requests_waiting == 3  # the NaN pod left out of the sum, not the whole pool
+        assert fm.pools["h200"].requests_running == 9 and fm.pools["gb300"].requests_waiting == 1
+        assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2
+        assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
+                              "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN")
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+
+
+def test_without_the_admission_policy_a_secret_reference_is_refused(cluster, kubectl, namespace, tmp_path):
+    """The operator re-checks author rights: run as the chart runs it (--admission-policy) on a cluster
+    where that policy is not installed, a spec reading a Secret is refused and nothing is created."""
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace],
+                  extra=["--admission-policy", f"absent-{namespace}-author-rights"])
+    try:
+        doc = example_doc(scaling={"mode": "Off"})
+        doc["spec"]["engine"]["env"] = [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "pw"}}}]
+        kubectl.apply(doc, namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "Degraded")).get("reason") == "AdmissionPolicyMissing"
+                        and c, 60, "Degraded AdmissionPolicyMissing")
+        assert cond["status"] == "True" and "secretKeyRef.name: Secret db-password" in cond["message"]
+        assert kubectl.json("get", "deployments", "-n", namespace)["items"] == []
+        assert warnings(kubectl, namespace, "AdmissionPolicyMissing")
+    finally:
+        kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+        op.stop()
+
+
+def test_pods_refused_by_a_quota_make_the_factory_degraded(operator, kubectl, namespace):
+    """ReplicaSet FailedCreate (here a ResourceQuota with no GPUs) is Degraded=True, reason
+    PodCreationFailed, with a Warning naming the Deployment, not "all children applied"."""
+    kubectl.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-gpus"},
+                   "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}}, namespace)
+    kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+    cond = wait_for(lambda: (c := condition(kubectl, namespace, "Degraded")).get("reason") == "PodCreationFailed" and c,
+                    120, "Degraded PodCreationFailed")
+    assert cond["status"] == "True" and "deepseek-r1-" in cond["message"]
+    events = wait_for(lambda: warnings(kubectl, namespace, "PodCreationFailed"), 30, "Warning PodCreationFailed")
+    assert any("deepseek-r1-" in e["message"] for e in events)
+
+
+class CountingExposition(Recorder):
+    """vLLM series for the 8 pools of the adversarial spec, counters growing at ``rate`` tok/s per pool."""
+
+    def __init__(self, namespace: str, factory: str, pools: list[str], rate: float) -> None:
+        super().__init__()
+        self.t0, self.namespace, self.factory, self.pools, self.rate = time.time(), namespace, factory, pools, rate
+
+    @property  # type: ignore[override]
+    def body(self) -> bytes:  # read by the handler on every scrape
+        t = time.time() - self.t0
+        lines = ["# TYPE vllm:generation_tokens_total counter", "# TYPE vllm:num_requests_running gauge"]
+        for p in self.pools:
+            lab = f'namespace="{self.namespace}",factory="{self.factory}",pool="{p}",pod="{self.factory}-{p}-0"'
+            lines.append(f"vllm:generation_tokens_total{{{lab}}} {self.rate * t:.0f}")
+            lines.append(f"vllm:num_requests_running{{{lab}}} 0")
+        return ("\n".join(lines) + "\n").encode()
+
+    @body.setter
+    def body(self, _: bytes) -> None:
+        pass
+
+
+def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometheus, namespace):
+    """Issue 15: 8 near-tied custom pools, maxReplicas 1000, budget + power cap cost 12.6 s of synchronous CPU
+    per pass. Now the plan runs in a worker with a time budget: its decision says the budget was reached,
+    /healthz answers, and another factory's deleted Deployment is restored while it plans."""
+    import importlib.util
+
+    import httpx
+
+    path = CRD.parents[1] / "bench" / "planner_budget.py"
+    spec_mod = importlib.util.spec_from_file_location("bench_planner_budget", path)
+    bench = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(bench)
+    spec = bench.adversarial_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    spec["scaling"] = {"mode": "Recommend", "interval": "2s"}
+    spec["metrics"] = {"window": "10s"}
+    pools = [p["name"] for p in spec["pools"]]
+    server = CountingExposition(namespace, "hard", pools, rate=300_000.0)  # 2.4M tok/s in all
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        kubectl.apply({"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactory",
+                       "metadata": {"name": "hard"}, "spec": spec}, namespace)
+        kubectl.apply(example_doc(scaling={"mode": "Off"}), namespace)
+        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 60,
+                 "the other factory's Deployment")
+
+        def budget_reached():
+            d = (tf(kubectl, namespace, "hard").get("status") or {}).get("lastDecision") or {}
+            return "time budget reached" in d.get("reason", "") and d
+
+        decision = wait_for(budget_reached, 120, "a decision that says the time budget was reached")
+        assert decision["mode"] == "Recommend" and decision["changes"]
+        # while it keeps planning (every 2 s), the operator answers its liveness probe (the chart's probe
+        # allows 5 s) and reconciles the other factory
+        for _ in range(5):
+            assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
+        kubectl("delete", "deployment", "deepseek-r1-h200", "-n", namespace)
+        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 30,
+                 "the deleted Deployment restored")
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()

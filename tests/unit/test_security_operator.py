@@ -1,0 +1,589 @@
+"""Issue 15, operator side: no SSRF, planner time budget, metrics edge cases, child drift, RBAC."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+
+import pytest
+from test_measure import NAME, NS, Rig
+
+from tokenfactory.exporter import FakeExporter
+from tokenfactory.kube import FakeKube
+from tokenfactory.metrics_source import FakeMetricsSource, SourcesByUrl
+from tokenfactory.pipeline import FactoryMemory, Reconciler
+
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+
+# ------------------------------------------------------------------------------ item 2: no SSRF
+
+
+class Recording(FakeMetricsSource):
+    pass
+
+
+def ssrf_rig(example, spec_url, allowed=frozenset(), default="http://prometheus.monitoring:9090"):
+    rig = Rig(example)
+    rig.obj["spec"]["metrics"]["prometheusUrl"] = spec_url
+    rig.sources = {u: Recording() for u in {spec_url, default, *allowed}}
+    rig.rec = Reconciler(rig.kube, sources=SourcesByUrl(preset=rig.sources), exporter=FakeExporter(),
+                         default_prometheus_url=default, allowed_prometheus_urls=frozenset(allowed))
+    return rig
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://db.llm.svc:5432",
+                                 "https://kubernetes.default.svc"])
+async def test_spec_prometheus_url_outside_the_allow_list_is_never_fetched(two_pool_example, url):
+    rig = ssrf_rig(two_pool_example, url, allowed={"http://thanos.monitoring:9090"})
+    await rig.step()
+    events = await rig.step()
+    assert rig.sources[url].calls == []  # nothing was fetched from the user's URL
+    assert rig.sources["http://prometheus.monitoring:9090"].calls == []  # nor silently from another one
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "False" and cond["reason"] == "PrometheusURLNotAllowed"
+    assert "spec.metrics.prometheusUrl" in cond["message"] and "allow-list" in cond["message"]
+    assert [e.reason for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"] == ["MetricsUnavailable"]
+
+
+async def test_spec_prometheus_url_on_the_allow_list_is_read(two_pool_example):
+    allowed = "http://thanos.monitoring:9090"
+    rig = ssrf_rig(two_pool_example, allowed + "/", allowed={allowed})
+    rig.sources[allowed].set_pool(NS, NAME, "gb300", generation_tokens_per_second=1000.0)
+    await rig.step()
+    await rig.step()
+    assert rig.sources[allowed].calls and rig.cond("MetricsAvailable")["status"] == "True"
+    assert rig.sources["http://prometheus.monitoring:9090"].calls == []
+
+
+async def test_without_spec_url_the_operators_prometheus_is_read(two_pool_example):
+    rig = ssrf_rig(two_pool_example, "http://prometheus.monitoring:9090")
+    del rig.obj["spec"]["metrics"]["prometheusUrl"]
+    rig.sources["http://prometheus.monitoring:9090"].set_pool(NS, NAME, "gb300", generation_tokens_per_second=1000.0)
+    await rig.step()
+    await rig.step()
+    assert rig.cond("MetricsAvailable")["status"] == "True"
+
+
+# ------------------------------------------------------------------ item 5: children stay as written
+
+from tokenfactory import drift, render  # noqa: E402
+from tokenfactory import api  # noqa: E402
+
+
+def rendered_pod(example):
+    spec = api.parse_spec(example["spec"])
+    dep = render.render(render.Owner("deepseek-r1", "llm", "uid"), spec)[0]
+    return dep["spec"]["template"]["spec"]
+
+
+def defaulted(pod):
+    """What the apiserver stores: defaults filled in (not drift)."""
+    pod = copy.deepcopy(pod)
+    pod.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+    pod.setdefault("securityContext", {})
+    for c in pod["containers"]:
+        c.update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
+    return pod
+
+
+def test_defaults_are_not_drift(two_pool_example):
+    pod = rendered_pod(two_pool_example)
+    pod["volumes"].append({"name": "cfg", "configMap": {"name": "x"}})
+    live = defaulted(pod)
+    live["volumes"][-1]["configMap"]["defaultMode"] = 420  # the apiserver's default
+    assert drift.pod_spec_drift(pod, live) == []
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda p: p["containers"].append({"name": "miner", "image": "busybox"}), "containers[miner] (added)"),
+    (lambda p: p.update(hostNetwork=True), "spec.template.spec.hostNetwork"),
+    (lambda p: p.update(hostPID=True), "spec.template.spec.hostPID"),
+    (lambda p: p["containers"][0].update(securityContext={"privileged": True}), "containers[vllm].securityContext"),
+    (lambda p: p.update(securityContext={"runAsUser": 0}), "spec.template.spec.securityContext"),
+    (lambda p: p["volumes"].append({"name": "host", "hostPath": {"path": "/"}}), "spec.template.spec.volumes"),
+    (lambda p: p["containers"][0].setdefault("volumeMounts", []).append({"name": "host", "mountPath": "/host"}),
+     "containers[vllm].volumeMounts"),
+    (lambda p: p["containers"][0].update(image="evil/vllm"), "containers[vllm].image"),
+    (lambda p: p["containers"][0].setdefault("env", []).append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}),
+     "containers[vllm].env"),
+    (lambda p: p.update(serviceAccountName="admin"), "spec.template.spec.serviceAccountName"),
+    (lambda p: p.update(initContainers=[{"name": "init", "image": "busybox"}]), "spec.template.spec.initContainers"),
+])
+def test_security_relevant_edits_are_drift(two_pool_example, edit, field):
+    pod = rendered_pod(two_pool_example)
+    live = defaulted(pod)
+    edit(live)
+    found = drift.pod_spec_drift(pod, live)
+    assert len(found) == 1 and found[0].endswith(field), found
+
+
+async def test_hand_edited_child_is_reverted_with_a_warning(two_pool_example):
+    from test_controller import factory
+
+    kube = FakeKube()
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
+    await rec.reconcile(obj, mem, T0)
+    # what issue 15 saw persist: an extra container, privileged, hostNetwork, added by another manager
+    kube.edit_pod_spec("llm", "deepseek-r1-gb300", {"hostNetwork": True, "containers": [{"name": "sidecar", "image": "busybox"}]})
+    events = await rec.reconcile(obj, mem, T0 + dt.timedelta(seconds=5))
+    pod = kube.objects[("Deployment", "llm", "deepseek-r1-gb300")]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["vllm"] and "hostNetwork" not in pod
+    (warn,) = [e for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"]
+    assert warn.reason == "DriftReverted" and "deepseek-r1-gb300" in warn.message
+    assert "containers[sidecar] (added)" in warn.message and "spec.template.spec.hostNetwork" in warn.message
+    # reverted: the next pass finds nothing to revert
+    again = await rec.reconcile(obj, mem, T0 + dt.timedelta(seconds=10))
+    assert [e for e in again if e.reason == "DriftReverted"] == []
+    assert ("replace_pod_spec", "Deployment", "llm", "deepseek-r1-h200") not in kube.calls
+
+
+# ------------------------------------------------------------------ item 7: RBAC = the calls the code makes
+
+import inspect  # noqa: E402
+import subprocess  # noqa: E402
+import yaml  # noqa: E402
+
+from test_chart import KUSTOMIZE, helm, kubectl, template  # noqa: E402,F401,F811 - the real helm and kubectl (fixtures)
+
+from tokenfactory import kube as kube_mod  # noqa: E402
+
+# KubeClient method -> (apiGroup, resource, verbs), per kind where it depends on it. lightkube's apply is a
+# server-side apply PATCH, which the apiserver also authorises as create when the object does not exist yet.
+KINDS = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "Pod": ("", "pods"),
+         "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+         "InferencePool": ("inference.networking.k8s.io", "inferencepools")}
+CLIENT_VERBS = {
+    "apply": lambda kind: {KINDS[kind]: {"create", "patch"}},
+    "list": lambda kind: {KINDS[kind]: {"list"}},
+    "delete": lambda kind: {KINDS[kind]: {"delete"}},
+    "patch_status": lambda kind: {("tokenfactory.dev", "tokenfactories/status"): {"patch"}},
+    "emit_event": lambda kind: {("", "events"): {"create"}},
+    "replace_pod_spec": lambda kind: {("apps", "deployments"): {"patch"}},
+}
+PLURALS = {"tokenfactory.dev": "tokenfactories", "apps": "deployments", "": "pods"}
+
+
+class RecordingKube(FakeKube):
+    def __init__(self):
+        super().__init__()
+        self.used: list[tuple[str, str]] = []
+
+    async def list(self, kind, namespace, labels):
+        self.used.append(("list", kind))
+        return await super().list(kind, namespace, labels)
+
+    async def apply(self, manifest):
+        self.used.append(("apply", manifest["kind"]))
+        return await super().apply(manifest)
+
+    async def delete(self, kind, namespace, name):
+        self.used.append(("delete", kind))
+        return await super().delete(kind, namespace, name)
+
+    async def patch_status(self, namespace, name, status):
+        self.used.append(("patch_status", "TokenFactory"))
+        return await super().patch_status(namespace, name, status)
+
+    async def emit_event(self, involved, type_, reason, message):
+        self.used.append(("emit_event", "Event"))
+        return await super().emit_event(involved, type_, reason, message)
+
+    async def replace_pod_spec(self, namespace, name, pod_spec):
+        self.used.append(("replace_pod_spec", "Deployment"))
+        return await super().replace_pod_spec(namespace, name, pod_spec)
+
+
+def _add(acc, more):
+    for k, v in more.items():
+        acc.setdefault(k, set()).update(v)
+
+
+async def code_calls(example) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, from what a reconcile scenario calls and what kopf is registered to do."""
+    import kopf
+
+    import tokenfactory.handlers  # noqa: F401 - registers the handlers
+    from test_controller import factory
+
+    kube = RecordingKube()
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(example)
+    await rec.reconcile(obj, mem, T0)  # create
+    kube.edit_pod_spec("llm", "deepseek-r1-gb300", {"hostNetwork": True})
+    await rec.reconcile(obj, mem, T0)  # revert drift
+    for gen, routing in enumerate(({"mode": "HTTPRoute", "gateway": {"name": "gw"}},
+                                   {"mode": "InferencePool", "endpointPicker": {"name": "epp"}},
+                                   {"mode": "Service"}), start=2):  # routing objects made and removed per mode
+        switched = factory(example, generation=gen)
+        switched["spec"]["routing"] = routing
+        await rec.reconcile(switched, mem, T0)
+    smaller = factory(example, generation=9)
+    smaller["spec"]["pools"] = smaller["spec"]["pools"][:1]
+    await rec.reconcile(smaller, mem, T0)  # delete a removed pool
+    calls: dict[tuple[str, str], set[str]] = {}
+    for method, kind in kube.used:
+        _add(calls, CLIENT_VERBS[method](kind))
+    registry = kopf.get_default_registry()
+    for h in [*registry._watching.get_all_handlers(), *registry._spawning.get_all_handlers()]:
+        _add(calls, {(h.selector.group, h.selector.any_name or PLURALS[h.selector.group]): {"list", "watch"}})
+    # kopf keeps its finalizer and its progress/diff-base annotations on the TokenFactory (daemons)
+    _add(calls, {("tokenfactory.dev", "tokenfactories"): {"patch"}})
+    # pipeline.admission.AdmissionReader: get on the policy, its binding and its allow-list
+    _add(calls, {(g, r): {"get"} for g, r in READER_GETS})
+    return calls
+
+
+READER_GETS = (("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+               ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+               ("tokenfactory.dev", "tokenfactoryallowlists"))
+
+
+def rules_of(docs, kind) -> dict[tuple[str, str], set[str]]:
+    """Every (apiGroup, resource) -> verbs granted by Roles of ``kind`` and the ClusterRoles (cluster-scoped
+    reads live there in namespaced mode)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for d in docs:
+        if d and d["kind"] in (kind, "ClusterRole"):
+            for r in d["rules"]:
+                for g in r["apiGroups"]:
+                    for res in r["resources"]:
+                        if res not in ("customresourcedefinitions", "namespaces"):  # kopf's observation (values rbac.*)
+                            out.setdefault((g, res), set()).update(r["verbs"])
+    return out
+
+
+def test_every_kube_client_method_has_its_verbs():
+    methods = {n for n, f in inspect.getmembers(kube_mod.LightkubeClient, inspect.iscoroutinefunction)
+               if not n.startswith("_") and n != "close"}
+    assert methods == set(CLIENT_VERBS)
+
+
+async def test_chart_and_kustomize_rbac_are_exactly_the_calls_the_code_makes(two_pool_example, helm, kubectl):  # noqa: F811
+    """Both directions: every verb the code uses is granted (else Forbidden), and nothing more is."""
+    calls = await code_calls(two_pool_example)
+    assert rules_of(template(helm), "ClusterRole") == calls
+    assert rules_of(template(helm, "watchNamespaces={team-a}"), "Role") == calls
+    res = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert rules_of(list(yaml.safe_load_all(res.stdout)), "ClusterRole") == calls
+
+
+# ------------------------------------------------------------------ item 3: planner off the loop, time-boxed
+
+import importlib.util  # noqa: E402
+import threading  # noqa: E402
+
+from tokenfactory import planner  # noqa: E402
+from tokenfactory.pipeline import plan as plan_stage  # noqa: E402
+
+
+def bench_planner_budget():
+    path = KUSTOMIZE.parents[2] / "bench" / "planner_budget.py"
+    spec = importlib.util.spec_from_file_location("bench_planner_budget", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_adversarial_spec_stops_at_the_budget_with_the_best_mix_so_far():
+    """The spec from issue 15 (8 near-tied custom pools, maxReplicas 1000, budget + power cap): the solver
+    stops when told to (here at its 3rd check, node 257, instead of a time) and says so."""
+    bench = bench_planner_budget()
+    inputs = bench.adversarial_inputs()
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 3
+
+    plan, _ = planner.decide(None, inputs, 1_000.0, stop=stop)
+    assert "time budget reached" in plan.summary and "best mix found so far" in plan.summary
+    assert plan.megawatts <= inputs.objectives.max_megawatts + 1e-9
+    assert plan.dollars_per_hour <= inputs.objectives.max_dollars_per_hour
+    assert sum(plan.replicas.values()) > 0 and plan.capacity_tokens_per_second > 0
+    # the same search without a stop runs far past where it was stopped (why a budget is needed)
+    sol = planner.solve(inputs.pools, 2_400_000 * 1.2, current=inputs.current, max_dollars_per_hour=40_000,
+                        max_megawatts=2.4, max_nodes=20_000)
+    assert sol.nodes > 3 * 128 and not sol.stopped
+
+
+def test_without_stop_the_solver_is_unchanged():
+    pools = (planner.PoolProfile("a", "a", 10.0, 1000.0, 0, 20), planner.PoolProfile("b", "b", 12.0, 1300.0, 0, 20))
+    sol = planner.solve(pools, 9000.0)
+    assert sol.exact and not sol.stopped
+
+
+async def test_plan_runs_in_a_worker_thread_with_a_deadline(two_pool_example, monkeypatch):
+    seen = {}
+    real = planner.decide
+
+    def spy(state, inputs, now, *, stop=None):
+        seen["thread"] = threading.get_ident()
+        seen["stop"] = stop
+        return real(state, inputs, now, stop=stop)
+
+    monkeypatch.setattr(planner, "decide", spy)
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0)
+    await rig.step()
+    await rig.step()
+    assert seen["thread"] != threading.get_ident()  # not on the event loop's thread
+    assert seen["stop"] is not None and seen["stop"]() is False  # a deadline, not yet reached
+    assert plan_stage.PLAN_BUDGET_SECONDS <= 1.0
+
+
+# ------------------------------------------------------------------ item 6: metrics edge cases
+
+import httpx  # noqa: E402
+
+from tokenfactory import metrics_source as ms  # noqa: E402
+
+
+def _vec(*samples):
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": labels, "value": [100.0, v]} for labels, v in samples]}}
+
+
+async def test_one_nan_gauge_on_one_pod_is_dropped_and_named_the_factory_still_measured():
+    """Issue 15: one NaN vllm:num_requests_waiting on one pod made the whole factory BadResponse. The gauge
+    queries leave out non-finite samples per series (so Prometheus' sum stays finite) and a query names them."""
+    q = ms.promql_queries("ns", "f", 60)
+    bad_pod = {"pool": "h200", "pod": "f-h200-7c9-abcde", "series": "vllm:num_requests_waiting"}
+    answers = {
+        q["generation_tokens_per_second"]: _vec(({"pool": "h200"}, "1440"), ({"pool": "gb300"}, "24000")),
+        q["engines_reporting"]: _vec(({"pool": "h200"}, "2"), ({"pool": "gb300"}, "1")),
+        q["requests_waiting"]: _vec(({"pool": "h200"}, "3"), ({"pool": "gb300"}, "0")),
+        ms.nonfinite_query("ns", "f"): _vec((bad_pod, "NaN")),
+    }
+    assert "num_requests_waiting" in q["requests_waiting"] and ">= 0 < +Inf" in q["requests_waiting"]
+    src = ms.PrometheusSource("http://p", auth=ms.PrometheusAuth(), transport=httpx.MockTransport(
+        lambda r: httpx.Response(200, json=answers.get(r.url.params["query"], _vec()))))
+    fm = await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert fm.pools["gb300"].generation_tokens_per_second == 24000 and fm.pools["h200"].requests_waiting == 3
+    assert fm.dropped == ("pod f-h200-7c9-abcde (pool h200): vllm:num_requests_waiting = NaN",)
+    # a Prometheus that aggregates the NaN anyway: only that figure of that pool is left out
+    fm = ms.assemble("ns", "f", 60, {
+        "generation_tokens_per_second": [("h200", 1.0, 1440.0), ("gb300", 1.0, 24000.0)],
+        "requests_waiting": [("h200", 1.0, float("nan")), ("gb300", 1.0, 0.0)],
+        "requests_running": [("gb300", 1.0, float("inf"))]})
+    assert fm.pools["h200"].generation_tokens_per_second == 1440 and fm.pools["h200"].requests_waiting == 0
+    assert fm.dropped == ("pool h200: requests_waiting = NaN", "pool gb300: requests_running = +Inf")
+
+
+class DroppingSource(FakeMetricsSource):
+    dropped: tuple[str, ...] = ()
+
+    async def pool_metrics(self, namespace, factory, window_seconds, now=None):
+        fm = await super().pool_metrics(namespace, factory, window_seconds, now)
+        return dataclasses.replace(fm, dropped=self.dropped)
+
+
+async def test_dropped_series_give_a_condition_and_one_warning_naming_pod_and_series(two_pool_example):
+    rig = Rig(two_pool_example)
+    rig.prom = DroppingSource()
+    rig.rec = Reconciler(rig.kube, sources=SourcesByUrl(preset={"http://prom.test:9090": rig.prom}),
+                         exporter=FakeExporter(), default_prometheus_url="http://prom.test:9090")
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0)
+    await rig.step()
+    rig.prom.dropped = ("pod deepseek-r1-h200-x (pool h200): vllm:num_requests_waiting = NaN",)
+    events = await rig.step()
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "True" and cond["reason"] == "SeriesDropped"
+    assert "deepseek-r1-h200-x" in cond["message"] and "vllm:num_requests_waiting" in cond["message"]
+    assert rig.status()["tokensPerSecond"] == pytest.approx(20_600)  # the rest is measured
+    (warn,) = [e for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"]
+    assert warn.reason == "MetricsSeriesDropped" and "deepseek-r1-h200-x" in warn.message
+    await rig.step()
+    emitted = [e for e in rig.kube.events if e["reason"] == "MetricsSeriesDropped"]
+    assert len(emitted) == 1  # not repeated every pass
+
+
+async def test_ready_pool_without_any_series_is_unknown_not_zero(two_pool_example):
+    """Issue 15: a pool with 2 Ready replicas and no token series was 0 tok/s with MetricsAvailable=True, and
+    the factory's $/Mtok ignored its real throughput."""
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0, engines_reporting=1)
+    for _ in range(6):  # pools serving longer than a metrics window (2m)
+        await rig.step()
+    good_cost = rig.status()["costPerMillionTokens"]
+    rig.prom.remove_pool(NS, NAME, "h200")  # h200 still has ready replicas, its engines report nothing
+    events = await rig.step()
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "False" and cond["reason"] == "PoolNotReporting"
+    assert "pool h200" in cond["message"] and "unknown" in cond["message"]
+    assert rig.status()["costPerMillionTokens"] == good_cost  # the last good figure, not one from gb300 alone
+    assert rig.pool("h200").get("tokensPerSecond") != 0
+    assert [e.reason for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"] == ["MetricsUnavailable"]
+
+
+async def test_busy_engines_without_token_counter_are_unknown_idle_engines_are_idle(two_pool_example):
+    rig = Rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
+    rig.prom.set_pool(NS, NAME, "h200", engines_reporting=1, reports_tokens=False)  # idle: issue 13
+    for _ in range(6):
+        await rig.step()
+    assert rig.cond("MetricsAvailable")["reason"] == "MetricsRead"
+    assert rig.pool("h200")["tokensPerSecond"] == 0
+    rig.prom.set_pool(NS, NAME, "h200", engines_reporting=1, reports_tokens=False, requests_running=12.0)
+    await rig.step()
+    assert rig.cond("MetricsAvailable")["reason"] == "PoolNotReporting"
+
+
+async def test_no_scale_down_until_a_full_window_of_fresh_data_after_a_gap(two_pool_example, monkeypatch):
+    """Issue 15: after a Prometheus outage longer than scaleDownStabilization, the first rate read (16,654
+    tok/s against a true 30,000) scaled gb300 2 -> 1 and back. Reproduced with the gap rule switched off,
+    then held with it."""
+
+    async def scenario():
+        rig = Rig(two_pool_example)
+        rig.obj["spec"]["scaling"]["scaleDownStabilization"] = "60s"
+        rig.obj["spec"]["metrics"]["window"] = "2m"
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=30_000.0, engines_reporting=2)
+        rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=0.0, engines_reporting=1)
+        for _ in range(8):
+            await rig.step()
+        assert rig.replicas("gb300") == 2
+        rig.prom.fail("PrometheusUnreachable")
+        for _ in range(6):  # 3 minutes: longer than the stabilization window
+            await rig.step()
+        rig.prom.recover()
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=16_654.0, engines_reporting=2)
+        events = await rig.step()
+        first = rig.replicas("gb300")
+        rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=30_000.0, engines_reporting=2)
+        for _ in range(5):
+            events += await rig.step()
+        return first, rig.replicas("gb300"), events
+
+    with monkeypatch.context() as m:
+        m.setattr(Reconciler, "_after_gap", staticmethod(lambda c, memory, now: None))
+        first, _, _ = await scenario()
+    assert first == 1  # the observation: scaled down on the gap-diluted rate
+    first, last, events = await scenario()
+    assert first == 2 and last == 2
+    held = [e for e in events if e.reason == "ScaleDownHeld"]
+    assert held and "gb300: 2 -> 1" in held[0].message and "window" in held[0].message
+    assert not [e for e in events if e.reason == "ScaledDown" and e.message.startswith("gb300")]
+
+
+# ------------------------------------------------------------------ item 1: the operator re-checks author rights
+
+from tokenfactory.pipeline import admission  # noqa: E402
+
+ALLOW = api.AllowListSpec.model_validate({
+    "allowedImages": ["vllm/vllm-openai:*"],
+    "allowedTolerations": [{"gpuTypes": ["*"], "key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+
+
+class FakeLightkube:
+    """Answers get(resource, name) from a dict keyed by (group, plural, name); records every call."""
+
+    def __init__(self, objects):
+        self.objects, self.calls = objects, []
+
+    async def get(self, res, name):
+        from lightkube import ApiError
+
+        group, plural = res._api_info.resource.group, res._api_info.plural
+        self.calls.append((group, plural))
+        key = (group, plural, name)
+        if key not in self.objects:
+            raise ApiError(response=httpx.Response(404, json={"code": 404, "message": "not found"},
+                                                   request=httpx.Request("GET", "http://x")))
+        return self.objects[key]
+
+
+def _installed():
+    from lightkube.generic_resource import GenericGlobalResource
+    from lightkube.models.admissionregistration_v1 import (
+        ParamRef, ValidatingAdmissionPolicyBindingSpec,
+    )
+    from lightkube.resources.admissionregistration_v1 import ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding
+
+    binding = ValidatingAdmissionPolicyBinding(spec=ValidatingAdmissionPolicyBindingSpec(
+        policyName="tf-author-rights", paramRef=ParamRef(name="tf"), validationActions=["Deny"]))
+    allow = GenericGlobalResource.from_dict({"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactoryAllowList",
+                                             "metadata": {"name": "tf"}, "spec": ALLOW.model_dump(by_alias=True)})
+    return {("admissionregistration.k8s.io", "validatingadmissionpolicies", "tf-author-rights"): ValidatingAdmissionPolicy(),
+            ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "tf-author-rights"): binding,
+            ("tokenfactory.dev", "tokenfactoryallowlists", "tf"): allow}
+
+
+async def test_reader_gets_exactly_what_the_chart_grants():
+    client = FakeLightkube(_installed())
+    st = await admission.AdmissionReader("tf-author-rights", client=client).state()
+    assert st.allow == ALLOW
+    assert set(client.calls) == set(READER_GETS)
+    missing = await admission.AdmissionReader("tf-author-rights", client=FakeLightkube({})).state()
+    assert missing.allow is None and "not installed" in missing.missing
+
+
+def _spec(example, **engine):
+    doc = copy.deepcopy(example["spec"])
+    doc["engine"].update(engine)
+    return api.parse_spec(doc)
+
+
+def test_gate_with_the_policy_rechecks_images_and_tolerations(two_pool_example):
+    st = admission.AdmissionState("tf-author-rights", allow=ALLOW)
+    assert admission.gate(_spec(two_pool_example), st) is None
+    reason, problems = admission.gate(_spec(two_pool_example, image="busybox"), st)
+    assert reason == "NotAllowed" and problems[0].startswith("spec.engine.image: busybox is not allowed")
+    doc = copy.deepcopy(two_pool_example)
+    doc["spec"]["pools"][0]["tolerations"] = [{"operator": "Exists"}]  # every taint
+    reason, problems = admission.gate(api.parse_spec(doc["spec"]), st)
+    assert reason == "NotAllowed" and "spec.pools[name=gb300].tolerations: * not allowed" in problems[0]
+
+
+def test_gate_without_the_policy_refuses_unsafe_fields(two_pool_example):
+    st = admission.AdmissionState("tf-author-rights", missing="not installed")
+    secret = [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "pw"}}}]
+    reason, problems = admission.gate(_spec(two_pool_example, env=secret), st)
+    assert reason == "AdmissionPolicyMissing"
+    assert any(p.startswith("spec.engine.env[name=DB].valueFrom.secretKeyRef.name: Secret db-password") for p in problems)
+    assert any("tolerations" in p for p in problems)  # the example's pools tolerate the GPU taint
+    doc = copy.deepcopy(two_pool_example["spec"])
+    for p in doc["pools"]:
+        p.pop("tolerations")
+    doc["engine"].pop("image")
+    assert admission.gate(api.parse_spec(doc), st) is None  # nothing unsafe: served without the policy
+    assert admission.gate(_spec(two_pool_example, image="busybox"), None) is None  # no --admission-policy
+
+
+async def test_refused_spec_is_degraded_with_the_reason_and_nothing_is_created(two_pool_example):
+    from test_controller import factory
+
+    kube = FakeKube()
+    reader = admission.AdmissionReader("tf-author-rights", client=FakeLightkube({}))
+    rec, mem = Reconciler(kube, admission=reader), FactoryMemory()
+    obj = factory(two_pool_example)
+    obj["spec"]["engine"]["image"] = "busybox"
+    events = await rec.reconcile(obj, mem, T0)
+    assert not [k for k in kube.objects if k[0] == "Deployment"]
+    conds = {c["type"]: c for c in kube.statuses[("llm", "deepseek-r1")]["conditions"]}
+    assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "AdmissionPolicyMissing"
+    assert "spec.engine.image: busybox" in conds["Degraded"]["message"]
+    assert [e.reason for e in events] == ["AdmissionPolicyMissing"]
+
+
+async def test_drift_that_makes_the_apply_invalid_is_reverted_then_applied(two_pool_example):
+    """Seen on the real apiserver: after a hand-set `privileged: true`, the operator's apply (which keeps
+    allowPrivilegeEscalation: false) is refused as invalid; the drift is reverted first, then applied."""
+    from test_controller import factory
+
+    kube = FakeKube()
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
+    await rec.reconcile(obj, mem, T0)
+    kube.edit_pod_spec("llm", "deepseek-r1-gb300", {"containers": [{"name": "miner", "image": "busybox"}]})  # applied first
+    kube.fail_next_apply = RuntimeError("Deployment is invalid: cannot set allowPrivilegeEscalation to false and privileged to true")
+    events = await rec.reconcile(obj, mem, T0 + dt.timedelta(seconds=5))
+    pod = kube.objects[("Deployment", "llm", "deepseek-r1-gb300")]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["vllm"]
+    assert [e.reason for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"] == ["DriftReverted"]
+    conds = {c["type"]: c for c in kube.statuses[("llm", "deepseek-r1")]["conditions"]}
+    assert conds["Degraded"]["status"] == "False"
