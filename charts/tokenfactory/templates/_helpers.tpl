@@ -58,11 +58,13 @@ What the operator does, namespaced part (see operator/tokenfactory/{handlers,kub
 No secrets, no configmaps.
 */}}
 {{- define "tokenfactory.namespacedRules" -}}
-{{- /* Exactly the verbs the code uses (tests/unit/test_security_operator.py compares them with its calls):
-  kopf lists/watches TokenFactories and patches its finalizer and annotations onto them; the pipeline
-  merge-patches their status, server-side applies (create+patch) Deployments and the routing objects, JSON-patches a
-  drifted pod template back (patch), lists Deployments, pods and routing objects, deletes removed pools' Deployments
-  and routing objects of another mode, creates Events; kopf watches the children. */}}
+{{- /* Exactly the verbs the code uses (tests/unit/test_security_units.py records the requests the real
+  adapters send and compares them with these rules): kopf lists/watches TokenFactories, HTTPRoutes and
+  InferencePools and patches away a finalizer an older version left on a TokenFactory; the children's watch
+  cache (informer.py) lists/watches Deployments, Services and pods; the pipeline merge-patches the status,
+  creates a missing child (get when it exists after all), server-side applies (patch) one that differs,
+  JSON-patches a drifted pod template back (patch), deletes removed pools' Deployments and routing objects of
+  another mode, and creates Events. */}}
 - apiGroups: ["tokenfactory.dev"]
   resources: ["tokenfactories"]
   verbs: ["list", "watch", "patch"]
