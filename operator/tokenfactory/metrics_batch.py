@@ -4,7 +4,14 @@ factories of a Prometheus, grouped ``by (namespace, factory, pool)``, fanned out
 Per Prometheus URL and metrics window there is one snapshot. A factory's measuring pass takes the
 snapshot when it is younger than the factory's ``scaling.interval``, else it refreshes it (one refresh at
 a time: factories that are due together share it). So the queries per minute do not grow with the number
-of factories or pools: 9 queries per refresh, at most one refresh per interval.
+of factories or pools: 10 queries per refresh (9 figures, 1 naming the series left out), at most one
+refresh per interval.
+
+The issue-15 edge cases hold here as in ``PrometheusSource.pool_metrics``: every rate, quantile and gauge
+leaves out a NaN, infinite or negative sample per series before summing (``metrics_source.FINITE``), a
+tenth query names those series per factory (pod and series, in ``FactoryMetrics.dropped``); pools are
+assembled by the same ``metrics_source.assemble`` (a pool busy without a generation-token series is not
+reporting tokens).
 
 A failed refresh (Prometheus down, timeout, bad answer) is kept for the same time, so every factory sees
 the same ``MetricsUnavailable`` and Prometheus is not hammered; it is logged once when the outage starts
@@ -24,8 +31,8 @@ from typing import Any
 
 
 from tokenfactory.metrics_source import (
-    BAD_RESPONSE, PROMETHEUS_ERROR, TIMEOUT, FactoryMetrics, MetricsUnavailable,
-    PrometheusSource, SourcesByUrl, assemble, escape_label_value, range_literal,
+    _PROMETHEUS_ERROR_TYPES, BAD_RESPONSE, CHECKED_SERIES, FINITE, PROMETHEUS_ERROR, TIMEOUT, FactoryMetrics,
+    MetricsUnavailable, PrometheusSource, SourcesByUrl, assemble, dropped_items, escape_label_value, range_literal,
 )
 
 log = logging.getLogger("tokenfactory.metrics")
@@ -46,13 +53,15 @@ def batch_queries(window_seconds: float, namespaces: tuple[str, ...] = ()) -> di
     sel, w = _selector(namespaces), range_literal(window_seconds)
 
     def rate(m: str) -> str:
-        return f"sum by ({GROUP}) (rate({m}{sel}{w}))"
+        return f"sum by ({GROUP}) (rate({m}{sel}{w}){FINITE})"
 
     def quantile(h: str) -> str:
-        return f"histogram_quantile(0.95, sum by ({GROUP}, le) (rate({h}_bucket{sel}{w})))"
+        return f"histogram_quantile(0.95, sum by ({GROUP}, le) (rate({h}_bucket{sel}{w}){FINITE}))"
 
     def gauge(m: str, agg: str = "sum") -> str:
-        return f"{agg} by ({GROUP}) ({m}{sel})"
+        if agg == "count":  # an engine that reports counts, whatever its value
+            return f"{agg} by ({GROUP}) ({m}{sel})"
+        return f"{agg} by ({GROUP}) ({m}{sel}{FINITE})"
 
     return {
         "generation_tokens_per_second": rate("vllm:generation_tokens_total"),
@@ -67,13 +76,34 @@ def batch_queries(window_seconds: float, namespaces: tuple[str, ...] = ()) -> di
     }
 
 
+def batch_nonfinite_query(namespaces: tuple[str, ...] = ()) -> str:
+    """``metrics_source.nonfinite_query`` for every factory at once: the series whose current value the
+    figures leave out, with their namespace, factory, pool and pod labels (pure)."""
+    sel = _selector(namespaces)
+    return " or ".join(f'label_replace(({m}{sel} unless ({m}{sel}{FINITE})), "series", "{m}", "", "")'
+                       for m in CHECKED_SERIES)
+
+
+def parse_dropped_grouped(payload: object) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The answer of :func:`batch_nonfinite_query` per (namespace, factory): "pod P (pool Q): SERIES = VALUE"."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for metric, line in dropped_items(payload):
+        ns, factory = metric.get("namespace"), metric.get("factory")
+        if isinstance(ns, str) and isinstance(factory, str) and ns and factory:
+            out.setdefault((ns, factory), set()).add(line)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
 def parse_grouped(payload: object, query: str = "") -> list[tuple[Series, float, float]]:
     """Validate an instant-vector answer grouped by namespace/factory/pool (pure); odd answers raise
-    ``MetricsUnavailable`` (BadResponse / PrometheusError), as ``metrics_source.parse_vector`` does."""
+    ``MetricsUnavailable`` (BadResponse / PrometheusError), as ``metrics_source.parse_vector`` does, with a
+    classified message: nothing of the answer's text is copied (a per-factory URL may be user input)."""
     if not isinstance(payload, dict):
         raise MetricsUnavailable(BAD_RESPONSE, f"answer is not a JSON object ({query})")
     if payload.get("status") == "error":
-        raise MetricsUnavailable(PROMETHEUS_ERROR, f"{payload.get('errorType', 'error')}: {payload.get('error', '')} ({query})")
+        error_type = payload.get("errorType")
+        kind = error_type if isinstance(error_type, str) and error_type in _PROMETHEUS_ERROR_TYPES else "error"
+        raise MetricsUnavailable(PROMETHEUS_ERROR, f"Prometheus answered status error ({kind}) ({query})")
     data = payload.get("data")
     if payload.get("status") != "success" or not isinstance(data, dict) or data.get("resultType") != "vector" \
             or not isinstance(data.get("result"), list):
@@ -83,16 +113,16 @@ def parse_grouped(payload: object, query: str = "") -> list[tuple[Series, float,
         metric = item.get("metric") if isinstance(item, dict) else None
         value = item.get("value") if isinstance(item, dict) else None
         if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample {item!r:.200} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample ({query})")
         labels = tuple(metric.get(k, "") for k in ("namespace", "factory", "pool"))
         ts, raw = value
         if not all(isinstance(x, str) for x in labels) or isinstance(ts, bool) or not isinstance(ts, (int, float)) \
                 or not isinstance(raw, str):
-            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample {item!r:.200} ({query})")
+            raise MetricsUnavailable(BAD_RESPONSE, f"malformed sample ({query})")
         try:
             v = float(raw)
         except ValueError:
-            raise MetricsUnavailable(BAD_RESPONSE, f"sample value {raw!r:.50} is not a number ({query})") from None
+            raise MetricsUnavailable(BAD_RESPONSE, f"sample value is not a number ({query})") from None
         out.append((labels, float(ts), v))
     return out
 
@@ -102,6 +132,7 @@ class Snapshot:
     taken: float  # monotonic
     by_factory: dict[tuple[str, str], dict[str, list[tuple[str, float, float]]]] = field(default_factory=dict)
     error: MetricsUnavailable | None = None
+    dropped: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # per factory: series left out
 
 
 def fan_out(answers: Mapping[str, list[tuple[Series, float, float]]]) -> dict[tuple[str, str], dict[str, list[tuple[str, float, float]]]]:
@@ -131,14 +162,24 @@ class BatchedSource:
     async def _query(self, promql: str, now: float | None) -> list[tuple[Series, float, float]]:
         return parse_grouped(await self.inner.query_payload(promql, now), promql)
 
+    async def _dropped(self, now: float | None) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Which series the figures leave out, per factory (names only; a failure here loses no figure)."""
+        try:
+            payload = await self.inner.query_payload(batch_nonfinite_query(self.namespaces), now)
+        except MetricsUnavailable:
+            return {}
+        return parse_dropped_grouped(payload) if isinstance(payload, dict) and payload.get("status") == "success" else {}
+
     async def refresh(self, window_seconds: float, now: float | None = None) -> Snapshot:
         queries = batch_queries(window_seconds, self.namespaces)
         names = list(queries)
         self.refreshes += 1
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(self._query(queries[n], now) for n in names)),
-                                             timeout=self.inner.timeout * 2)
-            snap = Snapshot(taken=self._clock(), by_factory=fan_out(dict(zip(names, results))))
+            results, dropped = await asyncio.wait_for(
+                asyncio.gather(asyncio.gather(*(self._query(queries[n], now) for n in names)), self._dropped(now)),
+                timeout=self.inner.timeout * 2)
+            snap = Snapshot(taken=self._clock(), by_factory=fan_out(dict(zip(names, results))),
+                            dropped=dropped)
         except TimeoutError:
             snap = Snapshot(taken=self._clock(), error=MetricsUnavailable(
                 TIMEOUT, f"queries to {self.url} took longer than {self.inner.timeout * 2}s"))
@@ -171,7 +212,8 @@ class BatchedSource:
         snap = await self.snapshot(window_seconds, now, max_age)
         if snap.error is not None:
             raise snap.error
-        return assemble(namespace, factory, window_seconds, snap.by_factory.get((namespace, factory), {}))
+        return assemble(namespace, factory, window_seconds, snap.by_factory.get((namespace, factory), {}),
+                        snap.dropped.get((namespace, factory), ()))
 
     async def pool_metrics(self, namespace: str, factory: str, window_seconds: float, now: float | None = None) -> FactoryMetrics:
         return await self.batched_metrics(namespace, factory, window_seconds, now, max_age=0.0)
@@ -201,4 +243,5 @@ class BatchedSources:
         await self._sources.aclose()
 
 
-__all__ = ["BatchedSource", "BatchedSources", "batch_queries", "fan_out", "parse_grouped"]
+__all__ = ["BatchedSource", "BatchedSources", "batch_nonfinite_query", "batch_queries", "fan_out", "parse_dropped_grouped",
+           "parse_grouped"]

@@ -250,10 +250,11 @@ def parse_vector(payload: object, query: str = "") -> list[tuple[str, float, flo
     return out
 
 
-def parse_dropped(payload: object) -> tuple[str, ...]:
-    """The answer of :func:`nonfinite_query` as "pod P (pool Q): SERIES = VALUE" lines (pod, pool and series
-    are our own label values; anything malformed is skipped: this only names what was left out)."""
-    out = []
+def dropped_items(payload: object) -> list[tuple[Mapping[str, Any], str]]:
+    """The answer of :func:`nonfinite_query` (or the batched one) as ``(labels, "pod P (pool Q): SERIES =
+    VALUE")`` pairs (pod, pool and series are our own label values; anything malformed is skipped: this only
+    names what was left out)."""
+    out: list[tuple[Mapping[str, Any], str]] = []
     result = ((payload or {}).get("data") or {}).get("result") if isinstance(payload, dict) else None
     for item in result if isinstance(result, list) else []:
         metric = item.get("metric") if isinstance(item, dict) else None
@@ -266,8 +267,13 @@ def parse_dropped(payload: object) -> tuple[str, ...]:
         raw = value[1] if isinstance(value[1], str) else ""
         shown = {"nan": "NaN", "+inf": "+Inf", "inf": "+Inf", "-inf": "-Inf"}.get(raw.lower(), "negative")
         pod, pool = str(metric.get("pod", "?"))[:253], str(metric.get("pool", "?"))[:63]
-        out.append(f"pod {pod} (pool {pool}): {series} = {shown}")
-    return tuple(sorted(set(out)))
+        out.append((metric, f"pod {pod} (pool {pool}): {series} = {shown}"))
+    return out
+
+
+def parse_dropped(payload: object) -> tuple[str, ...]:
+    """The answer of :func:`nonfinite_query` as sorted "pod P (pool Q): SERIES = VALUE" lines."""
+    return tuple(sorted({line for _, line in dropped_items(payload)}))
 
 
 def assemble(

@@ -538,6 +538,134 @@ async def test_one_nan_gauge_on_one_pod_is_dropped_and_named_the_factory_still_m
     assert fm.dropped == ("pool h200: requests_waiting = NaN", "pool gb300: requests_running = +Inf")
 
 
+# The operator reads metrics through metrics_batch.BatchedSource (one grouped query per figure for every factory),
+# not PrometheusSource.pool_metrics: the edge cases below run on both paths. PromOverHttp answers the batched
+# PromQL at the HTTP level from the same per-pool figures FakeMetricsSource holds.
+
+from tokenfactory import metrics_batch as mb  # noqa: E402
+
+_FIELD_OF = (("generation_tokens_total", "generation_tokens_per_second"), ("prompt_tokens_total", "prompt_tokens_per_second"),
+             ("request_success_total", "requests_per_second"), ("time_to_first_token", "ttft_p95_seconds"),
+             ("inter_token_latency", "itl_p95_seconds"), ("num_requests_waiting", "requests_waiting"),
+             ("kv_cache_usage_perc", "kv_cache_usage"))
+
+
+class PromOverHttp(FakeMetricsSource):
+    """A Prometheus HTTP API answering the batched queries (``metrics_batch.batch_queries``) grouped by
+    namespace/factory/pool, and the batched non-finite query from ``nonfinite`` rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.nonfinite: list[dict] = []  # {"namespace", "factory", "pool", "pod", "series", "value"}
+        self.queries: list[str] = []
+
+    def field_of(self, q: str) -> str:
+        if q.startswith("count by"):
+            return "engines_reporting"
+        if "num_requests_running" in q:
+            return "requests_running"
+        return next(f for needle, f in _FIELD_OF if needle in q)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self._fail:
+            raise httpx.ConnectError("refused")
+        q, ts = request.url.params["query"], float(request.url.params.get("time", "0"))
+        self.queries.append(q)
+        rows = []
+        if " unless " in q:
+            for r in self.nonfinite:
+                rows.append({"metric": {k: r[k] for k in ("namespace", "factory", "pool", "pod", "series")},
+                             "value": [ts, r["value"]]})
+        else:
+            name = self.field_of(q)
+            for (ns, f), pools in sorted(self._pools.items()):
+                for pool, pm in sorted(pools.items()):
+                    v = getattr(pm, name)
+                    if name == "generation_tokens_per_second" and not pm.reports_tokens:
+                        v = None  # no such series
+                    if v is None:
+                        continue
+                    rows.append({"metric": {"namespace": ns, "factory": f, "pool": pool}, "value": [ts, str(float(v))]})
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": rows}})
+
+
+def batched_rig(example) -> Rig:
+    """A Rig whose Reconciler reads through the operator's batched reader over HTTP (``rig.prom`` is a PromOverHttp)."""
+    rig = Rig(example)
+    rig.prom = PromOverHttp()
+    url = "http://prom.test:9090"
+    inner = ms.PrometheusSource(url, auth=ms.PrometheusAuth(), transport=httpx.MockTransport(rig.prom))
+    source = mb.BatchedSource(inner, clock=lambda: rig.now.timestamp())
+    rig.rec = Reconciler(rig.kube, sources=SourcesByUrl(preset={url: source}), exporter=FakeExporter(),
+                         default_prometheus_url=url)
+    return rig
+
+
+@pytest.fixture(params=["per-factory", "batched"])
+def make_rig(request):
+    return Rig if request.param == "per-factory" else batched_rig
+
+
+def test_batched_queries_leave_out_non_finite_samples_per_series():
+    """The path the operator uses: every summed/averaged figure filters NaN/Inf/negative samples per series
+    before aggregating (one bad pod cannot poison its pool's sum); only the liveness count takes them all."""
+    qs = mb.batch_queries(120, ("llm",))
+    assert [n for n, q in qs.items() if ms.FINITE not in q] == ["engines_reporting"]
+    q = mb.batch_nonfinite_query(("llm",))
+    assert all(m in q for m in ms.CHECKED_SERIES) and 'namespace=~"llm"' in q
+
+
+async def test_batched_path_names_dropped_series_per_factory():
+    """Issue 15 on the batched reader: the series left out are named (pod and series) in the factory they
+    belong to, the factory's other figures stand, another factory's reading names nothing."""
+    prom = PromOverHttp()
+    prom.set_pool("llm", "f1", "h200", generation_tokens_per_second=1440.0, engines_reporting=2, requests_waiting=3.0)
+    prom.set_pool("llm", "f1", "gb300", generation_tokens_per_second=24000.0, engines_reporting=1)
+    prom.set_pool("llm", "f2", "h200", generation_tokens_per_second=500.0, engines_reporting=1)
+    prom.nonfinite = [{"namespace": "llm", "factory": "f1", "pool": "h200", "pod": "f1-h200-7c9-abcde",
+                       "series": "vllm:num_requests_waiting", "value": "NaN"},
+                      {"namespace": "llm", "factory": "f1", "pool": "gb300", "pod": "f1-gb300-55d-xyz",
+                       "series": "vllm:generation_tokens_total", "value": "+Inf"}]
+    src = mb.BatchedSource(ms.PrometheusSource("http://p", auth=ms.PrometheusAuth(), transport=httpx.MockTransport(prom)))
+    f1 = await src.batched_metrics("llm", "f1", 60, 100.0, max_age=30)
+    f2 = await src.batched_metrics("llm", "f2", 60, 100.0, max_age=30)
+    await src.aclose()
+    assert f1.dropped == ("pod f1-gb300-55d-xyz (pool gb300): vllm:generation_tokens_total = +Inf",
+                          "pod f1-h200-7c9-abcde (pool h200): vllm:num_requests_waiting = NaN")
+    assert f1.pools["h200"].requests_waiting == 3 and f1.pools["gb300"].generation_tokens_per_second == 24000
+    assert f2.dropped == () and f2.pools["h200"].generation_tokens_per_second == 500
+    assert len(prom.queries) == 10  # one batch for both factories: 9 figures + 1 naming what was left out
+
+
+async def test_batched_errors_are_classified_never_copied():
+    """A Prometheus error answer's text never reaches status (the per-factory URL may be a user's)."""
+    with pytest.raises(ms.MetricsUnavailable) as err:
+        mb.parse_grouped({"status": "error", "errorType": "db_password=hunter2", "error": "db_password=hunter2"}, "q")
+    assert err.value.reason == "PrometheusError" and "hunter2" not in str(err.value)
+    with pytest.raises(ms.MetricsUnavailable) as err:
+        mb.parse_grouped({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"pool": "x"}, "value": [1, "db_password=hunter2"]}]}}, "q")
+    assert err.value.reason == "BadResponse" and "hunter2" not in str(err.value)
+
+
+async def test_dropped_series_on_the_batched_path_give_the_condition_and_warning(two_pool_example):
+    rig = batched_rig(two_pool_example)
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
+    rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0, engines_reporting=1)
+    await rig.step()
+    await rig.step()
+    assert rig.cond("MetricsAvailable")["reason"] == "MetricsRead"
+    rig.prom.nonfinite = [{"namespace": NS, "factory": NAME, "pool": "h200", "pod": "deepseek-r1-h200-x",
+                           "series": "vllm:num_requests_waiting", "value": "NaN"}]
+    events = await rig.step()
+    cond = rig.cond("MetricsAvailable")
+    assert cond["status"] == "True" and cond["reason"] == "SeriesDropped"
+    assert "deepseek-r1-h200-x" in cond["message"] and "vllm:num_requests_waiting" in cond["message"]
+    assert rig.status()["tokensPerSecond"] == pytest.approx(20_600)  # the rest is measured
+    (warn,) = [e for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"]
+    assert warn.reason == "MetricsSeriesDropped" and "deepseek-r1-h200-x" in warn.message
+
+
 class DroppingSource(FakeMetricsSource):
     dropped: tuple[str, ...] = ()
 
@@ -567,10 +695,10 @@ async def test_dropped_series_give_a_condition_and_one_warning_naming_pod_and_se
     assert len(emitted) == 1  # not repeated every pass
 
 
-async def test_ready_pool_without_any_series_is_unknown_not_zero(two_pool_example):
+async def test_ready_pool_without_any_series_is_unknown_not_zero(two_pool_example, make_rig):
     """Issue 15: a pool with 2 Ready replicas and no token series was 0 tok/s with MetricsAvailable=True, and
     the factory's $/Mtok ignored its real throughput."""
-    rig = Rig(two_pool_example)
+    rig = make_rig(two_pool_example)
     rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
     rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0, engines_reporting=1)
     for _ in range(6):  # pools serving longer than a metrics window (2m)
@@ -586,8 +714,8 @@ async def test_ready_pool_without_any_series_is_unknown_not_zero(two_pool_exampl
     assert [e.reason for e in events if e.type == "Warning" and e.reason != "UnevenCapacity"] == ["MetricsUnavailable"]
 
 
-async def test_busy_engines_without_token_counter_are_unknown_idle_engines_are_idle(two_pool_example):
-    rig = Rig(two_pool_example)
+async def test_busy_engines_without_token_counter_are_unknown_idle_engines_are_idle(two_pool_example, make_rig):
+    rig = make_rig(two_pool_example)
     rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, engines_reporting=1)
     rig.prom.set_pool(NS, NAME, "h200", engines_reporting=1, reports_tokens=False)  # idle: issue 13
     for _ in range(6):
@@ -599,13 +727,13 @@ async def test_busy_engines_without_token_counter_are_unknown_idle_engines_are_i
     assert rig.cond("MetricsAvailable")["reason"] == "PoolNotReporting"
 
 
-async def test_no_scale_down_until_a_full_window_of_fresh_data_after_a_gap(two_pool_example, monkeypatch):
+async def test_no_scale_down_until_a_full_window_of_fresh_data_after_a_gap(two_pool_example, monkeypatch, make_rig):
     """Issue 15: after a Prometheus outage longer than scaleDownStabilization, the first rate read (16,654
     tok/s against a true 30,000) scaled gb300 2 -> 1 and back. Reproduced with the gap rule switched off,
     then held with it."""
 
     async def scenario():
-        rig = Rig(two_pool_example)
+        rig = make_rig(two_pool_example)
         rig.obj["spec"]["scaling"]["scaleDownStabilization"] = "60s"
         rig.obj["spec"]["metrics"]["window"] = "2m"
         rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=30_000.0, engines_reporting=2)
