@@ -25,6 +25,7 @@ import pytest
 
 from harness import CRD, Operator, example_doc, wait_for
 
+from tokenfactory import metrics_batch as mb
 from tokenfactory import metrics_source as ms
 
 
@@ -154,17 +155,23 @@ async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(pr
     try:
         prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
         wait_for(lambda: len(prometheus.query('vllm:num_requests_running{namespace="sec"}')) == 3, 60, "scraped")
-        src = ms.PrometheusSource(prometheus.url, auth=ms.PrometheusAuth())
-        try:
-            fm = await src.pool_metrics("sec", "f", 30)
-        finally:
-            await src.aclose()
-        assert set(fm.pools) == {"h200", "gb300"}
-        assert fm.pools["h200"].requests_waiting == 3  # the NaN pod left out of the sum, not the whole pool
-        assert fm.pools["h200"].requests_running == 9 and fm.pools["gb300"].requests_waiting == 1
-        assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2
-        assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
-                              "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN")
+        # per factory (PrometheusSource.pool_metrics) and batched for every factory (metrics_batch, what
+        # `tokenfactory run` uses): the same figures and names from the real Prometheus
+        for batched in (False, True):
+            src = ms.PrometheusSource(prometheus.url, auth=ms.PrometheusAuth())
+            try:
+                if batched:
+                    fm = await mb.BatchedSource(src, ("sec",)).batched_metrics("sec", "f", 30, max_age=30)
+                else:
+                    fm = await src.pool_metrics("sec", "f", 30)
+            finally:
+                await src.aclose()
+            assert set(fm.pools) == {"h200", "gb300"}, batched
+            assert fm.pools["h200"].requests_waiting == 3, batched  # the NaN pod left out of the sum, not the pool
+            assert fm.pools["h200"].requests_running == 9 and fm.pools["gb300"].requests_waiting == 1, batched
+            assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2, batched
+            assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
+                                  "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN"), batched
     finally:
         prometheus.set_targets([])
         server.shutdown()
