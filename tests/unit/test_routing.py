@@ -401,3 +401,32 @@ async def test_weights_use_learned_capacity_and_hold_between_measurements(two_po
     # a pass that does not measure (a watch event) keeps the same weights: no flapping back to the profile
     await rig.rec.reconcile(rig.live(), rig.memory, rig.now, measure=False)
     assert weights() == measured
+
+
+class _WatchCache:
+    """A watch cache that, like the operator's informer, holds Deployments, Services and Pods only."""
+
+    kinds = ("Deployment", "Service", "Pod")
+
+    def __init__(self, kube):
+        self.kube = kube
+
+    def cached(self, kind, namespace, name):
+        return self.kube.cached(kind, namespace, name) if kind in self.kinds else None
+
+    async def list(self, kind, namespace, labels):
+        return await self.kube.list(kind, namespace, labels)
+
+
+async def test_steady_state_tries_no_create_for_kinds_the_watch_cache_does_not_hold(two_pool_example):
+    # HTTPRoutes are not in the informer's cache: a pass must read them, not try a create the apiserver refuses
+    kube, mem = FakeKube(), FactoryMemory()
+    rec = Reconciler(kube, cache=_WatchCache(kube))
+    obj = factory(two_pool_example, mode="HTTPRoute", gateway=GATEWAY)
+    await rec.reconcile(obj, mem, NOW)
+    assert ("HTTPRoute", "llm", "deepseek-r1") in kube.objects
+    kube.calls.clear()
+    for _ in range(2):
+        await rec.reconcile(with_status(kube, obj), mem, NOW)
+    assert [c for c in kube.calls if c[0] in ("create", "apply", "delete")] == []
+    assert ("get", "HTTPRoute", "llm", "deepseek-r1") in kube.calls

@@ -85,8 +85,13 @@ async def _write(kube: KubeClient, cache: ChildCache, ref: FactoryRef, manifest:
     """(live object after this step, conflict message or None, whether a write happened)."""
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     key = (kind, name)
-    lookup = getattr(cache, "cached", None)  # a KubeClient without a cache: every pass asks the apiserver
-    live = lookup(kind, ref.namespace, name) if lookup is not None else None
+    lookup = getattr(cache, "cached", None)
+    held = getattr(cache, "kinds", None)
+    if lookup is not None and (held is None or kind in held):
+        live = lookup(kind, ref.namespace, name)
+    else:  # no watch cache for this kind (HTTPRoute, InferencePool; or no cache at all): read it, never try a
+        # create that the apiserver refuses as AlreadyExists on every pass
+        live = await kube.get(kind, ref.namespace, name)
     if live is None:
         try:
             created = await kube.create(manifest)
