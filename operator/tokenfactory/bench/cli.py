@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                          "keda_waiting_requests_per_replica": list(KEDA_TARGETS),
                          "hpa_variants": {n: list(p) for n, p in hpa_variants(setup)}},
         "tokenfactory_metrics": "FleetMetricsSource (simulator figures over the metrics window)",
-        "traces": {}, "slo_capacity_tokens_per_second": {}, "wall_seconds": {},
+        "traces": {}, "slo_capacity_tokens_per_second": {}, "sustained_tokens_per_second": {},
+        "wall_seconds": {},
     }, "traces": {}}
     done = [0]
 
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             **rules.get(case.name, {}),
             "peak_tokens_per_second": peak(trace, case.duration, setup.dt)}
         report["metadata"]["slo_capacity_tokens_per_second"][case.name] = outcome.capacities.get(case.name)
+        model = outcome.models.get(case.name)
+        report["metadata"]["sustained_tokens_per_second"][case.name] = model.sustained() if model else None
         if args.plot:
             os.makedirs(args.plot, exist_ok=True)
             plot(Path(args.plot) / f"{case.name}.png", case.name, outcome.timelines.get(case.name, {}), results, setup)

@@ -134,19 +134,22 @@ def trace_peak(case: Case, dt: float) -> tuple[float, str]:
     return peak(tr, case.duration, dt), "highest rate"
 
 
-def factory_slo_capacity(setup, caps: dict[str, float], routing: str) -> tuple[float, dict[str, int]]:
+def factory_slo_capacity(setup, caps, routing: str) -> tuple[float, dict[str, int]]:
     """The most output tok/s any allowed mix (min..maxReplicas, budget, power) carries within the objectives
-    under ``routing``, from the per-replica SLO capacities ``caps``: (tok/s, that mix)."""
+    under ``routing``, by the engine model ``caps`` (:class:`~tokenfactory.bench.capacity.EngineModel`, or
+    per-replica SLO capacities {pool: tok/s}): (tok/s, that mix)."""
     from tokenfactory.bench.capacity import mix_options
 
     best = max(mix_options(setup, caps, routing), key=lambda m: (m.carries, -m.dollars_per_hour))
     return best.carries, best.mix
 
 
-def load_scale(setup, case: Case, caps: dict[str, float], routing: str,
+def load_scale(setup, case: Case, caps, routing: str,
                load: float = PEAK_LOAD) -> tuple[float, dict]:
     """The load rule: the rate scale at which ``case`` (built unscaled) peaks at ``load`` x the factory's
     maximum SLO capacity under ``routing``. Returns (scale, the figures behind it, for the JSON)."""
+    from tokenfactory.bench.capacity import EngineModel
+
     assert case.rate_scale == 1.0, case
     carries, mix = factory_slo_capacity(setup, caps, routing)
     top, what = trace_peak(case, setup.dt)
@@ -154,7 +157,7 @@ def load_scale(setup, case: Case, caps: dict[str, float], routing: str,
     mix_s = " + ".join(f"{n} {p}" for p, n in mix.items())
     why = (f"{what} {top:,.0f} output tok/s x {scale:g} = {load:g} x {carries:,.0f} tok/s, what {mix_s} carry "
            f"within the objectives under {routing} (per-replica SLO capacity "
-           + ", ".join(f"{p} {c:,.0f}" for p, c in caps.items()) + " tok/s for this trace's requests)")
+           + EngineModel.of(caps).describe() + " tok/s for this trace's requests)")
     return scale, {"load": load, "unscaled_peak_tokens_per_second": top, "peak_is": what,
                    "factory_slo_capacity_tokens_per_second": carries, "factory_max_mix": mix,
                    "rate_scale_why": why}
