@@ -79,9 +79,15 @@ def peak(trace: Trace, duration: float, dt: float) -> float:
 
 
 def interval_demands(trace: Trace, duration: float, interval: float, dt: float) -> list[float]:
-    """The demand rate (output tok/s) each control interval must carry: the highest rate the trace
-    asks for at the simulator steps of the interval (what perfect foresight of the rate knows)."""
+    """The demand rate (output tok/s) each control interval must carry (what perfect foresight of the rate
+    knows): for a rate trace the highest rate it asks for at the simulator steps of the interval; for a
+    request-level trace the output tokens of the requests arriving in the interval / its length (its
+    per-minute rate would hide that a busy 30 s carries up to twice its minute's rate)."""
     n = int(math.ceil(duration / interval))
+    requests = getattr(trace, "requests", None)
+    if requests is not None:
+        return [float(np.sum(requests(k * interval, min(duration, (k + 1) * interval))[2])) / interval
+                for k in range(n)]
     steps = max(1, int(round(interval / dt)))
     return [max(trace(k * interval + j * dt).output_tokens_per_second for j in range(steps)) for k in range(n)]
 
