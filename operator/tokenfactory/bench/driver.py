@@ -24,7 +24,8 @@ from tokenfactory.bench.run import Run, routing_modes
 from tokenfactory.bench.scenario import Setup
 from tokenfactory.bench import scoring
 from tokenfactory.bench.scoring import pick_best
-from tokenfactory.bench.traces import Case, build, factory_slo_capacity, scaled, trace_peak
+from tokenfactory.bench.traces import Case, build, factory_slo_capacity, trace_peak
+from tokenfactory.bench.traces import scaled as scaled_case
 from tokenfactory.sim.traces import RequestTrace, Trace
 
 HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)  # average utilisation, for an HPA on every pool (hpa_both)
@@ -212,7 +213,7 @@ def request_trace_scale(setup: Setup, case: Case, model: capacity.EngineModel, r
     tried: list[dict] = []
 
     def meets(scale: float) -> bool:
-        res, _ = run_policy(setup, build(scaled(case, scale)), case.duration,
+        res, _ = run_policy(setup, build(scaled_case(case, scale)), case.duration,
                             static_optimal_mix.StaticMix(mix, name="load rule"), routing)
         tried.append({"rate_scale": round(scale, 4), "slo_attainment": res["slo_attainment"]})
         return res["slo_attainment"] >= scoring.SLO_TARGET
