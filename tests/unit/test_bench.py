@@ -412,8 +412,10 @@ def test_a_quiet_interval_of_a_request_trace_is_not_a_missed_ttft(setup, tmp_pat
 
 def test_the_oracle_foresees_each_interval_of_a_request_trace(setup, tmp_path):
     trace = parse_trace(str(_azure_csv(tmp_path / "a.csv", [(0, 20, 40), (90, 110, 40)])))
-    # 40 requests x 30 output tokens in an interval of 30 s: 40 tok/s, none in between (the minute bins say 20)
-    assert interval_demands(trace, 120.0, 30.0, 10.0) == pytest.approx([40.0, 0.0, 0.0, 40.0])
+    # 40 requests x 30 output tokens over 20 s, in 10 s steps: 20 x 30 / 10 = 60 tok/s at the busiest step of
+    # the interval, none in between (the minute bins say 20 tok/s throughout)
+    assert interval_demands(trace, 120.0, 30.0, 10.0) == pytest.approx([60.0, 0.0, 0.0, 60.0])
+    assert interval_demands(trace, 120.0, 30.0, 30.0) == pytest.approx([40.0, 0.0, 0.0, 40.0])
 
 
 def test_the_load_rule_of_a_request_trace_is_what_the_biggest_mix_serves_of_it(setup, tmp_path):

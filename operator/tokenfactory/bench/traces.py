@@ -80,15 +80,16 @@ def peak(trace: Trace, duration: float, dt: float) -> float:
 
 def interval_demands(trace: Trace, duration: float, interval: float, dt: float) -> list[float]:
     """The demand rate (output tok/s) each control interval must carry (what perfect foresight of the rate
-    knows): for a rate trace the highest rate it asks for at the simulator steps of the interval; for a
-    request-level trace the output tokens of the requests arriving in the interval / its length (its
-    per-minute rate would hide that a busy 30 s carries up to twice its minute's rate)."""
+    knows): the highest rate the trace asks for at the simulator steps of the interval. For a request-level
+    trace a step's rate is the output tokens of the requests arriving in it / its length (its per-minute rate
+    would hide that the Azure code trace's busiest 30 s carry 1.5x its busiest minute's rate)."""
     n = int(math.ceil(duration / interval))
+    steps = max(1, int(round(interval / dt)))
     requests = getattr(trace, "requests", None)
     if requests is not None:
-        return [float(np.sum(requests(k * interval, min(duration, (k + 1) * interval))[2])) / interval
-                for k in range(n)]
-    steps = max(1, int(round(interval / dt)))
+        step = interval / steps
+        return [max(float(np.sum(requests(k * interval + j * step, k * interval + (j + 1) * step)[2])) / step
+                    for j in range(steps)) for k in range(n)]
     return [max(trace(k * interval + j * dt).output_tokens_per_second for j in range(steps)) for k in range(n)]
 
 
