@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 
 from tokenfactory.bench.capacity import EngineModel, MixOption, cheapest_carrying, mix_options
@@ -16,8 +15,9 @@ class Oracle(Policy):
     """For every control interval the cheapest mix (within min/max, budget and power) that carries the
     highest demand rate of that interval within the objectives under the same engine model and the
     same routing (:mod:`tokenfactory.bench.capacity`: per-pool latency curves measured on the simulator,
-    combined by each pool's share of the requests as the routing splits them); each pool runs the largest count needed in its next start-up delay, so pods are
-    launched one start-up delay before they are needed and kept while needed again within one.
+    combined by each pool's share of the requests as the routing splits them); each pool runs the largest
+    count needed in its next start-up delay, so pods are launched one start-up delay before they are needed
+    and kept while needed again within one.
     Pods are removed the moment nothing needs them."""
 
     name = "oracle"
