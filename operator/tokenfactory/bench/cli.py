@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [w for w in want if w not in known]
     if bad:
         ap.error(f"--traces: unknown trace(s) {bad}; known: {', '.join(known)}, or all / none")
-    # The standard traces, unscaled; their per-replica SLO capacities measured first; then the load rule
-    # (one for all: peak = --peak-load x the factory's maximum SLO capacity under the routing).
+    # The standard traces, unscaled; their engine model (per-pool curves) measured first; then the load rule
+    # (a rate trace: peak = --peak-load x the factory's maximum SLO capacity under the routing; the request trace:
+    # --peak-load x the largest scale the biggest mix serves within the SLO target, simulated).
     std = [c for c in builtin_cases(args.quick, args.seed) if c.name in want]
     capacities = measure_capacities(setup, std, args.workers) if std else {}
     chosen, rules = [], {}
