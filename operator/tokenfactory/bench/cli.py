@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tokenfactory.bench.driver import (HPA_SINGLE_POOL_TARGETS, HPA_TARGETS, KEDA_TARGETS, hpa_variants,
-                                       measure_capacities, run_all)
+                                       measure_capacities, request_trace_scale, run_all)
 from tokenfactory.bench.report import plot, table, targets_text
 from tokenfactory.bench.run import routing_modes
 from tokenfactory.bench.scenario import EXAMPLE, load_setup
@@ -46,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                          "default: 1 for --trace files; the standard azure_code trace follows the load rule "
                          "(--peak-load) unless this is given")
     ap.add_argument("--peak-load", type=float, default=PEAK_LOAD, metavar="F",
-                    help="the load rule for the standard traces: each is rate-scaled so that its peak (highest rate; "
-                         "a request trace: busiest minute) asks F x the factory's maximum SLO capacity (the most any "
-                         "mix within min/maxReplicas carries within the objectives under the routing, from the "
-                         f"per-replica SLO capacities measured on the simulator); default {PEAK_LOAD:g}")
+                    help="the load rule for the standard traces: a rate trace is rate-scaled so that its highest "
+                         "rate asks F x the factory's maximum SLO capacity (the most any mix within min/maxReplicas "
+                         "carries within the objectives under the routing, by the engine model measured on the "
+                         "simulator); the request trace (azure_code) is played at F x the largest rate scale at which "
+                         f"that mix meets the SLO target on the trace itself (simulated); default {PEAK_LOAD:g}")
     ap.add_argument("--traces", default="all",
                     help="standard traces to run: all, none, or a comma list of "
                          + ",".join([t[0] for t in TRACES] + [AZURE[0]]))
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [w for w in want if w not in known]
     if bad:
         ap.error(f"--traces: unknown trace(s) {bad}; known: {', '.join(known)}, or all / none")
-    # The standard traces, unscaled; their per-replica SLO capacities measured first; then the load rule
-    # (one for all: peak = --peak-load x the factory's maximum SLO capacity under the routing).
+    # The standard traces, unscaled; their engine model (per-pool curves) measured first; then the load rule
+    # (a rate trace: peak = --peak-load x the factory's maximum SLO capacity under the routing; the request trace:
+    # --peak-load x the largest scale the biggest mix serves within the SLO target, simulated).
     std = [c for c in builtin_cases(args.quick, args.seed) if c.name in want]
     capacities = measure_capacities(setup, std, args.workers) if std else {}
     chosen, rules = [], {}
@@ -102,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             chosen.append(scaled(case, args.rate_scale))
             rules[case.name] = {"rate_scale_why": "--rate-scale"}
             continue
-        scale, rule = load_scale(setup, case, capacities[case.name], routing, args.peak_load)
+        if case.is_file:  # a request-level trace: what the factory serves of it, simulated on the trace itself
+            scale, rule = request_trace_scale(setup, case, capacities[case.name], routing, args.peak_load)
+        else:
+            scale, rule = load_scale(setup, case, capacities[case.name], routing, args.peak_load)
         chosen.append(scaled(case, scale))
         rules[case.name] = rule
         print(f"# {case.name}: rate scale {scale:g}: {rule['rate_scale_why']}", file=sys.stderr)
@@ -122,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         "objectives": {"ttft_p95_seconds": setup.objectives.ttft_p95_seconds,
                        "itl_p95_seconds": setup.objectives.itl_p95_seconds},
         "slo_target": SLO_TARGET,
-        "load_rule": (f"every standard trace is rate-scaled (shape kept) so that its peak (a rate trace: its highest "
-                      f"rate; a request trace: its busiest minute of output tokens) asks {args.peak_load:g} x the "
-                      f"factory's maximum SLO capacity: the most output tok/s any mix within min/maxReplicas, budget "
-                      f"and power carries within the objectives under the routing ({routing}), from the per-replica "
-                      f"SLO capacities measured on the simulator with the trace's request sizes"
+        "load_rule": (f"every standard rate trace is rate-scaled (shape kept) so that its highest rate asks "
+                      f"{args.peak_load:g} x the factory's maximum SLO capacity: the most output tok/s any mix within "
+                      f"min/maxReplicas, budget and power carries within the objectives under the routing ({routing}), "
+                      f"by the engine model (per-pool latency curves measured on the simulator with the trace's "
+                      f"request sizes, Poisson arrivals); the standard request trace (azure_code) is played at "
+                      f"{args.peak_load:g} x the largest rate scale at which that mix meets the SLO target on the trace "
+                      f"itself, simulated (a real trace is burstier than Poisson arrivals)"
                       + ("; --rate-scale overrides it for the trace files" if args.rate_scale is not None else "")),
         "peak_load": args.peak_load,
         "pools": {rp.name: {"gpu_type": rp.gpu_type, "replica_tokens_per_second": rp.tokens_per_second_per_replica,
@@ -138,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                          "keda_waiting_requests_per_replica": list(KEDA_TARGETS),
                          "hpa_variants": {n: list(p) for n, p in hpa_variants(setup)}},
         "tokenfactory_metrics": "FleetMetricsSource (simulator figures over the metrics window)",
-        "traces": {}, "slo_capacity_tokens_per_second": {}, "wall_seconds": {},
+        "traces": {}, "slo_capacity_tokens_per_second": {}, "sustained_tokens_per_second": {},
+        "wall_seconds": {},
     }, "traces": {}}
     done = [0]
 
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             **rules.get(case.name, {}),
             "peak_tokens_per_second": peak(trace, case.duration, setup.dt)}
         report["metadata"]["slo_capacity_tokens_per_second"][case.name] = outcome.capacities.get(case.name)
+        model = outcome.models.get(case.name)
+        report["metadata"]["sustained_tokens_per_second"][case.name] = model.sustained() if model else None
         if args.plot:
             os.makedirs(args.plot, exist_ok=True)
             plot(Path(args.plot) / f"{case.name}.png", case.name, outcome.timelines.get(case.name, {}), results, setup)

@@ -1,6 +1,7 @@
 """Runs the policies over the traces: every run is independent (its own fleet, same engine model and
-routing), so they go to a process pool (``workers``), longest first; the per-replica SLO capacities the
-oracle and the static-mix search need are measured first, once per pool and request-size template.
+routing), so they go to a process pool (``workers``), longest first; the engine model the oracle and the
+static-mix search need (:mod:`tokenfactory.bench.capacity`: one latency curve per pool) is measured first, once
+per pool and request-size template.
 
 Per trace the report holds ``static_peak``, ``static_optimal_mix`` (searched on the simulator),
 ``hpa`` and ``keda_queue`` (the best of their tuning grids, the grid and the pick shown),
@@ -10,6 +11,7 @@ simulator offers, and ``oracle``.
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -20,8 +22,10 @@ from tokenfactory.bench.policies import HPA, KedaQueue, Oracle, Policy, StaticPe
 from tokenfactory.bench.policies import static_optimal_mix
 from tokenfactory.bench.run import Run, routing_modes
 from tokenfactory.bench.scenario import Setup
+from tokenfactory.bench import scoring
 from tokenfactory.bench.scoring import pick_best
-from tokenfactory.bench.traces import Case, build
+from tokenfactory.bench.traces import Case, build, factory_slo_capacity, trace_peak
+from tokenfactory.bench.traces import scaled as scaled_case
 from tokenfactory.sim.traces import RequestTrace, Trace
 
 HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)  # average utilisation, for an HPA on every pool (hpa_both)
@@ -60,7 +64,7 @@ class Job:
     group: str  # static_peak | static_optimal_mix | hpa | keda_queue | tokenfactory | oracle | calibrate
     routing: str
     params: tuple = ()
-    caps: tuple = ()  # ((pool, SLO capacity), ...) for oracle and static_optimal_mix
+    model: capacity.EngineModel | None = None  # the engine model, for oracle and static_optimal_mix
     keep_timeline: bool = False
     weight: float = 1.0  # relative run time, for scheduling longest first
 
@@ -78,7 +82,8 @@ def _policy(setup: Setup, job: Job) -> Policy:
     if job.group == "tokenfactory":
         return TokenFactory()
     if job.group == "oracle":
-        return Oracle(dict(job.caps), job.routing)
+        assert job.model is not None
+        return Oracle(job.model, job.routing)
     raise ValueError(f"no policy for job group {job.group!r}")
 
 
@@ -87,13 +92,14 @@ def execute(setup: Setup, job: Job) -> tuple[Job, Any, list[dict] | None]:
     trace = build(job.case)
     if job.group == "calibrate":
         (pool,) = job.params
-        return job, capacity.slo_capacity(setup, pool, trace), None
+        return job, capacity.measure_pool(setup, pool, trace), None
     if job.group == "static_optimal_mix":
         def simulate(mix: dict[str, int]) -> tuple[dict, list[dict]]:
             pol = static_optimal_mix.StaticMix(mix, name=job.label)
             return run_policy(setup, trace, job.case.duration, pol, job.routing)
 
-        res, tl = static_optimal_mix.search(setup, trace, job.case.duration, dict(job.caps), job.routing, simulate)
+        assert job.model is not None
+        res, tl = static_optimal_mix.search(setup, trace, job.case.duration, job.model, job.routing, simulate)
     else:
         res, tl = run_policy(setup, trace, job.case.duration, _policy(setup, job), job.routing)
     res["routing"] = job.routing
@@ -151,22 +157,26 @@ def first_jobs(setup: Setup, case: Case, routing: str, plot: bool) -> list[Job]:
     return jobs
 
 
-def calibrated_jobs(case: Case, routing: str, caps: dict[str, float], plot: bool) -> list[Job]:
-    c = tuple(sorted(caps.items()))
-    return [Job(case, "static_optimal_mix", "static_optimal_mix", routing, caps=c, weight=3.0),
-            Job(case, "oracle", "oracle", routing, caps=c, keep_timeline=plot)]
+def calibrated_jobs(case: Case, routing: str, model: capacity.EngineModel, plot: bool) -> list[Job]:
+    return [Job(case, "static_optimal_mix", "static_optimal_mix", routing, model=model, weight=3.0),
+            Job(case, "oracle", "oracle", routing, model=model, keep_timeline=plot)]
 
 
 @dataclass
 class Outcome:
     results: dict[str, dict[str, dict]] = field(default_factory=dict)  # case -> label -> result
     timelines: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
-    capacities: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> pool -> tok/s
+    capacities: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> pool -> SLO tok/s per replica
+    models: dict[str, capacity.EngineModel] = field(default_factory=dict)  # case -> engine model
 
 
-def measure_capacities(setup: Setup, cases: list[Case], workers: int | None = None) -> dict[str, dict[str, float]]:
-    """The per-replica SLO capacities (case -> pool -> output tok/s), measured once per request-size template
-    (:func:`capacity.slo_capacity`), over ``workers`` processes."""
+def _model(curves: dict[str, capacity.PoolCurve]) -> capacity.EngineModel:
+    return capacity.EngineModel(tuple(curves[p] for p in sorted(curves)))
+
+
+def measure_capacities(setup: Setup, cases: list[Case], workers: int | None = None) -> dict[str, capacity.EngineModel]:
+    """The engine model per case (one curve per pool, :func:`capacity.measure_pool`), measured once per
+    request-size template, over ``workers`` processes."""
     workers = workers or os.cpu_count() or 1
     firsts: dict[tuple, Case] = {}
     for case in cases:
@@ -179,27 +189,76 @@ def measure_capacities(setup: Setup, cases: list[Case], workers: int | None = No
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker,
                                  initargs=(setup,)) as ex:
             done = list(ex.map(_execute_in_worker, jobs))
-    by_key: dict[tuple, dict[str, float]] = {}
-    for job, cap, _ in done:
-        by_key.setdefault(template_key(job.case), {})[job.params[0]] = cap
-    return {c.name: dict(by_key[template_key(c)]) for c in cases}
+    by_key: dict[tuple, dict[str, capacity.PoolCurve]] = {}
+    for job, curve, _ in done:
+        by_key.setdefault(template_key(job.case), {})[job.params[0]] = curve
+    return {c.name: _model(by_key[template_key(c)]) for c in cases}
+
+
+REQUEST_TRACE_HALVINGS = 8  # geometric bisection of the rate scale, from 1/64 of the engine model's up to it
+
+
+def request_trace_scale(setup: Setup, case: Case, model: capacity.EngineModel, routing: str,
+                        load: float) -> tuple[float, dict]:
+    """The load rule for a request-level trace (``case`` built unscaled): ``load`` x the largest rate scale at
+    which the mix that carries the most (by the engine model) meets the SLO target on the trace itself,
+    simulated (geometric bisection, never above the scale at which its busiest minute asks what the engine
+    model says that mix carries). The engine model is measured with Poisson arrivals; a real trace is burstier
+    (the Azure code trace: no request in 41 of its 116 intervals, its busiest 30 s at 1.5x its busiest minute,
+    long prompts in clusters), so only the trace itself says what the factory can serve of it.
+    Returns (scale, the figures behind it, for the JSON)."""
+    assert case.rate_scale == 1.0, case
+    carries, mix = factory_slo_capacity(setup, model, routing)
+    top, what = trace_peak(case, setup.dt)
+    tried: list[dict] = []
+
+    def meets(scale: float) -> bool:
+        res, _ = run_policy(setup, build(scaled_case(case, scale)), case.duration,
+                            static_optimal_mix.StaticMix(mix, name="load rule"), routing)
+        tried.append({"rate_scale": round(scale, 4), "slo_attainment": res["slo_attainment"]})
+        return res["slo_attainment"] >= scoring.SLO_TARGET
+
+    hi = carries / top
+    if meets(hi):
+        best = hi
+    else:
+        lo = hi / 64
+        if not meets(lo):
+            best = lo
+        else:
+            for _ in range(REQUEST_TRACE_HALVINGS):
+                mid = math.sqrt(lo * hi)
+                if meets(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            best = lo
+    scale = float(f"{load * best:.4g}")
+    mix_s = " + ".join(f"{n} {p}" for p, n in mix.items())
+    why = (f"{load:g} x {best:.4g}, the largest rate scale at which {mix_s} (what carries the most by the engine "
+           f"model: {carries:,.0f} output tok/s of Poisson arrivals) meets the SLO target on this trace itself, "
+           f"simulated ({len(tried)} runs); its {what} is {top:,.0f} output tok/s unscaled")
+    return scale, {"load": load, "unscaled_peak_tokens_per_second": top, "peak_is": what,
+                   "factory_slo_capacity_tokens_per_second": carries, "factory_max_mix": mix,
+                   "largest_scale_meeting_slo": best, "scale_search": tried, "rate_scale_why": why}
 
 
 def run_all(setup: Setup, cases: list[Case], routing: str | None = None, workers: int | None = None,
-            plot: bool = False, progress=None, capacities: dict[str, dict[str, float]] | None = None) -> Outcome:
+            plot: bool = False, progress=None, capacities: dict[str, capacity.EngineModel] | None = None) -> Outcome:
     """Every policy on every case; ``workers`` processes (default: the CPUs; 1 = in this process);
-    ``capacities`` (case -> pool -> tok/s, from :func:`measure_capacities`) skips measuring them again."""
+    ``capacities`` (case -> engine model, from :func:`measure_capacities`) skips measuring them again."""
     routing = routing or setup.routing
     workers = workers or os.cpu_count() or 1
     out = Outcome()
     keys = {case.name: template_key(case) for case in cases}
     calib_pending: dict[tuple, set[str]] = {}
-    calib: dict[tuple, dict[str, float]] = {}
+    calib: dict[tuple, dict[str, capacity.PoolCurve]] = {}
     jobs: list[Job] = []
     known = capacities or {}
     for case in cases:
         if case.name in known:
-            out.capacities[case.name] = dict(known[case.name])
+            out.models[case.name] = known[case.name]
+            out.capacities[case.name] = known[case.name].slo_capacities()
             jobs += calibrated_jobs(case, routing, known[case.name], plot)
     for case in cases:
         k = keys[case.name]
@@ -222,10 +281,14 @@ def run_all(setup: Setup, cases: list[Case], routing: str | None = None, workers
             calib[k][job.params[0]] = res
             calib_pending[k].discard(job.params[0])
             ready = [c for c in waiting_cases if keys[c.name] == k] if not calib_pending[k] else []
+            if not ready:
+                return []
+            model = _model(calib[k])
             for c in ready:
                 waiting_cases.remove(c)
-                out.capacities[c.name] = dict(calib[k])
-            return [j for c in ready for j in calibrated_jobs(c, routing, calib[k], plot)]
+                out.models[c.name] = model
+                out.capacities[c.name] = model.slo_capacities()
+            return [j for c in ready for j in calibrated_jobs(c, routing, model, plot)]
         out.results.setdefault(job.case.name, {})[job.label] = res
         if tl is not None:
             out.timelines.setdefault(job.case.name, {})[job.label] = tl

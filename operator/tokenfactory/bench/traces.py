@@ -79,10 +79,17 @@ def peak(trace: Trace, duration: float, dt: float) -> float:
 
 
 def interval_demands(trace: Trace, duration: float, interval: float, dt: float) -> list[float]:
-    """The demand rate (output tok/s) each control interval must carry: the highest rate the trace
-    asks for at the simulator steps of the interval (what perfect foresight of the rate knows)."""
+    """The demand rate (output tok/s) each control interval must carry (what perfect foresight of the rate
+    knows): the highest rate the trace asks for at the simulator steps of the interval. For a request-level
+    trace a step's rate is the output tokens of the requests arriving in it / its length (its per-minute rate
+    would hide that the Azure code trace's busiest 30 s carry 1.5x its busiest minute's rate)."""
     n = int(math.ceil(duration / interval))
     steps = max(1, int(round(interval / dt)))
+    requests = getattr(trace, "requests", None)
+    if requests is not None:
+        step = interval / steps
+        return [max(float(np.sum(requests(k * interval + j * step, k * interval + (j + 1) * step)[2])) / step
+                    for j in range(steps)) for k in range(n)]
     return [max(trace(k * interval + j * dt).output_tokens_per_second for j in range(steps)) for k in range(n)]
 
 
@@ -134,19 +141,22 @@ def trace_peak(case: Case, dt: float) -> tuple[float, str]:
     return peak(tr, case.duration, dt), "highest rate"
 
 
-def factory_slo_capacity(setup, caps: dict[str, float], routing: str) -> tuple[float, dict[str, int]]:
+def factory_slo_capacity(setup, caps, routing: str) -> tuple[float, dict[str, int]]:
     """The most output tok/s any allowed mix (min..maxReplicas, budget, power) carries within the objectives
-    under ``routing``, from the per-replica SLO capacities ``caps``: (tok/s, that mix)."""
+    under ``routing``, by the engine model ``caps`` (:class:`~tokenfactory.bench.capacity.EngineModel`, or
+    per-replica SLO capacities {pool: tok/s}): (tok/s, that mix)."""
     from tokenfactory.bench.capacity import mix_options
 
     best = max(mix_options(setup, caps, routing), key=lambda m: (m.carries, -m.dollars_per_hour))
     return best.carries, best.mix
 
 
-def load_scale(setup, case: Case, caps: dict[str, float], routing: str,
+def load_scale(setup, case: Case, caps, routing: str,
                load: float = PEAK_LOAD) -> tuple[float, dict]:
     """The load rule: the rate scale at which ``case`` (built unscaled) peaks at ``load`` x the factory's
     maximum SLO capacity under ``routing``. Returns (scale, the figures behind it, for the JSON)."""
+    from tokenfactory.bench.capacity import EngineModel
+
     assert case.rate_scale == 1.0, case
     carries, mix = factory_slo_capacity(setup, caps, routing)
     top, what = trace_peak(case, setup.dt)
@@ -154,7 +164,7 @@ def load_scale(setup, case: Case, caps: dict[str, float], routing: str,
     mix_s = " + ".join(f"{n} {p}" for p, n in mix.items())
     why = (f"{what} {top:,.0f} output tok/s x {scale:g} = {load:g} x {carries:,.0f} tok/s, what {mix_s} carry "
            f"within the objectives under {routing} (per-replica SLO capacity "
-           + ", ".join(f"{p} {c:,.0f}" for p, c in caps.items()) + " tok/s for this trace's requests)")
+           + EngineModel.of(caps).describe() + " tok/s for this trace's requests)")
     return scale, {"load": load, "unscaled_peak_tokens_per_second": top, "peak_is": what,
                    "factory_slo_capacity_tokens_per_second": carries, "factory_max_mix": mix,
                    "rate_scale_why": why}

@@ -116,6 +116,22 @@ def fine_quantile(counts: np.ndarray, q: float = 0.95) -> float | None:
     return lo * (hi / lo) ** f
 
 
+def fine_fraction_above(counts: np.ndarray, limit: float) -> float:
+    """Share of a fine histogram's observations above ``limit`` (log-interpolated inside the bin, as
+    :func:`fine_quantile` does, so ``fine_fraction_above(c, x) <= 1 - q`` exactly when
+    ``fine_quantile(c, q) <= x`` up to the interpolation); 0.0 when empty."""
+    total = float(counts.sum())
+    if total <= 0:
+        return 0.0
+    i = min(int(np.searchsorted(FINE_EDGES, limit, side="left")), len(counts) - 1)
+    above = float(counts[i + 1:].sum())
+    lo, hi = float(_LO[i]), float(_HI[i])
+    if hi > lo:
+        f = math.log(limit / lo) / math.log(hi / lo) if lo > 0 and limit > lo else (limit / hi if lo <= 0 else 0.0)
+        above += float(counts[i]) * (1.0 - min(1.0, max(0.0, f)))
+    return above / total
+
+
 def mixture_quantile(groups: Iterable[tuple[float, float]], sigma: float = 0.0, q: float = 0.95) -> float | None:
     """Quantile ``q`` of weighted values [(value, weight)] (binned on the fine grid); None without
     weight. ``sigma`` is ignored (kept for callers of the fluid model's version)."""
@@ -757,6 +773,19 @@ class Fleet:
             itl_p95_seconds=fine_quantile(d[1]), e2e_p95_seconds=fine_quantile(d[2]),
             generation_tokens=float(dc[K.C_GEN]), prompt_tokens=float(dc[K.C_PROMPT]),
             dropped=float(dc[K.C_DROPPED]) + fdrop, preemptions=float(dc[K.C_PREEMPTED]))
+
+    def window_fine(self, since: float, *, namespace: str | None = None, factory: str | None = None,
+                    pool: str | None = None) -> np.ndarray:
+        """The fine histograms (TTFT, ITL, e2e rows) of what happened in ``(since, now]`` over the selected
+        pools (as :meth:`window_stats` selects them), for :func:`fine_fraction_above` and :func:`fine_quantile`."""
+        fine0 = self._snap_at(since)[1]
+        d = np.zeros((3, NFINE))
+        for st in self.pools.values():
+            if ((namespace is None or st.key[0] == namespace) and (factory is None or st.key[1] == factory)
+                    and (pool is None or st.key[2] == pool)):
+                p = st.index
+                d += self._fine[p] - (fine0[p] if p < len(fine0) else 0.0)
+        return d
 
     @staticmethod
     def _rate(history: list, now: float) -> tuple[float, float]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-from tokenfactory.bench.capacity import MixOption, cheapest_carrying, mix_options
+from tokenfactory.bench.capacity import EngineModel, MixOption, cheapest_carrying, mix_options
 from tokenfactory.bench.policies.base import Policy
 from tokenfactory.bench.run import Run
 from tokenfactory.bench.traces import interval_demands
@@ -13,22 +14,23 @@ from tokenfactory.bench.traces import interval_demands
 class Oracle(Policy):
     """For every control interval the cheapest mix (within min/max, budget and power) that carries the
     highest demand rate of that interval within the objectives under the same engine model and the
-    same routing (:mod:`tokenfactory.bench.capacity`: per-replica SLO capacities measured on the
-    simulator); each pool runs the largest count needed in its next start-up delay, so pods are
-    launched one start-up delay before they are needed and kept while needed again within one.
+    same routing (:mod:`tokenfactory.bench.capacity`: per-pool latency curves measured on the simulator,
+    combined by each pool's share of the requests as the routing splits them); each pool runs the largest
+    count needed in its next start-up delay, so pods are launched one start-up delay before they are needed
+    and kept while needed again within one.
     Pods are removed the moment nothing needs them."""
 
     name = "oracle"
 
-    def __init__(self, caps: dict[str, float], routing: str):
-        self.caps = dict(caps)
+    def __init__(self, model: EngineModel | Mapping[str, float], routing: str):
+        self.model = EngineModel.of(model)
         self.routing = routing
         self.plan: list[dict[str, int]] = []
 
     def _schedule(self, run: Run) -> None:
         s = run.setup
         demands = interval_demands(run.trace, run.duration, s.interval, s.dt)
-        options = mix_options(s, self.caps, self.routing)
+        options = mix_options(s, self.model, self.routing)
         cache: dict[float, MixOption] = {}
         for d in demands:
             if d not in cache:
@@ -39,8 +41,8 @@ class Oracle(Policy):
         ahead = {p.name: int(math.ceil(p.startup_seconds / s.interval)) for p in s.profiles}
         self.plan = [{p: max(need[j][p] for j in range(k, min(n, k + ahead[p] + 1))) for p in need[k]}
                      for k in range(n)]
-        caps = ", ".join(f"{p} {c:,.0f}" for p, c in self.caps.items())
-        self.note = (f"per-replica SLO capacity (tok/s) {caps}; routing {self.routing}"
+        self.note = (f"per-replica SLO capacity (tok/s) {self.model.describe()}; routing {self.routing}, "
+                     f"late shares weighted by traffic share"
                      + (f"; no mix carries the demand in {short} of {n} intervals" if short else ""))
 
     def initial(self, run: Run) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tokenfactory.bench.capacity import SLO_TARGET, MixOption, mix_options
+from tokenfactory.bench.capacity import SLO_TARGET, EngineModel, MixOption, mix_options
 from tokenfactory.bench.policies.base import Policy
 from tokenfactory.bench.run import Run
 from tokenfactory.bench.scenario import Setup
@@ -33,7 +33,7 @@ def coverage(option: MixOption, demands: list[float]) -> float:
     return sum(1 for d in demands if option.carries >= d - 1e-9) / len(demands) if demands else 1.0
 
 
-def search(setup: Setup, trace: Trace, duration: float, caps: dict[str, float], routing: str,
+def search(setup: Setup, trace: Trace, duration: float, caps: EngineModel | dict[str, float], routing: str,
            simulate: Callable[[dict[str, int]], tuple[dict, list[dict]]]) -> tuple[dict, list[dict]]:
     """Walk the mixes in cost order among those the engine model says cover >= SLO target - slack of
     the intervals, simulating each, and stop at the first whose simulated SLO attainment reaches the
