@@ -5,7 +5,7 @@ Pure: a TokenFactory spec and the cluster admin's TokenFactoryAllowList spec in,
 each, naming the field, worded as the policy words them). The Secret/ConfigMap rule needs the author's
 identity, which only the apiserver has at admission; ``references`` lists what a re-check would ask a
 SubjectAccessReview about, and ``unsafe_without_policy`` what the operator should refuse to act on when
-the policy is not installed. Not wired into the reconciler yet (see docs/deploy.md).
+the policy is not installed. The reconciler's re-check is ``pipeline/admission.py`` (see docs/deploy.md).
 """
 
 from __future__ import annotations
