@@ -128,8 +128,13 @@ class LightkubeClient:
             obj = await self._client.get(self._resource(kind, api_version), name, namespace=namespace)
         except ApiError as err:
             if err.status.code == 404:
+                served = _not_served(kind, err)  # the kind itself not served (CRD absent) vs no such object
+                if isinstance(served, KindNotServed):
+                    raise served from err
                 return None
             raise
+        except Exception as err:  # lightkube's HTTP error for a non-JSON 404 (kind not served)
+            raise _not_served(kind, err) from err
         return obj.to_dict()
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -270,6 +275,8 @@ class FakeKube:
         return copy.deepcopy(new)
 
     async def get(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> dict[str, Any] | None:
+        if kind in self.unserved:
+            raise KindNotServed(kind)
         self.calls.append(("get", kind, namespace, name))
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None

@@ -433,3 +433,41 @@ def test_crd_sets_are_pinned_in_the_build_script_and_cached_by_version(tmp_path,
     assert [p.name for p in binaries.crd_files()] == ["gateway.networking.k8s.io_httproutes.yaml"]
     monkeypatch.setenv("GATEWAY_API_VERSION", "9.9.9")  # the script's override is honoured
     assert binaries.crd_versions()["gateway-api"] == "9.9.9" and "gateway-api" in binaries.crds_missing()
+
+
+def _fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int) -> Path:
+    """A kubectl stand-in that fails ``failures`` times with kubectl's nil-conditions accessor error, then succeeds."""
+    from tokenfactory.localcluster import cluster as cluster_mod
+
+    count = tmp_path / "count"
+    count.write_text("0")
+    exe = tmp_path / "kubectl"
+    exe.write_text(f"""#!{sys.executable}
+import sys
+from pathlib import Path
+p = Path({str(count)!r}); n = int(p.read_text()) + 1; p.write_text(str(n))
+if n <= {failures}:
+    sys.stderr.write("error: .status.conditions accessor error: <nil> is of the type <nil>, expected []interface{{}}\\n")
+    sys.exit(1)
+print("condition met")
+""")
+    exe.chmod(0o755)
+    monkeypatch.setattr(cluster_mod.binaries, "binary", lambda name: exe)
+    return count
+
+
+def test_kubectl_wait_asks_again_while_the_object_has_no_conditions_yet(tmp_path, monkeypatch):
+    from tokenfactory.localcluster.cluster import kubectl
+
+    count = _fake_kubectl(tmp_path, monkeypatch, failures=2)
+    res = kubectl("wait", "--for", "condition=Established", "crd/x", kubeconfig=tmp_path / "kc", timeout=30)
+    assert res.returncode == 0 and count.read_text() == "3"
+
+
+def test_kubectl_other_commands_are_not_retried(tmp_path, monkeypatch):
+    from tokenfactory.localcluster.cluster import ClusterError, kubectl
+
+    count = _fake_kubectl(tmp_path, monkeypatch, failures=2)
+    with pytest.raises(ClusterError, match="accessor error"):
+        kubectl("get", "crd/x", kubeconfig=tmp_path / "kc", timeout=30)
+    assert count.read_text() == "1"

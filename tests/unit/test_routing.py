@@ -430,3 +430,15 @@ async def test_steady_state_tries_no_create_for_kinds_the_watch_cache_does_not_h
         await rec.reconcile(with_status(kube, obj), mem, NOW)
     assert [c for c in kube.calls if c[0] in ("create", "apply", "delete")] == []
     assert ("get", "HTTPRoute", "llm", "deepseek-r1") in kube.calls
+
+
+async def test_missing_gateway_api_is_reported_when_the_route_is_read_not_created(two_pool_example):
+    # with the informer's cache the route is read with a GET first: a kind not served must still read as
+    # GatewayAPIMissing (not as an error of the object)
+    kube, mem = FakeKube(), FactoryMemory()
+    kube.unserved = {"HTTPRoute", "InferencePool"}
+    rec = Reconciler(kube, cache=_WatchCache(kube))
+    events = await rec.reconcile(factory(two_pool_example, mode="HTTPRoute", gateway=GATEWAY), mem, NOW)
+    c = routed(kube)
+    assert (c["status"], c["reason"]) == ("False", "GatewayAPIMissing")
+    assert [e.reason for e in events if e.type == "Warning"] == ["GatewayAPIMissing"]

@@ -313,6 +313,9 @@ def kwok_config_documents(stages_file: Path | None = None) -> list[dict]:
 # kubectl
 
 
+_NIL_CONDITIONS = ".status.conditions accessor error: <nil>"
+
+
 def kubectl(*args: str, kubeconfig: Path | str, check: bool = True, input: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the cached kubectl against ``kubeconfig``; raises ClusterError (with stderr) on failure
@@ -321,8 +324,16 @@ def kubectl(*args: str, kubeconfig: Path | str, check: bool = True, input: str |
     if not exe.exists():
         raise ClusterError(f"{exe} is missing: run `tokenfactory cluster up` (it builds it)")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    res = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, input=input,
-                         timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        res = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, input=input,
+                             timeout=timeout)
+        # `kubectl wait --for condition=X` on an object whose status has no conditions list yet (a CRD just
+        # created) fails at once with an accessor error instead of waiting: ask again until the deadline
+        if not (args and args[0] == "wait" and res.returncode != 0 and _NIL_CONDITIONS in res.stderr
+                and time.monotonic() < deadline):
+            break
+        time.sleep(0.5)
     if check and res.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
     return res
