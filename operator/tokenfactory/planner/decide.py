@@ -1,0 +1,168 @@
+"""The planning step: estimate capacity and demand, optimise, stabilise, explain."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tokenfactory.planner.capacity import CapacityState
+from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
+from tokenfactory.planner.demand import DemandState
+from tokenfactory.planner.plans import compose, hold
+from tokenfactory.planner.solver import solve
+from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_band, stabilise, track_excursions
+from tokenfactory.planner.types import Objectives, Observations, Plan, PoolProfile, Reason, Solution
+
+
+def solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, objectives: Objectives,
+              cur: Mapping[str, int], caps: Mapping[str, float]) -> Solution:
+    """:func:`solve` for demand x (1 + headroom) within the objectives' budget and power cap."""
+    required = max(0.0, demand) * (1.0 + max(0.0, headroom))
+    return solve(pools, required, capacities=caps, current=cur,
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+
+
+def plan_for_demand(
+    pools: Sequence[PoolProfile],
+    demand: float,
+    *,
+    objectives: Objectives = Objectives(),
+    headroom: float = 0.2,
+    current: Mapping[str, int] | None = None,
+    capacities: Mapping[str, float] | None = None,
+    now: float | None = None,
+) -> Plan:
+    """Cheapest plan for ``demand`` tokens/s, applied at once (no forecast, no stabilization)."""
+    cur = {p.name: int((current or {}).get(p.name, 0)) for p in pools}
+    caps = {p.name: float((capacities or {}).get(p.name, p.capacity)) for p in pools}
+    sol = solve_for(pools, demand, headroom, objectives, cur, caps)
+    notes: dict[str, Reason | None] = {p.name: None for p in pools}
+    return compose(pools, cur, sol.replicas, sol, demand, headroom, objectives, caps, notes, now, None)
+
+
+@dataclass(frozen=True)
+class DemandEstimate:
+    """The demand planned for (tok/s), the estimator's new state and the note explaining it."""
+
+    demand: float
+    state: DemandState
+    note: Reason | None
+
+
+def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tuple[Plan, PlannerState]:
+    """One planning step: estimate capacity and demand, optimise, stabilise, explain.
+
+    Steps: (1) metrics missing or older than ``max_metrics_age_seconds`` -> hold current replicas
+    (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
+    state unchanged; (2) update each pool's learned capacity and the demand forecast (level + damped
+    trend over the longest start-up delay), unless ``demand_tokens_per_second`` is given;
+    (3) :func:`solve` for forecast x (1 + headroom); (4) scale up at once; scale down only to the
+    highest count recommended within ``scale_down_stabilization_seconds`` (each interval records,
+    per pool, the larger of the optimum and the optimum for demand x (1 + band), band = the measured
+    demand noise, at most ``scale_down_tolerance``: hysteresis against flapping at a replica
+    boundary; see :class:`PlannerConfig`) and by at most
+    max(1, floor(max_scale_down_fraction x current)) replicas per call; if delayed scale-downs
+    would break budget or power, release them early (least cost-efficient pool first).
+    Deterministic; call it with any clock (a simulated one in benchmarks).
+    """
+    state = state or PlannerState()
+    cfg = inputs.config
+    pools = tuple(inputs.pools)
+    cur = {p.name: int(inputs.current.get(p.name, 0)) for p in pools}
+    obs = inputs.observations
+    problem = _metrics_problem(inputs, cfg, now)
+    if problem is not None:
+        return hold(state, pools, cur, inputs, problem, now), state
+    # (2) estimators
+    cap_states = _learn_capacity(state, inputs, pools, now)
+    caps = {cs.pool: cs.estimate for cs in cap_states}
+    horizon = cfg.forecast_horizon_seconds
+    if horizon is None:
+        horizon = max((p.startup_seconds for p in pools if p.max_replicas > 0), default=0.0)
+    est = _estimate_demand(state, inputs, pools, cur, caps, horizon, now)
+    if isinstance(est, str):
+        return hold(state, pools, cur, inputs, est, now), state
+    exc = Excursions(since=state.excursion_since, recent=state.excursions)
+    if inputs.demand_tokens_per_second is None and obs is not None:
+        exc = track_excursions(state, cfg, obs, est.state, horizon, now)
+    # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
+    demand = est.demand
+    sol = solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
+    raw = sol.replicas
+    demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
+    demands = demands + ((now, demand),)
+    band, band_why = hysteresis_band(cfg, demands)
+    upper = raw
+    if band > 0 and demand > 0:
+        upper = solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps).replicas
+    keep = {name: max(raw[name], upper[name]) for name in raw}
+    # (4) stabilise, then keep within budget and power
+    st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
+    targets, trimmed = fit_limits(pools, st.targets, {p.name: raw[p.name] for p in pools}, caps, inputs.objectives)
+    notes = dict(st.notes)
+    for name in trimmed:
+        notes[name] = Reason.of("released", budget=inputs.objectives.max_dollars_per_hour,
+                                megawatts=inputs.objectives.max_megawatts, inner=notes[name])
+    plan = compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
+                   est.note, cap_states={cs.pool: cs for cs in cap_states})
+    new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
+                             demands=demands, excursion_since=exc.since, excursions=exc.recent,
+                             downs=st.downs, flaps=st.flaps)
+    return plan, new_state
+
+
+def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> str | None:
+    """Why the metrics cannot be used (None: they can)."""
+    obs = inputs.observations
+    if obs is None and inputs.demand_tokens_per_second is None:
+        return inputs.metrics_unavailable_reason or "no metrics"
+    if obs is not None and obs.observed_at is not None and now - obs.observed_at > cfg.max_metrics_age_seconds:
+        return f"stale: newest sample {now - obs.observed_at:.0f}s old"
+    return None
+
+
+def _learn_capacity(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile],
+                    now: float) -> list[CapacityState]:
+    cfg, obs = inputs.config, inputs.observations
+    out: list[CapacityState] = []
+    for p in pools:
+        cs = state.capacity_of(p.name) or cfg.capacity.initial(p)
+        if cs.profile != p.capacity:  # the profile changed in the spec: start again from it
+            cs = cfg.capacity.initial(p)
+        if obs is not None:
+            cs = cfg.capacity.observe(cs, obs.pools.get(p.name), inputs.objectives, now)
+        out.append(cs)
+    return out
+
+
+def _estimate_demand(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile],
+                     cur: Mapping[str, int], caps: Mapping[str, float], horizon: float,
+                     now: float) -> DemandEstimate | str:
+    """The demand to plan for, or why there is none (a hold)."""
+    cfg = inputs.config
+    if inputs.demand_tokens_per_second is not None:
+        demand = float(inputs.demand_tokens_per_second)
+        if not math.isfinite(demand):
+            return f"demand is {demand}"
+        return DemandEstimate(demand=max(0.0, demand), state=state.demand, note=None)
+    obs = inputs.observations
+    assert obs is not None
+    if not (math.isfinite(obs.tokens_per_second) and math.isfinite(obs.requests_waiting)):
+        return "non-finite token rate or queue"
+    # spare capacity serving now, and how soon a new replica could serve: a backlog that this
+    # spare drains before then buys nothing
+    ready_cap = sum(max(0, o.ready_replicas) * caps.get(name, 0.0) for name, o in obs.pools.items())
+    spare = max(0.0, ready_cap - max(0.0, obs.tokens_per_second))
+    startup = min((p.startup_seconds for p in pools if p.max_replicas > cur[p.name]), default=horizon)
+    ds = cfg.demand.observe(state.demand, obs, now, spare_tokens_per_second=spare, startup_seconds=startup)
+    note = _demand_note(ds, obs, spare, startup, horizon, cfg.demand.backlog_drain_seconds)
+    return DemandEstimate(demand=cfg.demand.forecast(ds, horizon), state=ds, note=note)
+
+
+def _demand_note(ds: DemandState, obs: Observations, spare: float, startup: float, horizon: float,
+                 drain_seconds: float) -> Reason:
+    return Reason.of("demand.observed", observed=ds.observed, backlog=ds.backlog, queued_tokens=ds.queued_tokens,
+                     waiting=obs.requests_waiting, tokens_per_request=ds.tokens_per_request,
+                     drained=ds.drained_tokens, spare=spare, startup=startup, drain_seconds=drain_seconds,
+                     level=ds.level or 0.0, trend=ds.trend, horizon=horizon)
