@@ -368,7 +368,7 @@ def _warm_mix(setup: Setup, demand: float) -> dict[str, int]:
     """The mix a running operator would have settled on for ``demand`` (start state of the dynamic
     policies: every one begins warm, from the same mix)."""
     return dict(planner.plan_for_demand(setup.profiles, demand, objectives=setup.objectives,
-                                        headroom=setup.headroom).replicas)
+                                        headroom=setup.headroom or 0.0).replicas)
 
 
 class StaticPeak(Policy):
@@ -434,7 +434,7 @@ class _K8sAutoscaler(Policy):
         if len(self.pools) == 1:  # one Deployment scaled; the rest at its floor
             scaled = self.pools[0]
             rest = {**mins, scaled: 0}
-            need = run.trace(0.0).output_tokens_per_second * (1 + s.headroom) - s.capacity(rest)
+            need = run.trace(0.0).output_tokens_per_second * (1 + (s.headroom or 0.0)) - s.capacity(rest)
             p = s.by_name[scaled]
             mix = {**mins, scaled: min(p.max_replicas, max(p.min_replicas, math.ceil(max(0.0, need) / p.capacity)))}
         return mix
@@ -538,7 +538,8 @@ class TokenFactory(Policy):
                                                             tokens_per_request=fm.tokens_per_request(s.accounting))
         inputs = planner.PlannerInputs(
             pools=s.profiles, current=run.replicas(), observations=obs, objectives=s.objectives,
-            headroom=s.headroom, config=self.config or s.planner_config(),
+            headroom=s.headroom, slo_attainment=s.spec.objectives.slo_attainment,
+            config=self.config or s.planner_config(),
             metrics_unavailable_reason=f"metrics unavailable ({problem.reason})" if problem else "no metrics")
         plan, self.state = planner.decide(self.state, inputs, run.now)
         if plan.holding:

@@ -224,8 +224,10 @@ class ScalingSpec(Model):
     """How often to read metrics and plan (a duration: 30s, 1m)."""
     scale_down_stabilization: str = Field(default="5m", pattern=DURATION)
     """A lower replica count must hold this long before the operator scales down."""
-    headroom: float = Field(default=0.2, ge=0, le=4)
-    """Spare capacity to plan for, as a fraction of demand (0.2 = 20% above forecast demand)."""
+    headroom: float | None = Field(default=None, ge=0, le=4)
+    """Optional floor on spare capacity, as a fraction of demand (0.2 = at least 20% above forecast demand).
+    Unset (the default): the planner sizes for objectives.sloAttainment alone (latency-safe load per pool,
+    demand forecast quantile)."""
 
 
 class ObjectivesSpec(Model):
@@ -241,6 +243,10 @@ class ObjectivesSpec(Model):
     """Budget in dollars per hour for the whole factory; the autoscaler never plans above it."""
     max_megawatts: float | None = Field(default=None, gt=0)
     """Power cap in megawatts (all-in) for the whole factory; the autoscaler never plans above it."""
+    slo_attainment: float = Field(default=0.99, ge=0.5, lt=1)
+    """Share of metrics intervals whose p95 TTFT and ITL must meet the objectives (0.99 = 99%). The planner sizes
+    each pool for the load at which its learned p95 latencies stay within them, for this quantile of the demand
+    forecast."""
 
 
 class MetricsSpec(Model):

@@ -132,7 +132,7 @@ class Measurer:
         if spec.scaling.mode != "Off":
             plan_inputs = planner.PlannerInputs(
                 pools=profiles, current=dict(replicas), observations=observations, objectives=objectives,
-                headroom=spec.scaling.headroom,
+                headroom=spec.scaling.headroom, slo_attainment=spec.objectives.slo_attainment,
                 config=planner.PlannerConfig(
                     scale_down_stabilization_seconds=api.parse_duration(spec.scaling.scale_down_stabilization),
                     max_metrics_age_seconds=max(180.0, 3 * api.parse_duration(spec.scaling.interval))),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
+from tokenfactory.planner.forecast import ForecastState
+from tokenfactory.planner.latency import LatencyState, SafeLoad, safe_loads
 from tokenfactory.planner.plans import compose, hold
 from tokenfactory.planner.solver import solve
 from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_band, stabilise, track_excursions
@@ -50,6 +52,26 @@ class DemandEstimate:
     note: Reason | None
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """What the solver covers: ``required`` tok/s on per-replica ``caps`` (for the SLO: the loads the
+    latency objectives allow), how to scale it (hysteresis), and why."""
+
+    required: float
+    caps: Mapping[str, float]
+    need: Reason
+    demand: float  # the point forecast (what the hysteresis band measures)
+    headroom: float
+    slo: Mapping[str, SafeLoad] | None = None
+    latency: tuple[LatencyState, ...] = ()
+    forecast: ForecastState = ForecastState()
+
+    def required_at(self, factor: float) -> float:
+        if self.slo is None:  # demand x factor x (1 + headroom), in the order plan_for_demand uses
+            return max(0.0, self.demand * factor) * (1.0 + max(0.0, self.headroom))
+        return self.required * factor
+
+
 def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tuple[Plan, PlannerState]:
     """One planning step: estimate capacity and demand, optimise, stabilise, explain.
 
@@ -57,7 +79,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
     state unchanged; (2) update each pool's learned capacity and the demand forecast (level + damped
     trend over the longest start-up delay), unless ``demand_tokens_per_second`` is given;
-    (3) :func:`solve` for forecast x (1 + headroom); (4) scale up at once; scale down only to the
+    (3) :func:`solve` for forecast x (1 + headroom), or, with ``slo_attainment``, for the forecast's
+    ``slo_attainment`` quantile on each pool's latency-safe load (see :class:`PlannerInputs`);
+    (4) scale up at once; scale down only to the
     highest count recommended within ``scale_down_stabilization_seconds`` (each interval records,
     per pool, the larger of the optimum and the optimum for demand x (1 + band), band = the measured
     demand noise, at most ``scale_down_tolerance``: hysteresis against flapping at a replica
@@ -86,30 +110,77 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     exc = Excursions(since=state.excursion_since, recent=state.excursions)
     if inputs.demand_tokens_per_second is None and obs is not None:
         exc = track_excursions(state, cfg, obs, est.state, horizon, now)
+    size = _slo_sizing(state, inputs, pools, caps, est, horizon, now) if inputs.slo_attainment is not None \
+        else Sizing(required=0.0, caps=caps, need=Reason.of("need.headroom"), demand=est.demand,
+                    headroom=inputs.headroom or 0.0)
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
-    sol = solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps)
+    sol = _solve(pools, size.required_at(1.0), inputs.objectives, cur, size.caps)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
     demands = demands + ((now, demand),)
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper = solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps).replicas
+        upper = _solve(pools, size.required_at(1 + band), inputs.objectives, cur, size.caps).replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
-    targets, trimmed = fit_limits(pools, st.targets, {p.name: raw[p.name] for p in pools}, caps, inputs.objectives)
+    targets, trimmed = fit_limits(pools, st.targets, {p.name: raw[p.name] for p in pools}, size.caps,
+                                  inputs.objectives)
     notes = dict(st.notes)
     for name in trimmed:
         notes[name] = Reason.of("released", budget=inputs.objectives.max_dollars_per_hour,
                                 megawatts=inputs.objectives.max_megawatts, inner=notes[name])
-    plan = compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
-                   est.note, cap_states={cs.pool: cs for cs in cap_states})
+    plan = compose(pools, cur, targets, sol, demand, size.headroom, inputs.objectives, size.caps, notes, now,
+                   est.note, cap_states={cs.pool: cs for cs in cap_states},
+                   need=size.need if size.slo is not None else None, slo=size.slo)
     new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
                              demands=demands, excursion_since=exc.since, excursions=exc.recent,
-                             downs=st.downs, flaps=st.flaps)
+                             downs=st.downs, flaps=st.flaps, latency=size.latency or state.latency,
+                             forecast=size.forecast if size.slo is not None else state.forecast)
     return plan, new_state
+
+
+def _solve(pools: Sequence[PoolProfile], required: float, objectives: Objectives, cur: Mapping[str, int],
+           caps: Mapping[str, float]) -> Solution:
+    return solve(pools, required, capacities=caps, current=cur,
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+
+
+def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
+                est: DemandEstimate, horizon: float, now: float) -> Sizing:
+    """Plan for the SLO: each pool at the load its learned latency curves allow, for the
+    ``slo_attainment`` quantile of the demand forecast (error measured from history)."""
+    cfg, obs = inputs.config, inputs.observations
+    q = float(inputs.slo_attainment or 0.99)
+    by_pool = {ls.pool: ls for ls in state.latency}
+    lat_states = []
+    for p in pools:
+        ls = by_pool.get(p.name) or cfg.latency.initial(p)
+        if obs is not None:
+            ls = cfg.latency.observe(ls, p, obs.pools.get(p.name), now)
+        lat_states.append(ls)
+    safe = safe_loads(cfg.latency, lat_states, pools, inputs.objectives)
+    eff = {p.name: min(caps[p.name], safe[p.name].tokens_per_second) for p in pools}
+    fstate = state.forecast
+    now_demand = None
+    if inputs.demand_tokens_per_second is None and est.state.level is not None:
+        now_demand = est.state.observed + est.state.backlog
+        # errors and the recent peak on the rate served (corrected for a draining queue), not on the
+        # backlog's catch-up rate
+        fstate = cfg.forecast.observe(fstate, est.state.observed, est.demand, horizon, now)
+    band = cfg.forecast.band(fstate, q, est.demand)
+    required = band.planned(est.demand, now_demand if now_demand is not None else est.demand)
+    floor = None
+    if inputs.headroom is not None and inputs.headroom > 0:
+        floor = est.demand * (1.0 + inputs.headroom)
+    need = Reason.of("need.slo", demand=est.demand, quantile=q, error=band.error, samples=band.samples,
+                     measured=band.measured, horizon=horizon, required=max(required, floor or 0.0),
+                     floor=inputs.headroom if floor is not None else None,
+                     floor_binds=floor is not None and floor > required)
+    return Sizing(required=max(required, floor or 0.0), caps=eff, need=need, demand=est.demand,
+                  headroom=inputs.headroom or 0.0, slo=safe, latency=tuple(lat_states), forecast=fstate)
 
 
 def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> str | None:
@@ -125,13 +196,16 @@ def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> s
 def _learn_capacity(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile],
                     now: float) -> list[CapacityState]:
     cfg, obs = inputs.config, inputs.observations
+    objectives = inputs.objectives
+    if inputs.slo_attainment is not None:  # latency is the latency curves' business, not capacity's
+        objectives = replace(objectives, ttft_p95_seconds=None, itl_p95_seconds=None)
     out: list[CapacityState] = []
     for p in pools:
         cs = state.capacity_of(p.name) or cfg.capacity.initial(p)
         if cs.profile != p.capacity:  # the profile changed in the spec: start again from it
             cs = cfg.capacity.initial(p)
         if obs is not None:
-            cs = cfg.capacity.observe(cs, obs.pools.get(p.name), inputs.objectives, now)
+            cs = cfg.capacity.observe(cs, obs.pools.get(p.name), objectives, now)
         out.append(cs)
     return out
 
