@@ -31,7 +31,7 @@ def sim():
         for i in range(2)
     ] + [
         EngineSpec(name="r1-gb300-0", namespace=NS, factory=FACTORY, pool="gb300", gpu_type="gb300", gpus=4,
-                   capacity_factor=0.01, startup_seconds=0)  # 240 tok/s: a small, busy GB300 engine
+                   capacity_factor=0.5, startup_seconds=0)  # a GB300 engine at half its sheet speed
     ]
     runner.set_engines(specs)
     server = SimServer(runner, "127.0.0.1", 0)
@@ -91,13 +91,14 @@ async def test_prometheus_scrapes_simulator(prometheus, sim):
         assert k in series, series
     assert series["gpu_type"] == "gb300" and series["engine"] == "0"
 
-    # rate(): demand 1200 tok/s split by free capacity over 1440 + 240 tok/s -> all delivered
+    # rate(): demand 1200 tok/s split evenly over the three engines (Service routing) -> all delivered
     with runner.lock:
         truth = {p["pool"]: p for p in runner.fleet.truth()["pools"]}
     total = sum(rates.values())
     assert total == pytest.approx(1200, rel=0.1), rates
-    assert rates["gb300"] == pytest.approx(truth["gb300"]["generation_tokens_per_second"], rel=0.15)
-    assert rates["h200"] == pytest.approx(truth["h200"]["generation_tokens_per_second"], rel=0.15)
+    # per pool: Poisson arrivals, ~0.8 requests/s per engine: a 20 s and a 30 s window differ by chance
+    assert rates["gb300"] == pytest.approx(truth["gb300"]["generation_tokens_per_second"], rel=0.3)
+    assert rates["h200"] == pytest.approx(truth["h200"]["generation_tokens_per_second"], rel=0.3)
 
     # histogram_quantile(): same bucket as the true p95
     ttft = by_pool(query(
@@ -110,7 +111,7 @@ async def test_prometheus_scrapes_simulator(prometheus, sim):
     ))
     for pool in ("h200", "gb300"):
         assert math.isfinite(ttft[pool]) and ttft[pool] > 0, ttft
-        assert 0.01 <= itl[pool] <= 0.1, itl
+        assert 0.005 <= itl[pool] <= 0.3, itl
         # Prometheus interpolates linearly inside a bucket: the estimate must be in the right one
         # (the demand is constant, so the 20 s query window and the 30 s truth window agree).
         assert same_bucket(ttft[pool], truth[pool]["ttft_p95_seconds"], TTFT_BUCKETS), (ttft, truth[pool])
@@ -122,8 +123,9 @@ async def test_prometheus_scrapes_simulator(prometheus, sim):
         fm = await src.pool_metrics(NS, FACTORY, 20)
         assert set(fm.pools) == {"h200", "gb300"}
         assert fm.generation_tokens_per_second == pytest.approx(1200, rel=0.1)
+        # 1000 prompt tokens per 500-token request (Poisson arrivals: ~30 requests in 20 s)
         assert fm.pools["h200"].prompt_tokens_per_second == pytest.approx(
-            2 * fm.pools["h200"].generation_tokens_per_second, rel=0.05
+            2 * fm.pools["h200"].generation_tokens_per_second, rel=0.35
         )
         assert fm.pools["h200"].engines_reporting == 2
         assert fm.pools["gb300"].itl_p95_seconds is not None

@@ -41,12 +41,22 @@ def register(subparsers) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--trace", default="constant:5000", help="demand trace, see below (default constant:5000)")
+    p.add_argument("--trace", default="constant:5000",
+                   help="demand trace: a KIND:ARGS spec or a trace file (rate CSV, Azure CSV, Mooncake JSONL), see below "
+                        "(default constant:5000)")
+    p.add_argument("--rate-scale", type=float, default=1.0,
+                   help="replay X times the requests per second, same request sizes (default 1)")
+    p.add_argument("--routing", default="Service", choices=["Service", "HTTPRoute", "InferencePool"],
+                   help="how requests are split over ready pods: Service (kube-proxy, even), HTTPRoute (--weight "
+                        "per pool, then even), InferencePool (least loaded) (default Service)")
+    p.add_argument("--weight", action="append", default=[], metavar="POOL=N",
+                   help="HTTPRoute weight of a pool (repeatable; integer >= 0; default 1 per pool)")
     p.add_argument("--prompt-tokens", type=float, default=1000.0, help="prompt tokens per request (default 1000)")
     p.add_argument("--output-tokens", type=float, default=500.0, help="output tokens per request (default 500)")
     p.add_argument("--model", default="deepseek-ai/DeepSeek-R1", help="model_name label")
     p.add_argument("--time-scale", type=float, default=1.0, help="play the trace and start-up delays N x faster")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bursty trace")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the simulation (arrivals, routing) and of the bursty trace (default 0)")
     p.add_argument("--startup-seconds", type=float, default=None,
                    help="delay from Ready to serving (default: 0 in cluster mode, the GPU sheet's offline)")
     p.add_argument("--kubeconfig", default=None, help="cluster mode: kubeconfig path (default $KUBECONFIG)")
@@ -80,6 +90,22 @@ def _factors(items: list[str]) -> dict[str, float]:
         if not sep or not pool or f < 0:
             raise UsageError(f"--capacity-factor {it!r}: want POOL=FACTOR with FACTOR >= 0")
         out[pool] = f
+    return out
+
+
+def _weights(items: list[str]) -> dict[str, int] | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        pool, sep, val = it.partition("=")
+        try:
+            w = int(val)
+        except ValueError:
+            w = -1
+        if not sep or not pool or w < 0:
+            raise UsageError(f"--weight {it!r}: want POOL=N with N an integer >= 0")
+        out[pool] = w
     return out
 
 
@@ -166,9 +192,14 @@ def _run(args: argparse.Namespace) -> int:
     _positive("--duration", args.duration)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {args.port}")
+    _positive("--rate-scale", args.rate_scale)
     factors = _factors(args.capacity_factor)
+    weights = _weights(args.weight)
+    if weights is not None and args.routing != "HTTPRoute":
+        raise UsageError("--weight needs --routing HTTPRoute")
     try:
-        trace = parse_trace(args.trace, seed=args.seed, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens)
+        trace = parse_trace(args.trace, seed=args.seed, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+                            rate_scale=args.rate_scale, repeat=True)
     except (TraceSyntaxError, OSError) as e:
         raise UsageError(f"--trace: {e}") from None
     if args.time_scale != 1.0:
@@ -176,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
 
     offline = bool(args.engines or args.engine) or not (args.kubeconfig or os.environ.get("KUBECONFIG"))
     start = time.time()
-    fleet = Fleet(trace, start_time=start, window_seconds=args.window, model=args.model)
+    fleet = Fleet(trace, start_time=start, window_seconds=args.window, model=args.model, seed=args.seed,
+                  tick=args.tick, routing=args.routing, weights=weights)
     runner = RealtimeRunner(fleet, tick=args.tick)
     poller = None
     if offline:

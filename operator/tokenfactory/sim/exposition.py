@@ -43,6 +43,8 @@ class FleetCollector:
         success = CounterMetricFamily(
             "vllm:request_success", "Count of successfully processed requests.", labels=LABELS + ["finished_reason"]
         )
+        preempt = CounterMetricFamily("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+                                      labels=LABELS)
         running = GaugeMetricFamily("vllm:num_requests_running", "Number of requests in model execution batches.", labels=LABELS)
         waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels=LABELS)
         kv = GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels=LABELS)
@@ -63,14 +65,15 @@ class FleetCollector:
             prompt.add_metric(lv, math.floor(e.prompt_tokens))
             gen.add_metric(lv, math.floor(e.generation_tokens))
             ttft_cum = e.ttft_hist.cumulative()
-            success.add_metric(lv + ["stop"], float(ttft_cum[-1][1]))
-            running.add_metric(lv, float(round(e.running)))
-            waiting.add_metric(lv, float(round(e.waiting)))
+            success.add_metric(lv + ["stop"], float(math.floor(e.success)))
+            preempt.add_metric(lv, float(math.floor(e.preemptions)))
+            running.add_metric(lv, float(e.running))
+            waiting.add_metric(lv, float(e.waiting))
             kv.add_metric(lv, e.kv)
             ttft.add_metric(lv, _hist_buckets(ttft_cum), e.ttft_hist.sum)
             itl.add_metric(lv, _hist_buckets(e.itl_hist.cumulative()), e.itl_hist.sum)
             e2e.add_metric(lv, _hist_buckets(e.e2e_hist.cumulative()), e.e2e_hist.sum)
-        yield from (prompt, gen, success, running, waiting, kv, ttft, itl, e2e)
+        yield from (prompt, gen, success, preempt, running, waiting, kv, ttft, itl, e2e)
 
 
 def render(fleet: Fleet) -> bytes:

@@ -14,24 +14,38 @@ Trace syntax (``--trace``)::
     bursty:BASE,PEAK[@EVERY,DURATION[,P]] BASE, and with probability P (default 0.5) one burst at PEAK
                                           of DURATION s (default 60) somewhere in each EVERY s
                                           (default 600) window; placed by a RNG seeded with --seed
-    csv:FILE                              header 'seconds,tokens_per_second' or
-                                          'seconds,requests_per_second,prompt_tokens,output_tokens';
-                                          linear between rows, held before the first / after the last
+    csv:FILE | FILE                       a file, format detected by its content:
+                                          - rate CSV, header 'seconds,tokens_per_second' or
+                                            'seconds,requests_per_second,prompt_tokens,output_tokens';
+                                            linear between rows, held before the first / after the last
+                                          - Azure LLM inference CSV 'TIMESTAMP,ContextTokens,GeneratedTokens'
+                                            (one row per request, replayed as is)
+                                          - Mooncake JSONL, one {"timestamp": ms, "input_length": N,
+                                            "output_length": M, ...} per line (replayed as is)
 
-Rates accept a k/M suffix (20k = 20000).
+Rates accept a k/M suffix (20k = 20000). ``--rate-scale X`` multiplies a rate trace's rate, and replays
+X times the requests per second of a request trace (each request kept floor(X) times, once more with
+probability frac(X), copies placed between it and the next request; seeded, same sizes).
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
+import json
 import math
+import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 DEFAULT_PROMPT_TOKENS = 1000.0
 DEFAULT_OUTPUT_TOKENS = 500.0
+
+# A real request trace shipped with the package (CC-BY 4.0, see sim/data/README.md)
+AZURE_CODE_TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "azure-llm-code-2023.csv")
 
 
 @dataclass(frozen=True)
@@ -169,9 +183,256 @@ class TimeScaled:
     def __call__(self, t: float) -> Demand:
         return self.trace(t * self.scale)
 
+    @property
+    def requests(self):
+        """The wrapped request trace's ``requests``, played ``scale`` times faster (None for a rate trace)."""
+        inner = getattr(self.trace, "requests", None)
+        if inner is None:
+            return None
+        s = self.scale
+
+        def requests(t0: float, t1: float):
+            times, prompt, output = inner(t0 * s, t1 * s)
+            return times / s, prompt, output
+
+        return requests
+
 
 class TraceSyntaxError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class RateScaled:
+    """``trace`` with ``scale`` times its rate (same request sizes)."""
+
+    trace: Trace
+    scale: float
+
+    def __call__(self, t: float) -> Demand:
+        d = self.trace(t)
+        return Demand(d.output_tokens_per_second * self.scale, d.prompt_tokens, d.output_tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class RequestTrace:
+    """Requests replayed as given: arrival ``times`` (seconds from the trace's start, sorted),
+    ``prompt`` and ``output`` tokens per request (numpy arrays). ``repeat``: play it again from the
+    start after ``period`` seconds (default: its span rounded up to ``bin_seconds``), for ever.
+
+    ``requests(t0, t1)`` gives the arrivals in ``[t0, t1)``; calling the trace gives the
+    :class:`Demand` (rates, mean sizes) of the ``bin_seconds`` bin holding ``t``, for code that
+    reads a rate (policies, forecasts, the oracle)."""
+
+    times: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    name: str = "requests"
+    bin_seconds: float = 60.0
+    repeat: bool = False
+    period: float | None = None
+    _bins: tuple = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.times)
+        if n == 0:
+            raise TraceSyntaxError(f"{self.name}: no requests")
+        if len(self.prompt) != n or len(self.output) != n:
+            raise TraceSyntaxError(f"{self.name}: times, prompt and output differ in length")
+        span = float(self.times[-1]) + 1e-9
+        period = self.period if self.period is not None else math.ceil(span / self.bin_seconds) * self.bin_seconds
+        object.__setattr__(self, "period", max(period, self.bin_seconds))
+        nb = int(math.ceil(self.period / self.bin_seconds))
+        idx = np.minimum((self.times // self.bin_seconds).astype(np.int64), nb - 1)
+        cnt = np.bincount(idx, minlength=nb).astype(float)
+        out = np.bincount(idx, weights=self.output, minlength=nb)
+        prm = np.bincount(idx, weights=self.prompt, minlength=nb)
+        mean_out = float(self.output.mean())
+        mean_prm = float(self.prompt.mean())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            o = np.where(cnt > 0, out / cnt, mean_out)
+            p = np.where(cnt > 0, prm / cnt, mean_prm)
+        object.__setattr__(self, "_bins", (out / self.bin_seconds, p, o))
+
+    @property
+    def span(self) -> float:
+        return float(self.period)
+
+    @property
+    def mean_prompt_tokens(self) -> float:
+        return float(self.prompt.mean())
+
+    @property
+    def mean_output_tokens(self) -> float:
+        return float(self.output.mean())
+
+    def __call__(self, t: float) -> Demand:
+        rate, p, o = self._bins
+        if self.repeat:
+            t = t % self.period
+        i = int(t // self.bin_seconds)
+        if i < 0 or i >= len(rate):
+            return Demand(0.0, self.mean_prompt_tokens, self.mean_output_tokens)
+        return Demand(float(rate[i]), float(p[i]), float(o[i]))
+
+    def requests(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, prompt, output) of the requests arriving in ``[t0, t1)``, times in trace seconds."""
+        if t1 <= t0:
+            e = np.empty(0)
+            return e, e, e
+        if not self.repeat:
+            i, j = np.searchsorted(self.times, [t0, t1], side="left")
+            return self.times[i:j], self.prompt[i:j], self.output[i:j]
+        parts = []
+        k = math.floor(t0 / self.period)
+        while k * self.period < t1:
+            base = k * self.period
+            i, j = np.searchsorted(self.times, [t0 - base, t1 - base], side="left")
+            if j > i:
+                parts.append((self.times[i:j] + base, self.prompt[i:j], self.output[i:j]))
+            k += 1
+        if not parts:
+            e = np.empty(0)
+            return e, e, e
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(x) for x in zip(*parts))  # type: ignore[return-value]
+
+    def rate_scaled(self, scale: float, seed: int = 0) -> RequestTrace:
+        """``scale`` times the requests per second, same size distribution: each request kept
+        ``floor(scale)`` times and once more with probability ``frac(scale)``; the copies after the
+        first are placed uniformly between the request and the next one (seeded)."""
+        if not (scale > 0 and math.isfinite(scale)):
+            raise TraceSyntaxError(f"rate scale must be > 0, got {scale}")
+        rng = np.random.default_rng([seed, 7919])
+        n = len(self.times)
+        whole, frac = int(math.floor(scale)), scale - math.floor(scale)
+        copies = np.full(n, whole, dtype=np.int64)
+        if frac > 0:
+            copies += rng.random(n) < frac
+        gaps = np.diff(self.times, append=self.times[-1] + (self.times[-1] - self.times[0]) / max(1, n - 1))
+        src = np.repeat(np.arange(n), copies)
+        first = np.zeros(len(src), dtype=bool)
+        starts = np.cumsum(copies) - copies
+        first[starts[copies > 0]] = True
+        offset = np.where(first, 0.0, rng.random(len(src)) * gaps[src])
+        t = self.times[src] + offset
+        order = np.argsort(t, kind="stable")
+        return RequestTrace(t[order], self.prompt[src][order], self.output[src][order], f"{self.name} x{scale:g}",
+                            self.bin_seconds, self.repeat, self.period)
+
+    def looped(self, period: float | None = None) -> RequestTrace:
+        """The same trace, repeated every ``period`` seconds (default: its span)."""
+        return RequestTrace(self.times, self.prompt, self.output, self.name, self.bin_seconds, True,
+                            period if period is not None else self.period)
+
+
+def _request_arrays(path: str, times: list, prompt: list, output: list, what: str) -> RequestTrace:
+    if not times:
+        raise TraceSyntaxError(f"{path}: no requests")
+    t = np.asarray(times, dtype=float)
+    p = np.asarray(prompt, dtype=float)
+    o = np.asarray(output, dtype=float)
+    order = np.argsort(t, kind="stable")
+    t, p, o = t[order], p[order], o[order]
+    t = t - t[0]
+    return RequestTrace(t, p, np.maximum(o, 1.0), name=f"{what}:{os.path.basename(path)}")
+
+
+def load_azure_csv(path: str) -> RequestTrace:
+    """Azure LLM inference trace CSV: ``TIMESTAMP,ContextTokens,GeneratedTokens``, one row per request."""
+    stamps, prompt, output = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        for n, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            try:
+                stamps.append(row["TIMESTAMP"])
+                p, o = float(row["ContextTokens"]), float(row["GeneratedTokens"])
+            except KeyError as e:
+                raise TraceSyntaxError(f"{path}:{n}: missing column {e}") from None
+            except ValueError:
+                raise TraceSyntaxError(f"{path}:{n}: ContextTokens and GeneratedTokens must be numbers") from None
+            if not (p >= 0 and o >= 0 and math.isfinite(p) and math.isfinite(o)):
+                raise TraceSyntaxError(f"{path}:{n}: token counts must be >= 0")
+            prompt.append(p)
+            output.append(o)
+    try:
+        ts = np.array(stamps, dtype="datetime64[ns]")
+    except ValueError as e:
+        raise TraceSyntaxError(f"{path}: TIMESTAMP must be 'YYYY-MM-DD HH:MM:SS[.fffffff]': {e}") from None
+    secs = (ts - ts.min()).astype(np.int64) / 1e9 if len(ts) else []
+    return _request_arrays(path, list(secs), prompt, output, "azure")
+
+
+def load_mooncake_jsonl(path: str) -> RequestTrace:
+    """Mooncake JSONL: one ``{"timestamp": ms, "input_length": N, "output_length": M}`` per line."""
+    times, prompt, output = [], [], []
+    with open(path) as f:
+        for n, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                d = json.loads(line)
+                t, p, o = float(d["timestamp"]) / 1000.0, float(d["input_length"]), float(d["output_length"])
+            except json.JSONDecodeError as e:
+                raise TraceSyntaxError(f"{path}:{n}: not JSON: {e}") from None
+            except KeyError as e:
+                raise TraceSyntaxError(f"{path}:{n}: missing field {e} (want timestamp, input_length, output_length)") from None
+            except (TypeError, ValueError):
+                raise TraceSyntaxError(f"{path}:{n}: timestamp, input_length and output_length must be numbers") from None
+            if not (t >= 0 and p >= 0 and o >= 0):
+                raise TraceSyntaxError(f"{path}:{n}: timestamp and lengths must be >= 0")
+            times.append(t)
+            prompt.append(p)
+            output.append(o)
+    return _request_arrays(path, times, prompt, output, "mooncake")
+
+
+def detect_format(path: str) -> str:
+    """``rate-csv``, ``azure-csv`` or ``mooncake-jsonl``, from the file's first non-empty line."""
+    with open(path, newline="") as f:
+        first = ""
+        for line in f:
+            if line.strip():
+                first = line.strip()
+                break
+    if first.startswith("{"):
+        return "mooncake-jsonl"
+    cols = {c.strip() for c in first.split(",")}
+    if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= cols:
+        return "azure-csv"
+    if "seconds" in cols:
+        return "rate-csv"
+    raise TraceSyntaxError(
+        f"{path}: unknown trace format (first line {first[:80]!r}); want a rate CSV "
+        "(seconds,tokens_per_second or seconds,requests_per_second,prompt_tokens,output_tokens), an Azure CSV "
+        "(TIMESTAMP,ContextTokens,GeneratedTokens) or a Mooncake JSONL ({\"timestamp\", \"input_length\", \"output_length\"})"
+    )
+
+
+def load_trace(
+    path: str,
+    *,
+    rate_scale: float = 1.0,
+    seed: int = 0,
+    prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
+    output_tokens: float = DEFAULT_OUTPUT_TOKENS,
+    repeat: bool = False,
+) -> Trace:
+    """Load a trace file, format detected by content (:func:`detect_format`); ``rate_scale`` as
+    ``--rate-scale``; ``repeat`` loops a request trace (for runs longer than it)."""
+    if not (rate_scale > 0 and math.isfinite(rate_scale)):
+        raise TraceSyntaxError(f"rate scale must be > 0, got {rate_scale}")
+    fmt = detect_format(path)
+    if fmt == "rate-csv":
+        t = load_csv(path, prompt_tokens, output_tokens)
+        return RateScaled(t, rate_scale) if rate_scale != 1.0 else t
+    rt = load_azure_csv(path) if fmt == "azure-csv" else load_mooncake_jsonl(path)
+    if rate_scale != 1.0:
+        rt = rt.rate_scaled(rate_scale, seed)
+    return rt.looped() if repeat else rt
 
 
 def _rate(text: str) -> float:
@@ -238,17 +499,33 @@ def parse_trace(
     seed: int = 0,
     prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
     output_tokens: float = DEFAULT_OUTPUT_TOKENS,
+    rate_scale: float = 1.0,
+    repeat: bool = False,
 ) -> Trace:
-    """Parse the ``--trace`` syntax (see the module docstring)."""
-    kind, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise TraceSyntaxError(f"trace {spec!r}: want KIND:ARGS, e.g. constant:5000")
-    kind = kind.strip().lower()
+    """Parse the ``--trace`` syntax (see the module docstring); ``rate_scale`` as ``--rate-scale``."""
+    if not (rate_scale > 0 and math.isfinite(rate_scale)):
+        raise TraceSyntaxError(f"rate scale must be > 0, got {rate_scale}")
     if output_tokens <= 0:
         raise TraceSyntaxError("output tokens per request must be > 0")
-    kw = dict(prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+    kind, sep, rest = spec.partition(":")
+    if kind.strip().lower() not in KINDS and os.path.exists(spec):
+        return load_trace(spec, rate_scale=rate_scale, seed=seed, prompt_tokens=prompt_tokens,
+                          output_tokens=output_tokens, repeat=repeat)
+    if not sep or not rest:
+        raise TraceSyntaxError(f"trace {spec!r}: want KIND:ARGS (e.g. constant:5000) or an existing file")
+    kind = kind.strip().lower()
     if kind == "csv":
-        return load_csv(rest, prompt_tokens, output_tokens)
+        return load_trace(rest, rate_scale=rate_scale, seed=seed, prompt_tokens=prompt_tokens,
+                          output_tokens=output_tokens, repeat=repeat)
+    t = _parse_kind(spec, kind, rest, seed, prompt_tokens, output_tokens)
+    return RateScaled(t, rate_scale) if rate_scale != 1.0 else t
+
+
+KINDS = ("constant", "step", "ramp", "diurnal", "bursty", "csv")
+
+
+def _parse_kind(spec: str, kind: str, rest: str, seed: int, prompt_tokens: float, output_tokens: float) -> Trace:
+    kw = dict(prompt_tokens=prompt_tokens, output_tokens=output_tokens)
     head, _, tail = rest.partition("@")
     try:
         if kind == "constant":
