@@ -539,6 +539,7 @@ class TokenFactory(Policy):
         inputs = planner.PlannerInputs(
             pools=s.profiles, current=run.replicas(), observations=obs, objectives=s.objectives,
             headroom=s.headroom, slo_attainment=s.spec.objectives.slo_attainment,
+            routing="even" if run.fleet.routing == "Service" else "weighted",
             config=self.config or s.planner_config(),
             metrics_unavailable_reason=f"metrics unavailable ({problem.reason})" if problem else "no metrics")
         plan, self.state = planner.decide(self.state, inputs, run.now)

@@ -494,6 +494,9 @@ class ResolvedPool:
     kilowatts_per_gpu: float
     startup_seconds: float
     sources: dict[str, str]
+    latency_points: tuple[tuple[float, float, float], ...] = ()
+    """The sheet's calibrated (load fraction, ITL p95, TTFT p95) points of one replica, when the sheet has them for
+    this gpuType and GPUs per replica (the SLO planner's prior); empty otherwise."""
 
     @property
     def price_per_replica_hour(self) -> float:
@@ -556,6 +559,8 @@ def resolve_pool(pool: PoolSpec, index: int = 0) -> ResolvedPool:
         kilowatts_per_gpu=kw,
         startup_seconds=float(startup),
         sources=sources,
+        latency_points=(sheet.latency_points if sheet and sheet.latency_gpus in (None, pool.gpus_per_replica)
+                        else ()),
     )
 
 

@@ -61,6 +61,9 @@ class PlannerConfig:
     forecast: ForecastErrors = ForecastErrors()
 
 
+ROUTINGS = ("weighted", "even")
+
+
 @dataclass(frozen=True)
 class PlannerInputs:
     """Everything :func:`decide` needs for one interval.
@@ -75,6 +78,11 @@ class PlannerInputs:
     objectives, for the ``slo_attainment`` quantile of the demand forecast (its error measured from
     history); ``headroom`` is then an optional floor (demand x (1 + headroom), None = none). Left
     None, the planner plans demand x (1 + headroom) on the full capacity (``headroom`` None = 0).
+
+    ``routing``: how requests reach the pods as rendered: ``weighted`` (each pool's share follows
+    its replicas x the plan's capacity per replica: an HTTPRoute weighted by the plan, or a
+    load-aware endpoint picker) or ``even`` (one Service: every ready pod gets the same share,
+    whatever it can carry; then a mix is sized for its slowest pool's per-replica load).
     """
 
     pools: tuple[PoolProfile, ...]
@@ -86,8 +94,12 @@ class PlannerInputs:
     metrics_unavailable_reason: str = "no metrics"
     demand_tokens_per_second: float | None = None
     slo_attainment: float | None = None
+    routing: str = "weighted"
 
     def __post_init__(self) -> None:
+        if self.routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
+
         if self.slo_attainment is not None and not 0.5 <= self.slo_attainment < 1.0:
             raise ValueError(f"slo_attainment must be in [0.5, 1), got {self.slo_attainment}")
 

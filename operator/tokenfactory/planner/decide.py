@@ -115,14 +115,15 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                     headroom=inputs.headroom or 0.0)
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
-    sol = _solve(pools, size.required_at(1.0), inputs.objectives, cur, size.caps)
+    sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
+    size = replace(size, caps=routed)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
     demands = demands + ((now, demand),)
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper = _solve(pools, size.required_at(1 + band), inputs.objectives, cur, size.caps).replicas
+        upper = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps)[0].replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
@@ -148,6 +149,36 @@ def _solve(pools: Sequence[PoolProfile], required: float, objectives: Objectives
                  max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
 
 
+def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: PlannerInputs, cur: Mapping[str, int],
+                  caps: Mapping[str, float]) -> tuple[Solution, dict[str, float]]:
+    """The optimum under the routing as rendered, and the load each replica then carries.
+
+    ``weighted``: shares follow capacity, so each replica carries its own capacity (one solve).
+    ``even``: every ready pod gets the same share, so a mix carries (its replicas) x (the per-replica
+    load of its slowest pool): one solve per candidate slowest pool, with the pools slower than it
+    left out and every replica counted at its load; the best of them (exact: the slowest pool of
+    the optimum is one of the candidates)."""
+    if inputs.routing != "even":
+        return _solve(pools, required, inputs.objectives, cur, caps), dict(caps)
+    best: tuple[tuple[float, float, int, int], Solution, dict[str, float]] | None = None
+    for r in sorted({caps[p.name] for p in pools if p.max_replicas > 0 and caps[p.name] > 0}):
+        slower = [p for p in pools if caps[p.name] < r]
+        if any(p.min_replicas > 0 for p in slower):
+            continue
+        allowed = tuple(p if caps[p.name] >= r else replace(p, min_replicas=0, max_replicas=0) for p in pools)
+        even = {p.name: r for p in pools}
+        sol = _solve(allowed, required, inputs.objectives, cur, even)
+        key = (max(0.0, sol.required_tokens_per_second - sol.capacity_tokens_per_second), sol.dollars_per_hour,
+               sol.changes, sol.gpus)
+        if best is None or key < best[0]:
+            best = (key, sol, even)
+    if best is None:  # every mix includes the slowest pool's minimum: all replicas at its load
+        r = min((caps[p.name] for p in pools), default=0.0)
+        even = {p.name: r for p in pools}
+        return _solve(pools, required, inputs.objectives, cur, even), even
+    return best[1], best[2]
+
+
 def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
                 est: DemandEstimate, horizon: float, now: float) -> Sizing:
     """Plan for the SLO: each pool at the load its learned latency curves allow, for the
@@ -159,7 +190,7 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
     for p in pools:
         ls = by_pool.get(p.name) or cfg.latency.initial(p)
         if obs is not None:
-            ls = cfg.latency.observe(ls, p, obs.pools.get(p.name), now)
+            ls = cfg.latency.observe(ls, p, obs.pools.get(p.name), inputs.objectives, now)
         lat_states.append(ls)
     safe = safe_loads(cfg.latency, lat_states, pools, inputs.objectives)
     eff = {p.name: min(caps[p.name], safe[p.name].tokens_per_second) for p in pools}

@@ -116,15 +116,14 @@ def _slo_plan(a: dict[str, Any]) -> str:
 
 
 def _slo_bound(a: dict[str, Any]) -> str:
-    head = f"{a['pool']} planned at {a['fraction']:.0%} of profile capacity ({tok(a['tokens_per_second'])} tok/s/replica)"
-    curve = (f"curve from the calibrated profile + {a['observations']} intervals observed" if a["prior"]
-             else f"curve from {a['observations']} intervals observed")
-    if a["predicted"] is None:
-        return f"{head}: {a['metric']} p95 {a['objective']:g}s objective, no latency curve yet ({curve})"
-    if a["clamped"]:
-        return (f"{head}: {a['metric']} p95 predicted {a['predicted']:.3g}s there, the {a['objective']:g}s objective "
-                f"is the tightest limit ({curve})")
-    return (f"{head}: bound by {a['metric']} p95, predicted to reach the {a['objective']:g}s objective there ({curve})")
+    head = (f"{a['pool']} planned at {a['fraction']:.0%} of profile capacity ({tok(a['tokens_per_second'])} "
+            f"tok/s/replica)")
+    curve = ("calibrated latency curve" if a["prior"] else "no calibrated latency curve")
+    learned = (f", load scale x{a['scale']:.2f} learned over {a['observations']} intervals" if a["observations"]
+               else "")
+    if a["at_max"]:
+        return f"{head}: {a['metric']} p95 stays within {a['objective']:g}s up to full load ({curve}{learned})"
+    return f"{head}: bound by {a['metric']} p95 {a['objective']:g}s ({curve}{learned})"
 
 
 def _saturated(a: dict[str, Any]) -> str:

@@ -1,20 +1,21 @@
 """How each pool's p95 latencies grow with load, learned online, and the load they allow.
 
-Model (per replica, per latency metric): ``1 / p95(x) = a - b x`` where ``x`` is the delivered rate
-per replica as a fraction of the profile's capacity. This is the shape of both mechanisms that make
-vLLM slower under load: with continuous batching a step takes ``t0 + t1 x batch`` and the batch is
-``rate x ITL`` (Little), so ``ITL = t0 / (1 - t1 x rate)``; and a queue's response time is
-``S / (1 - utilisation)`` (M/M/1). It is linear in ``x`` after the inversion, so weighted least
-squares fits it exactly and fast, and the prior enters as pseudo-observations:
+Prior: the profile's calibrated operating points (``PoolProfile.latency_points``: load as a
+fraction of the profile capacity, ITL p95, TTFT p95; measured on the calibrated engine model,
+``hack/latency_points.py``). Between points the p95 is interpolated linearly in log(p95), and kept
+non-decreasing in load. Latency under continuous batching and queueing is flat at light load and
+then climbs steeply (a queue forms when the batch is full), so what is uncertain is mostly *where*
+the climb starts: the correction learned online is a load scale ``k``, ``p95(x) = prior(k x)``.
 
-* prior: the profile's calibrated operating points (``PoolProfile.latency_points``: load fraction,
-  ITL p95, TTFT p95), worth ``prior_weight`` observations; without points, none (see below);
-* observations: each interval's (x, p95) per pool from Prometheus, weighted 1 and forgotten with
-  ``half_life_seconds``, so what the pool shows now outweighs the prior within a few intervals.
+Each interval whose p95 sits on the climbing part of the prior curve (above ``informative`` x its
+value at the lightest point) gives ``k = x' / x``, ``x'`` the load at which the prior shows that
+p95; ``k`` moves toward the median of the last ``window`` such values by ``gain``. An interval on
+the flat part at a load the prior calls climbing says ``k`` is at most the load where the climb
+starts over x: it caps ``k``. Without points the curve is unknown and the pool is planned at
+``default_load`` until a latency objective is crossed (then ``k`` grows from the observed load).
 
 The load a pool may carry is the ``x`` at which every p95 with an objective stays within it:
-``x* = (a - 1/objective) / b``, clamped to [``min_load``, ``max_load``] of the profile's capacity.
-Without two distinct loads' worth of evidence the pool is planned at ``default_load``.
+``x* = prior^-1(objective) / k``, within [``min_load``, ``max_load``].
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import median
 
 from tokenfactory.planner.types import Objectives, PoolObservation, PoolProfile, Reason
 
@@ -33,57 +35,26 @@ TTFT = "TTFT"
 class LatencyConfig:
     """Tuning of :class:`LatencyLearner` (see the module docstring)."""
 
-    prior_weight: float = 4.0
-    half_life_seconds: float = 3600.0
-    min_observed_load: float = 0.05  # lighter pools say little about the curve (and p95 of few requests)
+    gain: float = 0.5
+    window: int = 5
+    informative: float = 3.0
+    min_observed_load: float = 0.05
     min_load: float = 0.2
     max_load: float = 1.0
-    default_load: float = 0.85
+    default_load: float = 0.8
+    min_scale: float = 0.25
+    max_scale: float = 4.0
     settle_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
-class Fit:
-    """Weighted least-squares sums for ``y = a - b x`` (y = 1 / p95 seconds)."""
-
-    w: float = 0.0
-    wx: float = 0.0
-    wy: float = 0.0
-    wxx: float = 0.0
-    wxy: float = 0.0
-    n: int = 0
-
-    def add(self, x: float, y: float, w: float = 1.0) -> Fit:
-        return Fit(self.w + w, self.wx + w * x, self.wy + w * y, self.wxx + w * x * x, self.wxy + w * x * y,
-                   self.n + 1)
-
-    def scaled(self, k: float) -> Fit:
-        return Fit(self.w * k, self.wx * k, self.wy * k, self.wxx * k, self.wxy * k, self.n)
-
-    def __add__(self, other: Fit) -> Fit:
-        return Fit(self.w + other.w, self.wx + other.wx, self.wy + other.wy, self.wxx + other.wxx,
-                   self.wxy + other.wxy, self.n + other.n)
-
-    def line(self) -> tuple[float, float] | None:
-        """(a, b) of ``y = a - b x``; None without two distinct loads."""
-        if self.w <= 0:
-            return None
-        det = self.w * self.wxx - self.wx * self.wx
-        if det <= 1e-12 * max(1.0, self.w * self.wxx):
-            return None
-        slope = (self.w * self.wxy - self.wx * self.wy) / det
-        a = (self.wy - slope * self.wx) / self.w
-        return a, -slope
-
-
-@dataclass(frozen=True)
 class LatencyState:
-    """Observed evidence of one pool: one fit per metric, and when it was last decayed."""
+    """The learned load scale of one pool and the evidence behind it."""
 
     pool: str
-    itl: Fit = Fit()
-    ttft: Fit = Fit()
-    time: float | None = None
+    scale: float = 1.0
+    samples: tuple[float, ...] = ()  # recent k estimates
+    observations: int = 0
     ready_replicas: int | None = None
     ready_since: float | None = None
 
@@ -92,9 +63,8 @@ class LatencyState:
 class SafeLoad:
     """The load one replica of a pool may carry within the latency objectives.
 
-    ``fraction`` of the profile's capacity; ``bound_by``: the metric that sets it (ITL, TTFT, or ""
-    when no curve or no objective does); ``predicted_p95``: that metric's p95 at this load by the
-    fitted curve; ``observations``: how many intervals of the pool's own evidence the curve has.
+    ``fraction`` of the profile's capacity (``tokens_per_second`` per replica); ``bound_by``: the
+    metric that sets it (ITL, TTFT, or "" when none does); ``scale``: the learned load scale.
     """
 
     pool: str
@@ -102,18 +72,61 @@ class SafeLoad:
     tokens_per_second: float
     bound_by: str
     objective: float | None
-    predicted_p95: float | None
+    scale: float
     observations: int
     why: Reason
 
 
-def _prior(profile: PoolProfile, metric: str, weight: float) -> Fit:
-    pts = [(x, itl if metric == ITL else ttft) for x, itl, ttft in profile.latency_points]
-    pts = [(x, v) for x, v in pts if x >= 0 and v is not None and v > 0 and math.isfinite(v)]
-    fit = Fit()
-    for x, v in pts:
-        fit = fit.add(x, 1.0 / v, weight / len(pts))
-    return fit
+class Curve:
+    """One metric's prior p95 as a function of load: log-linear between points, non-decreasing."""
+
+    def __init__(self, points: Sequence[tuple[float, float]]):
+        pts = sorted((x, v) for x, v in points if x >= 0 and v is not None and v > 0 and math.isfinite(v))
+        out: list[tuple[float, float]] = []
+        for x, v in pts:
+            lv = math.log(v)
+            if out and lv < out[-1][1]:
+                lv = out[-1][1]
+            if out and x <= out[-1][0]:
+                continue
+            out.append((x, lv))
+        self.pts = out
+
+    def __bool__(self) -> bool:
+        return len(self.pts) >= 2
+
+    def at(self, x: float) -> float:
+        """p95 at load ``x`` (flat below the first point, last slope above the last)."""
+        p = self.pts
+        if x <= p[0][0]:
+            return math.exp(p[0][1])
+        for (x0, l0), (x1, l1) in zip(p, p[1:]):
+            if x <= x1:
+                return math.exp(l0 + (l1 - l0) * (x - x0) / (x1 - x0))
+        (x0, l0), (x1, l1) = p[-2], p[-1]
+        return math.exp(l1 + (l1 - l0) * (x - x1) / (x1 - x0))
+
+    def load_for(self, value: float) -> float | None:
+        """The lightest load at which the p95 reaches ``value`` (None: never, within reach)."""
+        p = self.pts
+        lv = math.log(value)
+        if lv <= p[0][1]:
+            return p[0][0] if lv < p[0][1] else p[0][0]
+        for (x0, l0), (x1, l1) in zip(p, p[1:]):
+            if l0 < lv <= l1:
+                return x0 + (x1 - x0) * (lv - l0) / (l1 - l0)
+        (x0, l0), (x1, l1) = p[-2], p[-1]
+        if l1 <= l0:
+            return None
+        return x1 + (x1 - x0) * (lv - l1) / (l1 - l0)
+
+    def climb_start(self, informative: float) -> float:
+        """The load where the p95 first exceeds ``informative`` x its lightest value."""
+        return self.load_for(math.exp(self.pts[0][1]) * informative) or self.pts[-1][0]
+
+
+def _curve(profile: PoolProfile, metric: str) -> Curve:
+    return Curve([(x, itl if metric == ITL else ttft) for x, itl, ttft in profile.latency_points])  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -123,75 +136,83 @@ class LatencyLearner:
     def initial(self, pool: PoolProfile) -> LatencyState:
         return LatencyState(pool=pool.name)
 
-    def observe(self, state: LatencyState, profile: PoolProfile, obs: PoolObservation | None,
+    def observe(self, state: LatencyState, profile: PoolProfile, obs: PoolObservation | None, objectives: Objectives,
                 now: float) -> LatencyState:
-        """Decay the evidence to ``now`` and add this interval's (load, p95) points of the pool."""
+        """Learn the load scale from this interval's (load, p95) of the pool."""
         cfg = self.config
-        itl, ttft = state.itl, state.ttft
-        if state.time is not None and now > state.time and cfg.half_life_seconds > 0:
-            k = 0.5 ** ((now - state.time) / cfg.half_life_seconds)
-            itl, ttft = itl.scaled(k), ttft.scaled(k)
-        base = LatencyState(pool=state.pool, itl=itl, ttft=ttft, time=now, ready_replicas=state.ready_replicas,
-                            ready_since=state.ready_since)
         if obs is None or obs.ready_replicas <= 0 or profile.capacity <= 0 or not obs.tokens_per_second > 0:
-            return base
+            return state
         if state.ready_replicas != obs.ready_replicas or state.ready_since is None:
-            return LatencyState(pool=state.pool, itl=itl, ttft=ttft, time=now, ready_replicas=obs.ready_replicas,
-                                ready_since=now)
+            return LatencyState(state.pool, state.scale, state.samples, state.observations, obs.ready_replicas, now)
         if now - state.ready_since < cfg.settle_seconds:
-            return base
+            return state
         x = obs.tokens_per_second / obs.ready_replicas / profile.capacity
         if not math.isfinite(x) or x < cfg.min_observed_load:
-            return base
-        if _usable(obs.itl_p95_seconds):
-            itl = itl.add(x, 1.0 / obs.itl_p95_seconds)  # type: ignore[operator]
-        if _usable(obs.ttft_p95_seconds):
-            ttft = ttft.add(x, 1.0 / obs.ttft_p95_seconds)  # type: ignore[operator]
-        return LatencyState(pool=state.pool, itl=itl, ttft=ttft, time=now, ready_replicas=state.ready_replicas,
-                            ready_since=state.ready_since)
+            return state
+        ks: list[float] = []
+        cap = math.inf
+        for metric, seen, objective in ((ITL, obs.itl_p95_seconds, objectives.itl_p95_seconds),
+                                        (TTFT, obs.ttft_p95_seconds, objectives.ttft_p95_seconds)):
+            if objective is None or seen is None or not seen > 0:
+                continue
+            k, bound = self._evidence(_curve(profile, metric), x, seen, objective)
+            if k is not None:
+                ks.append(k)
+            cap = min(cap, bound)
+        if not ks and cap == math.inf:
+            return state
+        samples = state.samples
+        if ks:
+            samples = (samples + (max(ks),))[-cfg.window:]
+        target = median(samples) if samples else state.scale
+        scale = state.scale + cfg.gain * (target - state.scale) if ks else state.scale
+        scale = min(scale, cap)
+        scale = min(cfg.max_scale, max(cfg.min_scale, scale))
+        return LatencyState(state.pool, scale, samples, state.observations + 1, state.ready_replicas,
+                            state.ready_since)
+
+    def _evidence(self, curve: Curve, x: float, seen: float, objective: float) -> tuple[float | None, float]:
+        """(k measured, upper bound on k) from one (load, p95) point of one metric."""
+        cfg = self.config
+        if not curve:  # no prior: a crossed objective says the load there is the limit
+            if math.isinf(seen) or seen > objective:
+                return cfg.default_load / x if x > 0 else None, math.inf
+            return None, math.inf
+        start = curve.climb_start(cfg.informative)
+        base = curve.at(0.0)
+        if math.isinf(seen):
+            return (curve.pts[-1][0] / x if x > 0 else None), math.inf
+        if seen > base * cfg.informative:
+            x_prior = curve.load_for(seen)
+            return (x_prior / x if x_prior is not None else None), math.inf
+        return None, (start / x if x > start else math.inf)
 
     def safe_load(self, state: LatencyState, profile: PoolProfile, objectives: Objectives) -> SafeLoad:
         """The largest load fraction at which every p95 with an objective is predicted within it."""
         cfg = self.config
-        best: tuple[float, str, float | None, float | None, int] | None = None
-        for metric, objective, seen in ((ITL, objectives.itl_p95_seconds, state.itl),
-                                        (TTFT, objectives.ttft_p95_seconds, state.ttft)):
+        best: tuple[float, str, float] | None = None
+        for metric, objective in ((ITL, objectives.itl_p95_seconds), (TTFT, objectives.ttft_p95_seconds)):
             if objective is None or objective <= 0:
                 continue
-            fit = _prior(profile, metric, cfg.prior_weight) + seen
-            line = fit.line()
-            if line is None:
-                x, p95 = cfg.default_load, None
+            curve = _curve(profile, metric)
+            if curve:
+                x_prior = curve.load_for(objective)
+                x = cfg.max_load if x_prior is None else x_prior / state.scale
             else:
-                x, p95 = _solve(line, objective, cfg)
+                x = cfg.default_load / state.scale
+            x = min(cfg.max_load, max(cfg.min_load, x))
             if best is None or x < best[0]:
-                best = (x, metric, objective, p95, seen.n)
+                best = (x, metric, objective)
         if best is None:
             x = cfg.max_load
             why = Reason.of("slo.no_latency_objective", pool=profile.name, fraction=x)
-            return SafeLoad(profile.name, x, x * profile.capacity, "", None, None, 0, why)
-        x, metric, objective, p95, n = best
+            return SafeLoad(profile.name, x, x * profile.capacity, "", None, state.scale, state.observations, why)
+        x, metric, objective = best
         why = Reason.of("slo.bound", pool=profile.name, fraction=x, tokens_per_second=x * profile.capacity,
-                        metric=metric, objective=objective, predicted=p95, observations=n,
-                        prior=bool(profile.latency_points), clamped=x in (cfg.min_load, cfg.max_load))
-        return SafeLoad(profile.name, x, x * profile.capacity, metric, objective, p95, n, why)
-
-
-def _usable(v: float | None) -> bool:
-    return v is not None and v > 0 and math.isfinite(v)
-
-
-def _solve(line: tuple[float, float], objective: float, cfg: LatencyConfig) -> tuple[float, float | None]:
-    """The load at which ``1 / (a - b x)`` reaches ``objective``, clamped; and the p95 there."""
-    a, b = line
-    target = 1.0 / objective
-    if b <= 0:  # latency does not grow with load: more replicas would not change it
-        x = cfg.max_load
-    else:
-        x = (a - target) / b
-    x = min(cfg.max_load, max(cfg.min_load, x))
-    y = a - b * x
-    return x, (1.0 / y if y > 0 else None)
+                        metric=metric, objective=objective, scale=state.scale, observations=state.observations,
+                        prior=bool(profile.latency_points), at_max=x >= cfg.max_load)
+        return SafeLoad(profile.name, x, x * profile.capacity, metric, objective, state.scale, state.observations,
+                        why)
 
 
 def safe_loads(learner: LatencyLearner, states: Sequence[LatencyState], pools: Sequence[PoolProfile],
