@@ -161,7 +161,8 @@ def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: Planner
     if inputs.routing != "even":
         return _solve(pools, required, inputs.objectives, cur, caps), dict(caps)
     best: tuple[tuple[float, float, int, int], Solution, dict[str, float]] | None = None
-    for r in sorted({caps[p.name] for p in pools if p.max_replicas > 0 and caps[p.name] > 0}):
+    # fastest candidate first, ties kept: the kept optimum then uses a pool at its candidate load
+    for r in sorted({caps[p.name] for p in pools if p.max_replicas > 0 and caps[p.name] > 0}, reverse=True):
         slower = [p for p in pools if caps[p.name] < r]
         if any(p.min_replicas > 0 for p in slower):
             continue
