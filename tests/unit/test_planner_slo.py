@@ -23,7 +23,7 @@ from tokenfactory.planner import (
 from tokenfactory.planner.config import PlannerState
 from tokenfactory.planner.decide import _solve_routed
 from tokenfactory.planner.forecast import ForecastErrors, ForecastState
-from tokenfactory.planner.latency import Curve, LatencyLearner, LatencyState
+from tokenfactory.planner.latency import Curve, LatencyLearner, LatencyState, WindowNoise
 
 H200_POINTS = gpusheet.lookup("h200").latency_points
 GB300_POINTS = gpusheet.lookup("gb300").latency_points
@@ -95,6 +95,18 @@ def test_settling_after_a_replica_change_ignores_the_interval():
     assert s.scale == 1.0
 
 
+def test_window_noise_margin_is_the_quantile_of_the_load_a_window_brings():
+    n1 = WindowNoise(quantile=0.99, replicas=1, tokens_per_request=500.0)
+    x, margin = n1.planned(0.9, 720.0)
+    requests = x * 720.0 * 30.0 / 500.0
+    assert margin == pytest.approx(2.3263 * math.sqrt(2.0 / requests), rel=1e-3)
+    assert x * (1 + margin) == pytest.approx(0.9, rel=1e-6)
+    x20, m20 = WindowNoise(quantile=0.99, replicas=20, tokens_per_request=500.0).planned(0.9, 720.0)
+    assert m20 < margin and x20 > x  # a bigger pool's window load is steadier
+    x95, _ = WindowNoise(quantile=0.95, replicas=1, tokens_per_request=500.0).planned(0.9, 720.0)
+    assert x95 > x
+
+
 # ------------------------------------------------------------------------------------- forecast errors
 
 
@@ -144,15 +156,21 @@ def slo_inputs(current, demand, **kw):
 
 
 def test_slo_plan_sizes_pools_at_their_latency_safe_load_with_reasons():
-    plan, state = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 50_000), 0.0)
+    plan, state = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 45_000), 0.0)
     lat = LatencyLearner()
-    g = lat.safe_load(lat.initial(GB300), GB300, OBJ).tokens_per_second
-    h = lat.safe_load(lat.initial(H200), H200, OBJ).tokens_per_second
+
+    def safe(pool, replicas):  # the window noise of the replicas planned; the planner's default 1,000 tok/request
+        noise = WindowNoise(quantile=0.99, replicas=replicas, tokens_per_request=1000.0)
+        return lat.safe_load(lat.initial(pool), pool, OBJ, noise).tokens_per_second
+
+    g, h = safe(GB300, plan.replicas["gb300"]), safe(H200, plan.replicas["h200"])
+    assert g < lat.safe_load(lat.initial(GB300), GB300, OBJ).tokens_per_second  # room for the window noise
+    assert safe(H200, 1) < h  # one replica's window load is noisier than a pool's
     by = {p.name: p for p in plan.pools}
     assert by["gb300"].capacity_per_replica == pytest.approx(g)
     assert by["h200"].capacity_per_replica == pytest.approx(h)
-    # the prior band (no errors measured yet) on 50,000: needs 50,000 x (1 + 2.326 x 0.05)
-    need = 50_000 * (1 + 2.326 * 0.05)
+    # the prior band (no errors measured yet) on 45,000: needs 45,000 x (1 + 2.326 x 0.05)
+    need = 45_000 * (1 + 2.326 * 0.05)
     assert plan.required_tokens_per_second == pytest.approx(need, rel=1e-3)
     assert plan.replicas["gb300"] == 2 and plan.replicas["h200"] == math.ceil((need - 2 * g) / h)
     reason = by["h200"].reason

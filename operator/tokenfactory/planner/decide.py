@@ -10,7 +10,7 @@ from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
 from tokenfactory.planner.forecast import ForecastState
-from tokenfactory.planner.latency import LatencyState, SafeLoad, safe_loads
+from tokenfactory.planner.latency import LatencyState, SafeLoad, WindowNoise, safe_loads
 from tokenfactory.planner.plans import compose, hold
 from tokenfactory.planner.solver import solve
 from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_band, stabilise, track_excursions
@@ -116,6 +116,8 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
     sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
+    if size.slo is not None:
+        size, sol, routed = _slo_refined(inputs, pools, caps, size, cur, sol, routed)
     size = replace(size, caps=routed)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
@@ -193,8 +195,7 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
         if obs is not None:
             ls = cfg.latency.observe(ls, p, obs.pools.get(p.name), inputs.objectives, now)
         lat_states.append(ls)
-    safe = safe_loads(cfg.latency, lat_states, pools, inputs.objectives)
-    eff = {p.name: min(caps[p.name], safe[p.name].tokens_per_second) for p in pools}
+    safe, eff = _safe(inputs, pools, caps, tuple(lat_states), inputs.current)
     fstate = state.forecast
     now_demand = None
     if inputs.demand_tokens_per_second is None and est.state.level is not None:
@@ -213,6 +214,34 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
                      floor_binds=floor is not None and floor > required)
     return Sizing(required=max(required, floor or 0.0), caps=eff, need=need, demand=est.demand,
                   headroom=inputs.headroom or 0.0, slo=safe, latency=tuple(lat_states), forecast=fstate)
+
+
+def _safe(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
+          lat_states: tuple[LatencyState, ...], replicas: Mapping[str, int]) -> tuple[dict[str, SafeLoad],
+                                                                                 dict[str, float]]:
+    """Each pool's latency-safe load with room for the window noise of ``replicas`` replicas, and
+    what a replica then counts for (at most its learned capacity)."""
+    cfg, obs = inputs.config, inputs.observations
+    q = float(inputs.slo_attainment or 0.99)
+    tpr = obs.tokens_per_request if obs is not None and obs.tokens_per_request else cfg.demand.tokens_per_request
+    noise = {p.name: WindowNoise(quantile=q, replicas=max(1, int(replicas.get(p.name, 0))), tokens_per_request=tpr,
+                                 window_seconds=cfg.demand.reference_interval_seconds) for p in pools}
+    safe = safe_loads(cfg.latency, lat_states, pools, inputs.objectives, noise)
+    return safe, {p.name: min(caps[p.name], safe[p.name].tokens_per_second) for p in pools}
+
+
+def _slo_refined(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float], size: Sizing,
+                 cur: Mapping[str, int], sol: Solution, routed: dict[str, float]
+                 ) -> tuple[Sizing, Solution, dict[str, float]]:
+    """The window noise depends on how many replicas share a pool's load: re-size with the counts the
+    optimum plans (a few passes; kept when they agree with the counts they were sized for)."""
+    for _ in range(3):
+        safe, eff = _safe(inputs, pools, caps, size.latency, {n: max(v, 1) for n, v in sol.replicas.items()})
+        if all(abs(eff[n] - size.caps[n]) <= 1e-9 * max(1.0, eff[n]) for n in eff):
+            break
+        size = replace(size, caps=eff, slo=safe)
+        sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
+    return size, sol, routed
 
 
 def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> str | None:

@@ -123,7 +123,11 @@ def _slo_bound(a: dict[str, Any]) -> str:
                else "")
     if a["at_max"]:
         return f"{head}: {a['metric']} p95 stays within {a['objective']:g}s up to full load ({curve}{learned})"
-    return f"{head}: bound by {a['metric']} p95 {a['objective']:g}s ({curve}{learned})"
+    noise = ""
+    if a["margin"]:
+        noise = (f"; typical window at {a['typical']:.0%}, {a['margin']:.1%} below it for the {a['quantile']:.3g} "
+                 f"quantile window's load")
+    return f"{head}: bound by {a['metric']} p95 {a['objective']:g}s ({curve}{learned}{noise})"
 
 
 def _saturated(a: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import median
+from statistics import NormalDist, median
 
 from tokenfactory.planner.types import Objectives, PoolObservation, PoolProfile, Reason
 
@@ -187,8 +187,10 @@ class LatencyLearner:
             return (x_prior / x if x_prior is not None else None), math.inf
         return None, (start / x if x > start else math.inf)
 
-    def safe_load(self, state: LatencyState, profile: PoolProfile, objectives: Objectives) -> SafeLoad:
-        """The largest load fraction at which every p95 with an objective is predicted within it."""
+    def safe_load(self, state: LatencyState, profile: PoolProfile, objectives: Objectives,
+                  noise: WindowNoise | None = None) -> SafeLoad:
+        """The largest load fraction at which every p95 with an objective is predicted within it,
+        with room for the window-to-window load noise (``noise``; None: none)."""
         cfg = self.config
         best: tuple[float, str, float] | None = None
         for metric, objective in ((ITL, objectives.itl_p95_seconds), (TTFT, objectives.ttft_p95_seconds)):
@@ -207,15 +209,51 @@ class LatencyLearner:
             x = cfg.max_load
             why = Reason.of("slo.no_latency_objective", pool=profile.name, fraction=x)
             return SafeLoad(profile.name, x, x * profile.capacity, "", None, state.scale, state.observations, why)
-        x, metric, objective = best
+        x_typical, metric, objective = best
+        x, margin = x_typical, 0.0
+        if noise is not None and x_typical < cfg.max_load:
+            x, margin = noise.planned(x_typical, profile.capacity)
+            x = max(cfg.min_load, x)
         why = Reason.of("slo.bound", pool=profile.name, fraction=x, tokens_per_second=x * profile.capacity,
                         metric=metric, objective=objective, scale=state.scale, observations=state.observations,
-                        prior=bool(profile.latency_points), at_max=x >= cfg.max_load)
+                        prior=bool(profile.latency_points), at_max=x_typical >= cfg.max_load, typical=x_typical,
+                        margin=margin, quantile=noise.quantile if noise is not None else None)
         return SafeLoad(profile.name, x, x * profile.capacity, metric, objective, state.scale, state.observations,
                         why)
 
 
+@dataclass(frozen=True)
+class WindowNoise:
+    """The load one metrics window brings a pool fluctuates around its mean (Poisson arrivals,
+    request sizes): relative standard deviation ``sqrt(size_factor / N)``, ``N`` the requests the pool
+    receives in ``window_seconds`` at that load (``replicas`` x per-replica rate / tokens per request).
+    A pool is planned at the load whose ``quantile`` window stays below its typical safe load:
+    ``x (1 + z_q sqrt(size_factor / N(x))) = x*`` (so the window p95s stay within the objectives in
+    that share of windows)."""
+
+    quantile: float
+    replicas: int
+    tokens_per_request: float
+    window_seconds: float = 30.0
+    size_factor: float = 2.0  # 1 + CV^2 of request sizes (exponential-like sizes)
+
+    def planned(self, x_safe: float, capacity: float) -> tuple[float, float]:
+        """(load fraction, relative margin z sigma at it)."""
+        z = NormalDist().inv_cdf(min(max(self.quantile, 0.5), 1 - 1e-6))
+        per_x = max(1, self.replicas) * capacity * self.window_seconds / max(1e-9, self.tokens_per_request)
+        x, margin = x_safe, 0.0
+        for _ in range(30):  # fixed point: the margin shrinks as the load (and N) grows
+            n = max(1e-9, x * per_x)
+            margin = z * math.sqrt(self.size_factor / n)
+            nxt = x_safe / (1 + margin)
+            if abs(nxt - x) < 1e-9:
+                break
+            x = nxt
+        return x, margin
+
+
 def safe_loads(learner: LatencyLearner, states: Sequence[LatencyState], pools: Sequence[PoolProfile],
-               objectives: Objectives) -> dict[str, SafeLoad]:
+               objectives: Objectives, noise: dict[str, WindowNoise] | None = None) -> dict[str, SafeLoad]:
     by_pool = {s.pool: s for s in states}
-    return {p.name: learner.safe_load(by_pool.get(p.name) or learner.initial(p), p, objectives) for p in pools}
+    return {p.name: learner.safe_load(by_pool.get(p.name) or learner.initial(p), p, objectives,
+                                      (noise or {}).get(p.name)) for p in pools}
