@@ -7,10 +7,10 @@ for ``forecast x (1 + e_q)``, ``e_q`` the ``q``-quantile of the errors over ``wi
 (a day: the SLO target is a share of a day's intervals, so a rare jump that no plan could have
 foreseen stays below the quantile, while recurring bursts do not).
 
-Errors depend on where demand sits in its recent range (a burst starts from the trough and ends at
-the peak), so they are kept by *position*: the forecast over the highest demand of the last
-``peak_seconds``, in ``bins`` equal bins; the quantile is taken among the errors made at the same
-position as now. With fewer than ``1 / (1 - q)`` errors there, the robust normal approximation
+Errors depend on the demand level (a burst starts from the trough and ends at the peak; the
+relative noise of a measured rate shrinks as the rate grows), so they are kept by *level*: the
+point forecast in bins of a factor ``bin_factor`` (log scale); the quantile is taken among the
+errors made at the same level as now. With fewer than ``1 / (1 - q)`` errors there, the robust normal approximation
 ``median + z_q x 1.4826 MAD`` over them (all positions when that bin has fewer than
 ``prior_samples``), its spread shrunk toward ``prior_std`` with the weight of ``prior_samples``.
 
@@ -31,15 +31,15 @@ class ForecastConfig:
     window_seconds: float = 24 * 3600.0
     max_errors: int = 5000
     peak_seconds: float = 7200.0
-    bins: int = 4
+    bin_factor: float = 2.0
     prior_std: float = 0.05
     prior_samples: float = 10.0
 
 
 @dataclass(frozen=True)
 class ForecastState:
-    pending: tuple[tuple[float, float, int], ...] = ()  # (due time, point forecast, position bin)
-    errors: tuple[tuple[float, int, float], ...] = ()  # (time realised, position bin, actual / forecast - 1)
+    pending: tuple[tuple[float, float, int], ...] = ()  # (due time, point forecast, level bin)
+    errors: tuple[tuple[float, int, float], ...] = ()  # (time realised, level bin, actual / forecast - 1)
     recent: tuple[tuple[float, float], ...] = ()  # (time, realised demand) over peak_seconds
 
 
@@ -49,10 +49,9 @@ class Band:
 
     quantile: float
     error: float
-    samples: int  # errors behind it (at this position, or all)
+    samples: int  # errors behind it (at this level, or all)
     measured: bool  # False: still mostly the prior
-    position: int  # bin of forecast / recent peak (0 = trough .. bins-1 = peak)
-    bins: int
+    position: int  # level bin of the point forecast (log scale)
     noise: float = 0.0  # robust band of all errors
     peak: float = 0.0  # highest demand of the last peak_seconds
 
@@ -76,10 +75,7 @@ class ForecastErrors:
     config: ForecastConfig = ForecastConfig()
 
     def position(self, state: ForecastState, point: float) -> int:
-        peak = max((d for _, d in state.recent), default=0.0)
-        if peak <= 0:
-            return self.config.bins - 1
-        return min(self.config.bins - 1, max(0, int(point / peak * self.config.bins)))
+        return int(math.floor(math.log(max(1.0, point)) / math.log(max(1.0001, self.config.bin_factor))))
 
     def observe(self, state: ForecastState, actual: float, point: float, horizon: float,
                 now: float) -> ForecastState:
@@ -108,7 +104,7 @@ class ForecastErrors:
         err = _empirical(errs, q) if len(errs) >= 1.0 / max(1e-9, 1.0 - q) else self._robust(errs, q)
         peak = max((d for _, d in state.recent), default=0.0)
         return Band(quantile=q, error=err, samples=len(errs), measured=len(errs) >= cfg.prior_samples,
-                    position=pos, bins=cfg.bins, noise=noise, peak=peak)
+                    position=pos, noise=noise, peak=peak)
 
     def _robust(self, errs: list[float], q: float) -> float:
         """median + z_q x 1.4826 MAD, the spread shrunk toward the prior (normal errors: the q-quantile)."""
