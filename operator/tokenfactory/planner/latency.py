@@ -9,7 +9,8 @@ the climb starts: the correction learned online is a load scale ``k``, ``p95(x) 
 
 Each interval whose p95 sits on the climbing part of the prior curve (above ``informative`` x its
 value at the lightest point) gives ``k = x' / x``, ``x'`` the load at which the prior shows that
-p95; ``k`` moves toward the median of the last ``window`` such values by ``gain``. An interval on
+p95; ``k`` moves toward the median of the last ``window`` such values (at most ``sample_max_age_seconds`` old; with none left,
+toward the prior's 1) by ``gain``. An interval on
 the flat part at a load the prior calls climbing says ``k`` is at most the load where the climb
 starts over x: it caps ``k``. Without points the curve is unknown and the pool is planned at
 ``default_load`` until a latency objective is crossed (then ``k`` grows from the observed load).
@@ -45,6 +46,7 @@ class LatencyConfig:
     min_scale: float = 0.25
     max_scale: float = 4.0
     settle_seconds: float = 60.0
+    sample_max_age_seconds: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class LatencyState:
 
     pool: str
     scale: float = 1.0
-    samples: tuple[float, ...] = ()  # recent k estimates
+    samples: tuple[tuple[float, float], ...] = ()  # (time, k estimate), recent
     observations: int = 0
     ready_replicas: int | None = None
     ready_since: float | None = None
@@ -159,16 +161,16 @@ class LatencyLearner:
             if k is not None:
                 ks.append(k)
             cap = min(cap, bound)
-        if not ks and cap == math.inf:
+        if not ks and cap == math.inf and not state.samples and state.scale == 1.0:
             return state
-        samples = state.samples
+        samples = tuple(sm for sm in state.samples if now - sm[0] <= cfg.sample_max_age_seconds)
         if ks:
-            samples = (samples + (max(ks),))[-cfg.window:]
-        target = median(samples) if samples else state.scale
-        scale = state.scale + cfg.gain * (target - state.scale) if ks else state.scale
+            samples = (samples + ((now, max(ks)),))[-cfg.window:]
+        target = median(k for _, k in samples) if samples else 1.0
+        scale = state.scale + cfg.gain * (target - state.scale)
         scale = min(scale, cap)
         scale = min(cfg.max_scale, max(cfg.min_scale, scale))
-        return LatencyState(state.pool, scale, samples, state.observations + 1, state.ready_replicas,
+        return LatencyState(state.pool, scale, samples, state.observations + (1 if ks else 0), state.ready_replicas,
                             state.ready_since)
 
     def _evidence(self, curve: Curve, x: float, seen: float, objective: float) -> tuple[float | None, float]:
