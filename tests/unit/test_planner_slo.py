@@ -9,12 +9,10 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tokenfactory import api, gpusheet
 from tokenfactory.planner import (
     Objectives,
     Observations,
-    PlannerConfig,
     PlannerInputs,
     PoolObservation,
     PoolProfile,
@@ -40,9 +38,9 @@ OBJ = Objectives(ttft_p95_seconds=2.0, itl_p95_seconds=0.1)
 
 def test_curve_interpolates_monotone_and_inverts():
     c = Curve([(x, ttft) for x, _, ttft in H200_POINTS])
-    xs = [i / 100 for i in range(0, 100)]
+    xs = [i / 100 for i in range(100)]
     vals = [c.at(x) for x in xs]
-    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(vals))
     for target in (0.5, 1.0, 2.0, 5.0):
         x = c.load_for(target)
         assert x is not None and c.at(x) == pytest.approx(target, rel=1e-9)
@@ -110,7 +108,8 @@ def test_window_noise_margin_is_the_quantile_of_the_load_a_window_brings():
 # ------------------------------------------------------------------------------------- forecast errors
 
 
-def _run_errors(actuals, forecast, horizon=60.0, step=30.0, fe=ForecastErrors()):
+def _run_errors(actuals, forecast, horizon=60.0, step=30.0):
+    fe = ForecastErrors()
     st = ForecastState()
     for i, a in enumerate(actuals):
         st = fe.observe(st, a, forecast(i), horizon, i * step)
@@ -156,7 +155,7 @@ def slo_inputs(current, demand, **kw):
 
 
 def test_slo_plan_sizes_pools_at_their_latency_safe_load_with_reasons():
-    plan, state = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 45_000), 0.0)
+    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 45_000), 0.0)
     lat = LatencyLearner()
 
     def safe(pool, replicas):  # the window noise of the replicas planned; the planner's default 1,000 tok/request

@@ -75,7 +75,7 @@ class ForecastErrors:
     config: ForecastConfig = ForecastConfig()
 
     def position(self, state: ForecastState, point: float) -> int:
-        return int(math.floor(math.log(max(1.0, point)) / math.log(max(1.0001, self.config.bin_factor))))
+        return math.floor(math.log(max(1.0, point)) / math.log(max(1.0001, self.config.bin_factor)))
 
     def observe(self, state: ForecastState, actual: float, point: float, horizon: float,
                 now: float) -> ForecastState:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from statistics import NormalDist, median
 
 from tokenfactory.planner.types import Objectives, PoolObservation, PoolProfile, Reason
@@ -102,7 +103,7 @@ class Curve:
         p = self.pts
         if x <= p[0][0]:
             return math.exp(p[0][1])
-        for (x0, l0), (x1, l1) in zip(p, p[1:]):
+        for (x0, l0), (x1, l1) in pairwise(p):
             if x <= x1:
                 return math.exp(l0 + (l1 - l0) * (x - x0) / (x1 - x0))
         (x0, l0), (x1, l1) = p[-2], p[-1]
@@ -113,8 +114,8 @@ class Curve:
         p = self.pts
         lv = math.log(value)
         if lv <= p[0][1]:
-            return p[0][0] if lv < p[0][1] else p[0][0]
-        for (x0, l0), (x1, l1) in zip(p, p[1:]):
+            return p[0][0]
+        for (x0, l0), (x1, l1) in pairwise(p):
             if l0 < lv <= l1:
                 return x0 + (x1 - x0) * (lv - l0) / (l1 - l0)
         (x0, l0), (x1, l1) = p[-2], p[-1]
