@@ -40,6 +40,7 @@ class LatencyConfig:
     gain: float = 0.5
     window: int = 5
     informative: float = 3.0
+    evidence_load: float = 0.5  # high latency counts only at >= this x the load where the prior climbs
     min_observed_load: float = 0.05
     min_load: float = 0.2
     max_load: float = 1.0
@@ -186,6 +187,8 @@ class LatencyLearner:
         if math.isinf(seen):
             return (curve.pts[-1][0] / x if x > 0 else None), math.inf
         if seen > base * cfg.informative:
+            if x < cfg.evidence_load * start:  # a queue at light load is a drain or no capacity matter
+                return None, math.inf
             x_prior = curve.load_for(seen)
             return (x_prior / x if x_prior is not None else None), math.inf
         return None, (start / x if x > start else math.inf)
