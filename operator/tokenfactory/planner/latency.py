@@ -9,11 +9,14 @@ the climb starts: the correction learned online is a load scale ``k``, ``p95(x) 
 
 Each interval whose p95 sits on the climbing part of the prior curve (above ``informative`` x its
 value at the lightest point) gives ``k = x' / x``, ``x'`` the load at which the prior shows that
-p95; ``k`` moves toward the median of the last ``window`` such values (at most ``sample_max_age_seconds`` old; with none left,
-toward the prior's 1) by ``gain``. An interval on
-the flat part at a load the prior calls climbing says ``k`` is at most the load where the climb
-starts over x: it caps ``k``. Without points the curve is unknown and the pool is planned at
-``default_load`` until a latency objective is crossed (then ``k`` grows from the observed load).
+p95; ``k`` moves by ``gain`` toward the median of the last ``window`` such values (at most
+``sample_max_age_seconds`` old; with none left, toward the prior's 1). High latency at a load
+under ``evidence_load`` x the load where the prior climbs is not evidence (a queue left over from
+an overload draining, or a cause more replicas would not fix; the capacity estimator ignores it
+likewise). An interval on the flat part at a load the prior calls climbing says ``k`` is at most
+the load where the climb starts over x: it caps ``k``. Without points the curve is unknown and
+the pool is planned at ``default_load`` until a latency objective is crossed (then ``k`` grows
+from the observed load). ``WindowNoise`` then leaves room for the load a window brings.
 
 The load a pool may carry is the ``x`` at which every p95 with an objective stays within it:
 ``x* = prior^-1(objective) / k``, within [``min_load``, ``max_load``].
