@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # TokenFactory operator image (see docs/deploy.md):
 #   docker build -t REGISTRY/tokenfactory-operator:0.1.0 .
-# Two stages: the first builds a virtual environment with the package and its dependencies, the
+# Two stages: the first builds a virtual environment with the operator package and its runtime
+# dependencies only (kopf, lightkube, pydantic, prometheus-client, httpx, PyYAML: no extras, so no
+# simulator/demo/benchmark dependencies such as matplotlib, rich or cryptography), the
 # second copies only that environment onto a clean base and runs as a non-root user (65532), with
 # bytecode precompiled so the container works on a read-only root filesystem.
 # The base is pinned by tag; pin it by digest too (python:3.11-slim@sha256:...) for reproducible builds.
@@ -17,7 +19,8 @@ COPY pyproject.toml README.md ./
 COPY operator/tokenfactory ./operator/tokenfactory
 RUN /opt/tokenfactory/bin/pip install --no-compile . \
  && /opt/tokenfactory/bin/python -m compileall -q -j 0 /opt/tokenfactory/lib \
- && /opt/tokenfactory/bin/tokenfactory --version
+ && /opt/tokenfactory/bin/tokenfactory --version \
+ && /opt/tokenfactory/bin/tokenfactory run --help >/dev/null
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tokenfactory-operator" \
@@ -31,8 +34,7 @@ ENV PATH=/opt/tokenfactory/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    USER=tokenfactory \
-    MPLCONFIGDIR=/tmp
+    USER=tokenfactory
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["tokenfactory"]

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install everything TokenFactory's demo and tests need, from the project's own files:
-#   - Debian's Prometheus (apt), when /usr/bin/prometheus is missing
+#   - Debian's Prometheus (apt), when /usr/bin/prometheus is missing (its promtool; the tests run the
+#     Prometheus v3 that build-binaries.sh builds, which has kubernetes_sd_configs)
 #   - a Python virtual environment in .venv with the package and its test dependencies
 #   - the local control plane's binaries, built from Go modules into ~/.cache/tokenfactory/bin
+#     (etcd, Kubernetes, kwok, helm, Prometheus)
 # Safe to re-run: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."

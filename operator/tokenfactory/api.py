@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -28,7 +28,23 @@ SHORT_NAMES = ["tf"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# A Service name (RFC 1035 label): the factory's name becomes the Service name, so it must start with a letter.
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# At most 4 parts of at most 6 digits: "1h30m", "500ms", never a number that overflows a Go duration.
+DURATION = r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h)){1,4}$"
+# A Kubernetes resource quantity (no sign: requests and limits are never negative), e.g. 8, 500m, 64Gi, 1e3.
+QUANTITY = (r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+NO_SPACE = r"^\S+$"
+# Names: <factory> is the Service, <factory>-<pool> each Deployment; both must fit a 63-character label.
+NAME_MAX = 63
+POOL_NAME_MAX = 24
+INTERVAL_MIN, INTERVAL_MAX = "1s", "1h"
+WINDOW_MIN, WINDOW_MAX = "5s", "24h"
+STABILIZATION_MAX = "24h"
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -59,10 +75,13 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        # As the apiserver: "8" is not an integer and 8.5 is not a count (JSON types, no coercion).
+        strict=True,
     )
 
 
-Quantity = int | str
+Quantity = Annotated[int, Field(ge=0, le=10**15)] | Annotated[str, Field(min_length=1, max_length=64, pattern=QUANTITY)]
+"""A Kubernetes quantity: a non-negative integer or a string such as 500m, 64Gi, 1e3."""
 
 
 # --------------------------------------------------------------------------------------------- spec
@@ -84,23 +103,106 @@ class ModelSpec(Model):
     """Weight quantization (vLLM --quantization). Leave unset to serve the checkpoint as it is."""
 
 
+class KeySelector(Model):
+    """A key of a Secret or ConfigMap in the factory's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the Secret or ConfigMap (its author must be allowed to get it, see docs/deploy.md)."""
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """The key to read."""
+    optional: bool | None = None
+    """Whether the container starts when the object or key is missing."""
+
+
+class FieldSelector(Model):
+    """A field of the pod (e.g. metadata.name, status.podIP)."""
+
+    field_path: str = Field(min_length=1, max_length=256, pattern=NO_SPACE)
+    """Path of the field, e.g. metadata.name."""
+    api_version: str | None = Field(default=None, max_length=64, pattern=NO_SPACE)
+    """Schema version the path is written in (default v1)."""
+
+
+class ResourceFieldSelector(Model):
+    """A resource request or limit of the container (e.g. limits.memory)."""
+
+    resource: str = Field(min_length=1, max_length=256, pattern=NO_SPACE)
+    """The resource, e.g. limits.memory."""
+    container_name: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """Container name (default: the vLLM container)."""
+    divisor: Quantity | None = None
+    """Output unit, e.g. 1Mi."""
+
+
+_ENV_SOURCE_RULES: list[Any] = [
+    cel("[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)]"
+        ".filter(x, x).size() == 1",
+        "set exactly one of secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef"),
+]
+
+
+class EnvVarSource(Model):
+    """Where a variable's value comes from: exactly one of the four sources."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ENV_SOURCE_RULES})
+
+    secret_key_ref: KeySelector | None = None
+    """A key of a Secret in the factory's namespace."""
+    config_map_key_ref: KeySelector | None = None
+    """A key of a ConfigMap in the factory's namespace."""
+    field_ref: FieldSelector | None = None
+    """A field of the pod."""
+    resource_field_ref: ResourceFieldSelector | None = None
+    """A resource of the container."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        given = [self.secret_key_ref, self.config_map_key_ref, self.field_ref, self.resource_field_ref]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError(_ENV_SOURCE_RULES[0]["message"])
+        return self
+
+
+_ENV_RULES: list[Any] = [cel("!(has(self.value) && has(self.valueFrom))", "set value or valueFrom, not both")]
+
+
 class EnvVar(Model):
     """An environment variable for the vLLM container."""
 
-    name: str = Field(min_length=1, max_length=256)
-    """Variable name."""
-    value: str | None = None
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ENV_RULES})
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
+    """Variable name (letters, digits, '_', '-', '.'; not starting with a digit)."""
+    value: str | None = Field(default=None, max_length=32768)
     """Literal value."""
-    value_from: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
-    """A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...), passed through as is."""
+    value_from: EnvVarSource | None = None
+    """A Kubernetes EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(_ENV_RULES[0]["message"])
+        return self
+
+
+_RESOURCES_RULES: list[Any] = [
+    cel("!(has(self.requests) && 'nvidia.com/gpu' in self.requests) && !(has(self.limits) && 'nvidia.com/gpu' in self.limits)",
+        "nvidia.com/gpu is set from pools[].gpusPerReplica; remove it here"),
+    cel("!has(self.requests) || self.requests.all(k, k.matches(r'" + LABEL_KEY + "'))",
+        "resource names must look like cpu, memory or example.com/resource", ".requests"),
+    cel("!has(self.limits) || self.limits.all(k, k.matches(r'" + LABEL_KEY + "'))",
+        "resource names must look like cpu, memory or example.com/resource", ".limits"),
+]
 
 
 class Resources(Model):
     """CPU, memory and other resources for the vLLM container, beyond GPUs (GPUs come from the pool)."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _RESOURCES_RULES})
+
+    requests: dict[Annotated[str, Field(max_length=253)], Quantity] = Field(default_factory=dict, max_length=16)
     """Resource requests, e.g. {cpu: 8, memory: 64Gi}."""
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[Annotated[str, Field(max_length=253)], Quantity] = Field(default_factory=dict, max_length=16)
     """Resource limits. nvidia.com/gpu is set from the pool's gpusPerReplica and may not be given here."""
 
     @model_validator(mode="after")
@@ -108,42 +210,98 @@ class Resources(Model):
         for part in ("requests", "limits"):
             if "nvidia.com/gpu" in getattr(self, part):
                 raise ValueError(f"{part}: nvidia.com/gpu is set from pools[].gpusPerReplica; remove it here")
+            bad = [k for k in getattr(self, part) if len(k) > 253 or not re.fullmatch(LABEL_KEY, k)]
+            if bad:
+                raise ValueError(f"{part}: resource names must look like cpu, memory or example.com/resource, got {bad[0]!r}")
         return self
+
+
+class EngineSecurityContext(Model):
+    """Who the vLLM container runs as. The rest of the pod's security context is fixed by TokenFactory and
+    passes the restricted Pod Security Standard: runAsNonRoot, no privilege escalation, all capabilities
+    dropped, seccomp RuntimeDefault."""
+
+    run_as_user: int | None = Field(default=None, ge=1, le=2147483647)
+    """User id of the vLLM process (never 0). Default 1000."""
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Primary group id of the vLLM process. Default 1000."""
+    fs_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Group that owns the pod's volumes. Default 1000."""
 
 
 class EngineSpec(Model):
     """How vLLM runs: image, port, extra arguments, environment and resources."""
 
-    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
-    """vLLM OpenAI-server container image."""
+    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1, max_length=512, pattern=NO_SPACE)
+    """vLLM OpenAI-server container image (the cluster admin may restrict images, see docs/deploy.md)."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port of vLLM's OpenAI API and /metrics (vLLM --port)."""
-    extra_args: list[str] = Field(default_factory=list, max_length=64)
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     """Further vLLM arguments, appended after the ones TokenFactory sets (e.g. --enable-expert-parallel)."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Environment variables for the vLLM container."""
     resources: Resources = Field(default_factory=Resources)
     """CPU/memory requests and limits beyond GPUs."""
-    shm_size: str = Field(default="16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
+    shm_size: str = Field(default="16Gi", max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
     """Size of the in-memory /dev/shm volume (NCCL and tensor-parallel workers need it)."""
+    security_context: EngineSecurityContext = Field(default_factory=EngineSecurityContext)
+    """User and group ids of the vLLM pods (the only part of their security context a factory may choose)."""
+
+
+_TOLERATION_RULES: list[Any] = [
+    cel("self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "value must be empty when operator is Exists", ".value"),
+    cel("has(self.key) && self.key != '' || self.operator == 'Exists'",
+        "an empty key needs operator Exists", ".key"),
+    cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "tolerationSeconds needs effect NoExecute", ".tolerationSeconds"),
+]
+
+
+class PoolEngineSpec(Model):
+    """Per-pool engine overrides over spec.engine, for pools whose nodes need another build or settings
+    (e.g. an arm64 image for GB300's Grace hosts, an x86_64 one for H200)."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_SPACE)
+    """vLLM image for this pool only (replaces spec.engine.image); the image must suit the nodes' CPU architecture."""
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    """Further vLLM arguments for this pool, appended after spec.engine.extraArgs."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Environment variables for this pool; a name also set in spec.engine.env takes this value."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU/memory requests and limits for this pool; each key given here replaces spec.engine.resources' one."""
 
 
 class Toleration(Model):
     """A Kubernetes toleration for the pool's pods."""
 
-    key: str | None = None
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _TOLERATION_RULES})
+
+    key: str | None = Field(default=None, max_length=317, pattern=r"^$|" + LABEL_KEY)
     """Taint key to tolerate; empty with operator Exists tolerates everything."""
     operator: Literal["Exists", "Equal"] = "Equal"
     """Exists or Equal."""
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
     """Taint value to match with operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches all effects."""
-    toleration_seconds: int | None = Field(default=None, ge=0)
-    """For NoExecute: how long the pod stays bound after the taint appears."""
+    toleration_seconds: int | None = Field(default=None, ge=0, le=31_536_000)
+    """For NoExecute: how long the pod stays bound after the taint appears (at most a year)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError(_TOLERATION_RULES[0]["message"])
+        if not self.key and self.operator != "Exists":
+            raise ValueError(_TOLERATION_RULES[1]["message"])
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(_TOLERATION_RULES[2]["message"])
+        return self
 
 
-_POOL_RULES = [
+_POOL_RULES: list[Any] = [
+    cel("!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'" + LABEL_KEY + "'))",
+        "nodeSelector keys must be label keys (prefix/name, e.g. tokenfactory.dev/node-pool)", ".nodeSelector"),
     cel("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas", ".minReplicas"),
     cel("!has(self.pricePerGpuHour) || self.pricePerGpuHour > 0.0", "pricePerGpuHour must be greater than 0", ".pricePerGpuHour"),
     cel(
@@ -158,7 +316,10 @@ _POOL_RULES = [
 
 
 # Cross-field rules that CEL enforces on the server, re-checked here for offline validation.
-def _check_pool_rules(pool: "PoolSpec") -> "PoolSpec":
+def _check_pool_rules(pool: PoolSpec) -> PoolSpec:
+    bad = [k for k in pool.node_selector if len(k) > 317 or not re.fullmatch(LABEL_KEY, k)]
+    if bad:
+        raise ValueError(f"nodeSelector keys must be label keys (prefix/name, e.g. tokenfactory.dev/node-pool), got {bad[0]!r}")
     if pool.min_replicas > pool.max_replicas:
         raise ValueError(f"minReplicas ({pool.min_replicas}) must be less than or equal to maxReplicas ({pool.max_replicas})")
     onprem = [pool.capex_per_gpu is not None, pool.amortization_years is not None, pool.dollars_per_kwh is not None]
@@ -174,8 +335,8 @@ class PoolSpec(Model):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _POOL_RULES})
 
-    name: str = Field(min_length=1, max_length=24, pattern=DNS_LABEL)
-    """Pool name (DNS label). The pool's Deployment is named <factory>-<pool>."""
+    name: str = Field(min_length=1, max_length=POOL_NAME_MAX, pattern=DNS_LABEL)
+    """Pool name (DNS label). The pool's Deployment is named <factory>-<pool>, which must fit 63 characters."""
     gpu_type: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL, examples=["h200", "gb300"])
     """GPU type, lower case (e.g. h200, gb300). Known types take their price, throughput and power from the
     built-in GPU sheet wherever this pool leaves them out; other types need pricePerGpuHour (or on-prem figures)."""
@@ -185,8 +346,9 @@ class PoolSpec(Model):
     """Fewest replicas the pool keeps (the autoscaler never goes below; reconcile starts here)."""
     max_replicas: int = Field(default=10, ge=0, le=1000)
     """Most replicas the pool may run (bounded in practice by the pool's nodes)."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    """Node labels the pool's pods must match, e.g. {tokenfactory.dev/node-pool: h200}."""
+    node_selector: dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = (
+        Field(default_factory=dict, max_length=16))
+    """Node labels the pool's pods must match, e.g. GPU feature discovery's {nvidia.com/gpu.product: NVIDIA-H200}."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     """Tolerations for the pool's pods (GPU nodes are usually tainted, e.g. nvidia.com/gpu=present:NoSchedule)."""
     price_per_gpu_hour: float | None = Field(default=None, gt=0, le=1000)
@@ -207,27 +369,65 @@ class PoolSpec(Model):
     refines it from what the pool really delivers."""
     startup_seconds: float | None = Field(default=None, ge=0, le=86400)
     """Time from a replica being scheduled to serving (model load). Defaults to the GPU sheet."""
+    engine: PoolEngineSpec | None = None
+    """Engine overrides for this pool only (image, extraArgs, env, resources) over spec.engine."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> PoolSpec:
         return _check_pool_rules(self)
 
 
+def _duration_rules(field: str, low: str | None, high: str) -> list[dict[str, str]]:
+    # A value that is not a duration is reported once, by the field's pattern; the bounds skip it.
+    guard = f"!has(self.{field}) || !self.{field}.matches(r'{DURATION}') || "
+    rules = []
+    if low:
+        rules.append(cel(f"{guard}duration(self.{field}) >= duration('{low}')", f"{field} must be at least {low}", f".{field}"))
+    rules.append(cel(f"{guard}duration(self.{field}) <= duration('{high}')", f"{field} must be at most {high}", f".{field}"))
+    return rules
+
+
+def _check_duration(field: str, text: str, low: str | None, high: str) -> None:
+    seconds = parse_duration(text)
+    if low and seconds < parse_duration(low):
+        raise ValueError(f"{field} must be at least {low}, got {text}")
+    if seconds > parse_duration(high):
+        raise ValueError(f"{field} must be at most {high}, got {text}")
+
+
+_SCALING_RULES: list[Any] = (_duration_rules("interval", INTERVAL_MIN, INTERVAL_MAX)
+                  + _duration_rules("scaleDownStabilization", None, STABILIZATION_MAX))
+
+
 class ScalingSpec(Model):
     """How the operator picks replica counts."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SCALING_RULES})
 
     mode: Literal["Auto", "Recommend", "Off"] = "Auto"
     """Auto: apply the cheapest replica mix that meets demand and objectives. Recommend: compute it and report it
     in status and Events, change no replicas. Off: no planning. In Recommend and Off, replicas stay where they are
     (minReplicas for a new pool), kept within the pool's bounds."""
-    interval: str = Field(default="30s", pattern=DURATION)
-    """How often to read metrics and plan (a duration: 30s, 1m)."""
-    scale_down_stabilization: str = Field(default="5m", pattern=DURATION)
+    interval: str = Field(default="30s", max_length=32, pattern=DURATION)
+    """How often to read metrics and plan (a duration from 1s to 1h: 30s, 1m)."""
+    scale_down_stabilization: str = Field(default="5m", max_length=32, pattern=DURATION)
     """A lower replica count must hold this long before the operator scales down."""
     headroom: float | None = Field(default=None, ge=0, le=4)
     """Optional floor on spare capacity, as a fraction of demand (0.2 = at least 20% above forecast demand).
     Unset (the default): the planner sizes for objectives.sloAttainment alone (latency-safe load per pool,
     demand forecast quantile)."""
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, text: str) -> str:
+        _check_duration("interval", text, INTERVAL_MIN, INTERVAL_MAX)
+        return text
+
+    @field_validator("scale_down_stabilization")
+    @classmethod
+    def _stabilization(cls, text: str) -> str:
+        _check_duration("scaleDownStabilization", text, None, STABILIZATION_MAX)
+        return text
 
 
 class ObjectivesSpec(Model):
@@ -237,11 +437,11 @@ class ObjectivesSpec(Model):
     """Target p95 time to first token, seconds."""
     itl_p95_seconds: float | None = Field(default=None, gt=0, le=60)
     """Target p95 inter-token latency, seconds."""
-    max_cost_per_million_tokens: float | None = Field(default=None, gt=0)
+    max_cost_per_million_tokens: float | None = Field(default=None, gt=0, le=1_000_000)
     """Budget in dollars per million delivered tokens; above it BudgetExceeded is set."""
-    max_dollars_per_hour: float | None = Field(default=None, gt=0)
+    max_dollars_per_hour: float | None = Field(default=None, gt=0, le=1_000_000_000)
     """Budget in dollars per hour for the whole factory; the autoscaler never plans above it."""
-    max_megawatts: float | None = Field(default=None, gt=0)
+    max_megawatts: float | None = Field(default=None, gt=0, le=10_000)
     """Power cap in megawatts (all-in) for the whole factory; the autoscaler never plans above it."""
     slo_attainment: float = Field(default=0.99, ge=0.5, lt=1)
     """Share of metrics intervals whose p95 TTFT and ITL must meet the objectives (0.99 = 99%). The planner sizes
@@ -249,18 +449,58 @@ class ObjectivesSpec(Model):
     forecast."""
 
 
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+
+_METRICS_RULES: list[Any] = [
+    cel("!has(self.prometheusUrl) || (isURL(self.prometheusUrl) && url(self.prometheusUrl).getHostname() != ''"
+        " && (url(self.prometheusUrl).getPort() == '' || int(url(self.prometheusUrl).getPort()) <= 65535))",
+        "prometheusUrl must be an http(s) URL with a host and an optional port up to 65535, "
+        "e.g. http://prometheus.monitoring:9090", ".prometheusUrl"),
+    *_duration_rules("window", WINDOW_MIN, WINDOW_MAX),
+]
+
+
+def check_url(text: str) -> None:
+    """Raise ValueError unless ``text`` is an http(s) URL with a host (what the CEL rule checks)."""
+    from urllib.parse import urlsplit
+
+    problem = "prometheusUrl must be an http(s) URL with a host and an optional port up to 65535, e.g. http://prometheus.monitoring:9090"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or (port is not None and not 0 < port <= 65535):
+        raise ValueError(problem)
+
+
 class MetricsSpec(Model):
     """Where and how throughput and latency are read."""
 
-    prometheus_url: str | None = Field(default=None, pattern=r"^https?://.+")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _METRICS_RULES})
+
+    prometheus_url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
     """Prometheus base URL (e.g. http://prometheus.monitoring:9090). Defaults to the operator's --prometheus-url."""
-    window: str = Field(default="2m", pattern=DURATION)
-    """Rate window for token throughput and latency quantiles (PromQL range)."""
+    window: str = Field(default="2m", max_length=32, pattern=DURATION)
+    """Rate window for token throughput and latency quantiles (PromQL range, from 5s to 24h)."""
     token_accounting: Literal["output", "total"] = "output"
     """Which tokens the headline $/Mtok counts: output (generated tokens) or total (prompt + generated)."""
 
+    @field_validator("prometheus_url")
+    @classmethod
+    def _url(cls, text: str | None) -> str | None:
+        if text is not None:
+            check_url(text)
+        return text
 
-_SPEC_RULES = [
+    @field_validator("window")
+    @classmethod
+    def _window(cls, text: str) -> str:
+        _check_duration("window", text, WINDOW_MIN, WINDOW_MAX)
+        return text
+
+
+_SPEC_RULES: list[Any] = [
     cel("size(self.pools) > 0", "at least one pool is required", ".pools"),
     cel("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))", "pool names must be unique", ".pools"),
 ]
@@ -301,6 +541,43 @@ class TokenFactorySpec(Model):
     def resolve_pools(self) -> list[ResolvedPool]:
         """Every pool with the GPU sheet's defaults filled in. Raises PoolResolutionError naming the field."""
         return [resolve_pool(p, i) for i, p in enumerate(self.pools)]
+
+
+# ------------------------------------------------------------------------------------ allow-list
+# The cluster admin's allow-lists for the author-rights admission policy (charts/tokenfactory/templates/
+# admission-policy.yaml): a small cluster-scoped resource, the policy's paramKind. (A ConfigMap would do,
+# but Kubernetes stops watching a built-in paramKind for good once no binding names it, kubernetes#130887.)
+
+ALLOWLIST_KIND = "TokenFactoryAllowList"
+ALLOWLIST_PLURAL = "tokenfactoryallowlists"
+ALLOWLIST_SINGULAR = "tokenfactoryallowlist"
+
+
+class AllowedToleration(Model):
+    """A toleration TokenFactory pools may carry, for some GPU types. A pool's toleration is allowed when some
+    entry has the same key, operator, value and effect (absent = empty) and lists its gpuType or '*'."""
+
+    gpu_types: list[Annotated[str, Field(min_length=1, max_length=32, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")]] = (
+        Field(default_factory=lambda: ["*"], min_length=1, max_length=32))
+    """GPU types (pools[].gpuType) this toleration is allowed for; '*' for all."""
+    key: str | None = Field(default=None, max_length=317, pattern=r"^$|" + LABEL_KEY)
+    """Taint key; absent with operator Exists is the toleration of every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists or Equal."""
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Taint value (operator Equal)."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect; absent matches a toleration without effect only."""
+
+
+class AllowListSpec(Model):
+    """What TokenFactory authors may use beyond their own rights: images and tolerations."""
+
+    allowed_images: list[Annotated[str, Field(min_length=1, max_length=512, pattern=NO_SPACE)]] = Field(
+        default_factory=list, max_length=128)
+    """Images spec.engine.image may name: an exact reference, or a prefix ending in '*' (vllm/vllm-openai:*)."""
+    allowed_tolerations: list[AllowedToleration] = Field(default_factory=list, max_length=64)
+    """Tolerations pools may carry, per GPU type."""
 
 
 # ------------------------------------------------------------------------------------------- status
@@ -447,6 +724,32 @@ class TokenFactoryStatus(Model):
     """Per-pool figures."""
     last_decision: Decision | None = None
     """The autoscaler's last decision."""
+
+
+# Rules on the whole object (the CRD's root): the name becomes the Service name and, with each pool's
+# name, a Deployment name; both must be RFC 1035 labels of at most 63 characters.
+NAME_RULE_MESSAGE = (f"metadata.name must be an RFC 1035 label (lower case letters, digits and '-', starting with a "
+                     f"letter) of at most {NAME_MAX} characters: it names the factory's Service")
+OBJECT_RULES = [
+    cel(f"self.metadata.name.matches(r'{DNS_1035}') && size(self.metadata.name) <= {NAME_MAX}",
+        NAME_RULE_MESSAGE, ".metadata.name", "FieldValueInvalid"),
+    cel(f"self.spec.pools.all(p, size(self.metadata.name) + 1 + size(p.name) <= {NAME_MAX})",
+        f"metadata.name + '-' + each pools[].name names a Deployment and must fit {NAME_MAX} characters",
+        ".metadata.name", "FieldValueInvalid"),
+]
+
+
+def check_name(name: Any, spec: Any = None) -> list[str]:
+    """What OBJECT_RULES check, for offline validation: problems with metadata.name, one line each."""
+    if not isinstance(name, str) or not re.fullmatch(DNS_1035, name) or len(name) > NAME_MAX:
+        return [f"metadata.name: {NAME_RULE_MESSAGE}"]
+    pools = (spec or {}).get("pools") if isinstance(spec, dict) else None
+    for i, pool in enumerate(pools if isinstance(pools, list) else []):
+        pool_name = pool.get("name") if isinstance(pool, dict) else None
+        if isinstance(pool_name, str) and len(name) + 1 + len(pool_name) > NAME_MAX:
+            return [f"metadata.name: {name!r} + '-' + spec.pools[{i}].name {pool_name!r} names a Deployment of "
+                    f"{len(name) + 1 + len(pool_name)} characters; at most {NAME_MAX} fit"]
+    return []
 
 
 class TokenFactory(BaseModel):
@@ -628,9 +931,7 @@ def parse_object(obj: Any) -> TokenFactory:
         problems.append(f"apiVersion: must be {API_VERSION}, got {obj.get('apiVersion')!r}")
     if obj.get("kind") != KIND:
         problems.append(f"kind: must be {KIND}, got {obj.get('kind')!r}")
-    name = (obj.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or not re.fullmatch(DNS_LABEL, name) or len(name) > 38:
-        problems.append("metadata.name: must be a DNS label of at most 38 characters (lower case letters, digits, '-')")
+    problems += check_name((obj.get("metadata") or {}).get("name"), obj.get("spec"))
     if "spec" not in obj:
         problems.append("spec: required")
     spec_problems: list[str] = []

@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_BAD_INPUT = 2
+from tokenfactory.clitools import (
+    EXIT_INVALID,
+    EXIT_OK,
+    CommandError,
+    add_file_flag,
+    add_output_flag,
+    command,
+    emit,
+    epilog,
+    format_objects,
+    to_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Service, read token throughput and latency from Prometheus, export live cost metrics and plan replicas. "
             "Uses $KUBECONFIG / ~/.kube/config, or the pod's service account in a cluster."
         ),
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch only this namespace (repeatable); default: all namespaces")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces, cluster-wide (the default without -n)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)")
     p.add_argument("--metrics-port", type=int, default=8080, help="port for the Prometheus /metrics endpoint (default 8080; 0 disables)")
     p.add_argument("--metrics-address", default="0.0.0.0", help="address for /metrics (default 0.0.0.0)")
@@ -33,42 +45,80 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Prometheus base URL used when a TokenFactory sets no spec.metrics.prometheusUrl "
                         "(default: $TOKENFACTORY_PROMETHEUS_URL)")
     p.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds before a Prometheus query counts as failed (default 5)")
+    auth = p.add_argument_group(
+        "Prometheus client (Prometheus, Mimir, Thanos, Cortex behind auth/TLS)",
+        "Secrets come from files (mount a Secret), never from flags. Each flag defaults to the environment "
+        "variable named in its help.")
+    auth.add_argument("--prometheus-bearer-token-file", metavar="FILE",
+                      help="send 'Authorization: Bearer <file content>', re-read on every query "
+                           "($TOKENFACTORY_PROMETHEUS_BEARER_TOKEN_FILE)")
+    auth.add_argument("--prometheus-username", metavar="NAME",
+                      help="basic auth user name, with --prometheus-password-file ($TOKENFACTORY_PROMETHEUS_USERNAME)")
+    auth.add_argument("--prometheus-password-file", metavar="FILE",
+                      help="basic auth password file ($TOKENFACTORY_PROMETHEUS_PASSWORD_FILE)")
+    auth.add_argument("--prometheus-ca-file", metavar="FILE",
+                      help="PEM CA bundle to verify Prometheus' certificate with instead of the system CAs "
+                           "($TOKENFACTORY_PROMETHEUS_CA_FILE)")
+    auth.add_argument("--prometheus-cert-file", metavar="FILE",
+                      help="TLS client certificate (PEM), with --prometheus-key-file ($TOKENFACTORY_PROMETHEUS_CERT_FILE)")
+    auth.add_argument("--prometheus-key-file", metavar="FILE",
+                      help="TLS client key (PEM) ($TOKENFACTORY_PROMETHEUS_KEY_FILE)")
+    auth.add_argument("--prometheus-insecure-skip-verify", action="store_true", default=None,
+                      help="do not verify Prometheus' TLS certificate (testing only; "
+                           "$TOKENFACTORY_PROMETHEUS_INSECURE_SKIP_VERIFY=true)")
+    auth.add_argument("--prometheus-header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="extra request header, repeatable, e.g. 'X-Scope-OrgID: tenant-a' for Mimir/Cortex/Thanos "
+                           "($TOKENFACTORY_PROMETHEUS_HEADERS, one 'Name: value' per line)")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log format (default text)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("crd", help="print the TokenFactory CRD (YAML) generated from the API models",
+    p = sub.add_parser("crd", help="print the TokenFactory CRD generated from the API models",
                        description="Print the CustomResourceDefinition generated from tokenfactory.api. "
-                                   "`kubectl apply -f -` it, or compare with crds/ (a test fails on drift).")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+                                   "`kubectl apply -f -` it, or compare with crds/ (a test fails on drift).",
+                       epilog=epilog("example: tokenfactory crd -f crds/tokenfactory.dev_tokenfactories.yaml"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_flag(p, ["yaml", "json", "name"], "yaml")
+    add_file_flag(p)
+    p.add_argument("--kind", choices=["TokenFactory", "TokenFactoryAllowList"], default="TokenFactory",
+                   help="which CRD: TokenFactory (default) or TokenFactoryAllowList (the admission policy's allow-lists)")
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("render", help="print the Deployments and Service a TokenFactory file turns into (offline)",
                        description="Validate a TokenFactory manifest with the same models the operator uses and print "
-                                   "the manifests it reconciles into (one Deployment per pool plus the Service), as YAML. "
-                                   "Needs no cluster. Exit code 2 on invalid input.")
+                                   "the manifests it reconciles into (one Deployment per pool plus the Service). "
+                                   "Needs no cluster.",
+                       epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="TokenFactory YAML file ('-' for stdin); may hold several documents")
     p.add_argument("--namespace", default=None, help="namespace to render into (default: the file's, else 'default')")
+    add_output_flag(p, ["yaml", "json", "name"], "yaml")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("validate", help="check TokenFactory files offline, with field paths for every problem",
                        description="Validate TokenFactory manifests against the schema, the cross-field rules the "
-                                   "apiserver enforces (CEL) and the GPU sheet. Exit code 0 when all are valid, 2 otherwise.")
+                                   "apiserver enforces (CEL) and the GPU sheet. Notes (not errors) say where a pool's "
+                                   "throughput is the GPU sheet's figure for another model.",
+                       epilog=epilog("Exit status 1 when any file is invalid. With -o json the report goes to stdout "
+                                     "either way: {valid, files: [{file, valid, problems, factories}]}."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", help="YAML files ('-' for stdin)")
+    add_output_flag(p, ["text", "json"], "text")
     p.set_defaults(func=cmd_validate)
 
 
 # ------------------------------------------------------------------------------------------- crd
 
 
+@command("crd")
 def cmd_crd(args: argparse.Namespace) -> int:
+    import yaml
+
     from tokenfactory.crd import crd_yaml
 
-    text = crd_yaml()
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
+    text = crd_yaml(args.kind)
+    if args.output != "yaml":
+        text = format_objects([yaml.safe_load(text)], args.output)
+    emit(text, args.file)
     return 0
 
 
@@ -81,23 +131,22 @@ def _load_documents(path: str) -> list[Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as err:
-        raise _InputError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise CommandError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path}: not a text file (not UTF-8); want a TokenFactory YAML manifest") from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise _InputError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise CommandError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     if not docs:
-        raise _InputError(f"{path}: no YAML documents")
+        raise CommandError(f"{path}: no YAML documents")
     return docs
 
 
-class _InputError(Exception):
-    pass
-
-
-def _validate_docs(path: str) -> list[Any]:
+def _parse_docs(path: str) -> tuple[list[Any], list[str]]:
+    """(factories, problems) of one file; a file that cannot be read or parsed raises CommandError."""
     from tokenfactory import api
 
     factories, problems = [], []
@@ -107,54 +156,112 @@ def _validate_docs(path: str) -> list[Any]:
             factories.append(api.parse_object(doc))
         except api.SpecError as err:
             problems += [f"{where}: {p}" for p in err.problems]
+    return factories, problems
+
+
+def _validate_docs(path: str) -> list[Any]:
+    factories, problems = _parse_docs(path)
     if problems:
-        raise _InputError("\n".join(problems))
+        raise CommandError("\n".join(problems))
     return factories
 
 
+def _factory_report(tf: Any) -> dict[str, Any]:
+    from tokenfactory import gpusheet
+
+    pools = tf.spec.resolve_pools()
+    note = gpusheet.throughput_note(tf.spec.model.name, pools)
+    return {
+        "name": tf.name,
+        "namespace": tf.namespace,
+        "model": tf.spec.model.name,
+        "pools": [{
+            "name": p.name, "gpuType": p.gpu_type, "gpusPerReplica": p.gpus_per_replica,
+            "minReplicas": p.min_replicas, "maxReplicas": p.max_replicas,
+            "pricePerGpuHour": p.price_per_gpu_hour, "tokensPerSecondPerGpu": p.tokens_per_second_per_gpu,
+            "kilowattsPerGpu": p.kilowatts_per_gpu, "sources": dict(p.sources),
+        } for p in pools],
+        "notes": [note] if note else [],
+    }
+
+
+@command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
-    failed = False
+    files: list[dict[str, Any]] = []
     for path in args.files:
         try:
-            factories = _validate_docs(path)
-        except _InputError as err:
-            print(f"invalid: {err}", file=sys.stderr)
-            failed = True
-            continue
-        for tf in factories:
-            pools = ", ".join(f"{p.name} ({p.gpu_type}, ${p.price_per_gpu_hour:.2f}/GPU-h)" for p in tf.spec.resolve_pools())
-            print(f"valid: {path}: TokenFactory {tf.name}: pools {pools}")
-    return EXIT_BAD_INPUT if failed else 0
+            factories, problems = _parse_docs(path)
+        except CommandError as err:
+            factories, problems = [], [err.message]
+        files.append({"file": path, "valid": not problems, "problems": problems,
+                      "factories": [_factory_report(tf) for tf in factories] if not problems else []})
+    valid = all(f["valid"] for f in files)
+    if args.output == "json":
+        sys.stdout.write(to_json({"valid": valid, "files": files}))
+    else:
+        for f in files:
+            for problem in f["problems"]:
+                print(f"invalid: {problem}", file=sys.stderr)
+            for tf in f["factories"]:
+                pools = ", ".join(f"{p['name']} ({p['gpuType']}, ${p['pricePerGpuHour']:.2f}/GPU-h)" for p in tf["pools"])
+                print(f"valid: {f['file']}: TokenFactory {tf['name']}: pools {pools}")
+                for note in tf["notes"]:
+                    print(f"note: {f['file']}: TokenFactory {tf['name']}: {note}")
+    return EXIT_OK if valid else EXIT_INVALID
 
 
+@command("render")
 def cmd_render(args: argparse.Namespace) -> int:
-    import yaml
-
     from tokenfactory import render
 
-    try:
-        factories = _validate_docs(args.file)
-    except _InputError as err:
-        print(f"invalid: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     out = []
-    for tf in factories:
+    for tf in _validate_docs(args.file):
         owner = render.Owner(name=tf.name, namespace=args.namespace or tf.namespace, uid="<uid of the TokenFactory>")
         out += render.render(owner, tf.spec)
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    sys.stdout.write(format_objects(out, args.output))
     return 0
 
 
 # ------------------------------------------------------------------------------------------- run
 
 
+def prometheus_auth(args: argparse.Namespace, env: dict[str, str] | None = None) -> Any:
+    """The Prometheus client settings: flags over environment variables; raises CommandError when unusable."""
+    from dataclasses import replace
+
+    from tokenfactory.metrics_source import AuthConfigError, PrometheusAuth, parse_header
+
+    try:
+        auth = PrometheusAuth.from_env(os.environ if env is None else env)
+        flags = {k: getattr(args, f"prometheus_{k}") for k in ("bearer_token_file", "username", "password_file",
+                                                               "ca_file", "cert_file", "key_file")}
+        auth = replace(auth, **{k: v for k, v in flags.items() if v})
+        if args.prometheus_insecure_skip_verify:
+            auth = replace(auth, insecure_skip_verify=True)
+        if args.prometheus_header:
+            auth = replace(auth, headers=auth.headers + tuple(parse_header(h) for h in args.prometheus_header))
+        auth.check()
+    except AuthConfigError as err:
+        raise CommandError(f"Prometheus client: {err}") from None
+    return auth
+
+
+@command("run")
 def cmd_run(args: argparse.Namespace) -> int:
+    from tokenfactory.metrics_source import AUTH_ENV
     from tokenfactory.runner import run_operator
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    # Every PrometheusSource of this process reads its settings from the environment (PrometheusAuth.from_env).
+    auth = prometheus_auth(args)
+    for key in AUTH_ENV.values():
+        os.environ.pop(key, None)
+    os.environ.update(auth.to_env())
+    if not auth.empty:
+        print(f"tokenfactory run: Prometheus client: {auth.describe()}", file=sys.stderr)
     return run_operator(
-        namespaces=args.namespace,
+        namespaces=[] if args.all_namespaces else list(args.namespace),  # no namespace: the whole cluster
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         health_port=args.health_port,

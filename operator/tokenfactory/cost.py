@@ -289,6 +289,48 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def on_prem_breakdown(
+    capex_per_gpu: float,
+    amortization_years: float,
+    kilowatts_per_gpu: float,
+    pue: float,
+    dollars_per_kwh: float,
+) -> dict[str, float]:
+    """The parts of :func:`on_prem_price_per_gpu_hour` (pure): capex $/h, energy $/h and their sum."""
+    price = on_prem_price_per_gpu_hour(capex_per_gpu, amortization_years, kilowatts_per_gpu, pue, dollars_per_kwh)
+    capex_hour = float(capex_per_gpu) / (float(amortization_years) * HOURS_PER_YEAR)
+    return {
+        "capexPerGpu": float(capex_per_gpu),
+        "amortizationYears": float(amortization_years),
+        "kilowattsPerGpu": float(kilowatts_per_gpu),
+        "pue": float(pue),
+        "dollarsPerKwh": float(dollars_per_kwh),
+        "capexDollarsPerGpuHour": capex_hour,
+        "energyDollarsPerGpuHour": float(kilowatts_per_gpu) * float(pue) * float(dollars_per_kwh),
+        "pricePerGpuHour": price,
+    }
+
+
+def explain_on_prem(
+    capex_per_gpu: float,
+    amortization_years: float,
+    kilowatts_per_gpu: float,
+    pue: float,
+    dollars_per_kwh: float,
+) -> list[str]:
+    """Step-by-step arithmetic of the on-prem price per GPU-hour (lines of text, no I/O)."""
+    b = on_prem_breakdown(capex_per_gpu, amortization_years, kilowatts_per_gpu, pue, dollars_per_kwh)
+    hours = b["amortizationYears"] * HOURS_PER_YEAR
+    return [
+        f"capex per GPU-hour           = ${_num(b['capexPerGpu'])} / ({_num(b['amortizationYears'])} years x 8760 h)"
+        f" = ${_num(b['capexPerGpu'])} / {_num(hours)} h = ${_num(b['capexDollarsPerGpuHour'])}",
+        f"energy per GPU-hour          = {_num(b['kilowattsPerGpu'])} kW x PUE {_num(b['pue'])} x ${_num(b['dollarsPerKwh'])}/kWh"
+        f" = ${_num(b['energyDollarsPerGpuHour'])}",
+        f"on-prem price per GPU-hour   = ${_num(b['capexDollarsPerGpuHour'])} + ${_num(b['energyDollarsPerGpuHour'])}"
+        f" = ${_num(b['pricePerGpuHour'])}",
+    ]
+
+
 def explain(
     price_per_gpu_hour: float,
     tokens_per_second_per_gpu: float,

@@ -17,7 +17,8 @@ import yaml
 
 from tokenfactory import api
 
-DROP = {"title", "examples", "$defs"}
+OPTIONAL = "x-tokenfactory-optional"  # internal marker, removed before the schema is returned
+DROP = {"title", "examples", "$defs", "propertyNames"}  # map keys are checked by CEL rules instead
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -39,15 +40,21 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         options = [_resolve(o, defs) for o in node["anyOf"]]
         non_null = [o for o in options if o.get("type") != "null"]
         rest = {k: v for k, v in node.items() if k != "anyOf"}
-        if rest.get("default", 0) is None:
+        optional = rest.get("default", 0) is None
+        if optional:
             rest.pop("default")
         types = sorted(o.get("type", "") for o in non_null)
         if len(non_null) == 1:
             merged = dict(non_null[0])
             merged.update(rest)
-            return _convert(merged, defs)
+            converted = _convert(merged, defs)
+            if optional:
+                converted[OPTIONAL] = True  # an optional object stays absent: no {} default (see below)
+            return converted
         if types == ["integer", "string"]:
-            return _convert({**rest, "x-kubernetes-int-or-string": True}, defs)
+            # A quantity: the string's pattern/length and the integer's bounds both apply (each to its own type).
+            bounds = {k: v for o in non_null for k, v in o.items() if k not in ("type", "title")}
+            return _convert({**bounds, **rest, "x-kubernetes-int-or-string": True}, defs)
         raise ValueError(f"cannot express anyOf {types} in a structural schema")
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -76,6 +83,8 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("type") == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, prop in out["properties"].items():
+            if prop.pop(OPTIONAL, False):
+                continue
             if (prop.get("type") == "object" and "properties" in prop and "default" not in prop
                     and name not in required and not prop.get("required")):
                 prop["default"] = {}
@@ -84,7 +93,19 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
 
 def openapi_schema(model: type[api.BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _convert(raw, raw.get("$defs", {}))
+    out = _convert(raw, raw.get("$defs", {}))
+    _strip_marker(out)
+    return out
+
+
+def _strip_marker(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop(OPTIONAL, None)
+        for v in node.values():
+            _strip_marker(v)
+    elif isinstance(node, list):
+        for v in node:
+            _strip_marker(v)
 
 
 def _spec_schema() -> dict[str, Any]:
@@ -152,10 +173,12 @@ def build_crd() -> dict[str, Any]:
                                 "latency objectives."
                             ),
                             "required": ["spec"],
+                            "x-kubernetes-validations": api.OBJECT_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "APIVersion of this object."},
                                 "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
+                                # metadata.name is checked by the rules above; declaring it makes their fieldPath valid
+                                "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
                                 "spec": _spec_schema(),
                                 "status": _status_schema(),
                             },
@@ -167,8 +190,42 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+def build_allowlist_crd() -> dict[str, Any]:
+    """The cluster-scoped TokenFactoryAllowList: the admission policy's parameters (api.AllowListSpec)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{api.ALLOWLIST_PLURAL}.{api.GROUP}",
+            "labels": {"app.kubernetes.io/name": "tokenfactory", "app.kubernetes.io/part-of": "tokenfactory"},
+        },
+        "spec": {
+            "group": api.GROUP,
+            "names": {"kind": api.ALLOWLIST_KIND, "listKind": f"{api.ALLOWLIST_KIND}List",
+                      "plural": api.ALLOWLIST_PLURAL, "singular": api.ALLOWLIST_SINGULAR},  # no category: "tokenfactory" must stay one kind
+            "scope": "Cluster",
+            "versions": [{
+                "name": api.VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": ("The cluster admin's allow-lists for the TokenFactory author-rights admission policy: "
+                                    "the images and tolerations a TokenFactory may use (docs/deploy.md)."),
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+                        "kind": {"type": "string", "description": "Kind of this object."},
+                        "metadata": {"type": "object"},
+                        "spec": openapi_schema(api.AllowListSpec),
+                    },
+                }},
+            }],
+        },
+    }
+
+
 HEADER = "# Generated by `tokenfactory crd` from tokenfactory/api.py. Do not edit by hand.\n"
+KINDS = {api.KIND: build_crd, api.ALLOWLIST_KIND: build_allowlist_crd}
 
 
-def crd_yaml() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+def crd_yaml(kind: str = api.KIND) -> str:
+    return HEADER + yaml.safe_dump(KINDS[kind](), sort_keys=False, width=120)

@@ -13,10 +13,11 @@ changed between releases and is pinned to specific Grafana versions, which would
 churning dependency to the operator image for one static JSON file. A dozen small helpers below
 give the same structure with no dependency, and the output is deterministic (sorted, stable ids).
 
-Metric names and labels are those of ``exporter.py``: pool-level series carry
-``namespace, factory, pool, model, gpu_type`` (``pool=""`` is the factory total), factory-level
-series (objectives, ``metrics_up``) ``namespace, factory, model``, and
-``tokenfactory_scaling_decisions_total`` ``namespace, factory, pool, direction``.
+Metric names and labels are those of ``exporter.py``: per-pool series (``tokenfactory_pool_*``,
+``tokenfactory_spend_dollars_total``, ``tokenfactory_tokens_total``) carry ``namespace, factory, pool,
+model, gpu_type``, factory totals (``tokenfactory_factory_*``), objectives and ``metrics_up``
+``namespace, factory, model``, and ``tokenfactory_scaling_decisions_total`` ``namespace, factory,
+pool, direction``. The deprecated names of the previous release are not used.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ UID = "tokenfactory-cost"
 TITLE = "TokenFactory: cost per million tokens"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# Selectors with the template variables (All = ".*", so empty labels such as pool="" still match).
-F = 'namespace=~"$namespace", factory=~"$factory", model=~"$model"'  # factory-level series
-P = f'{F}, gpu_type=~"$gpu_type", pool!=""'  # one series per pool
-T = f'{F}, pool=""'  # the factory total
+# Selectors with the template variables (All = ".*").
+F = 'namespace=~"$namespace", factory=~"$factory", model=~"$model"'  # factory-level series and totals
+P = f'{F}, gpu_type=~"$gpu_type"'  # one series per pool (tokenfactory_pool_*)
+T = F  # the factory totals (tokenfactory_factory_*)
 D = 'namespace=~"$namespace", factory=~"$factory"'  # scaling decisions (no model/gpu_type labels)
 
 GRID_WIDTH = 24
@@ -137,7 +138,7 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 
 def templating() -> dict[str, Any]:
-    base = "tokenfactory_cost_per_hour_dollars"
+    base = "tokenfactory_pool_cost_dollars_per_hour"
     return {"list": [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "refresh": 1,
          "current": {}, "hide": 0, "includeAll": False, "multi": False},
@@ -145,7 +146,7 @@ def templating() -> dict[str, Any]:
         variable("factory", "Factory", f'label_values({base}{{namespace=~"$namespace"}}, factory)'),
         variable("model", "Model", f'label_values({base}{{namespace=~"$namespace", factory=~"$factory"}}, model)'),
         variable("gpu_type", "GPU type",
-                 f'label_values({base}{{namespace=~"$namespace", factory=~"$factory", pool!=""}}, gpu_type)'),
+                 f'label_values({base}{{namespace=~"$namespace", factory=~"$factory"}}, gpu_type)'),
     ]}
 
 
@@ -157,27 +158,27 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
         ("Cost", [
             (stat("$ per million tokens (factory)", "Live cost per million delivered tokens of each factory, all pools "
                   "together: $/hour of the GPUs held divided by delivered tokens/hour.", "currencyUSD",
-                  [(f"tokenfactory_cost_per_million_tokens_dollars{{{T}}}", "{{factory}}")], decimals=3), 6, 6),
+                  [(f"tokenfactory_factory_cost_per_million_tokens_dollars{{{T}}}", "{{factory}}")], decimals=3), 6, 6),
             (stat("$ per hour (factory)", "What the GPUs held by each factory cost per hour, idle ones included.",
-                  "currencyUSD", [(f"tokenfactory_cost_per_hour_dollars{{{T}}}", "{{factory}}")], decimals=2), 6, 6),
+                  "currencyUSD", [(f"tokenfactory_factory_cost_dollars_per_hour{{{T}}}", "{{factory}}")], decimals=2), 6, 6),
             (stat("Budget use", "$/hour over spec.objectives.maxDollarsPerHour (1 = the whole budget).",
-                  "percentunit", [(f"tokenfactory_cost_per_hour_dollars{{{T}}}\n  / on (namespace, factory, model)\n"
+                  "percentunit", [(f"tokenfactory_factory_cost_dollars_per_hour{{{T}}}\n  / on (namespace, factory, model)\n"
                                    f"tokenfactory_objective_dollars_per_hour{{{F}}}", "{{factory}}")],
                   thresholds=[(None, "green"), (0.8, "orange"), (1.0, "red")], decimals=0, kind="gauge"), 6, 6),
             (stat("Cost objective use", "$ per million tokens over spec.objectives.maxCostPerMillionTokens "
                   "(above 1 = too expensive).", "percentunit",
-                  [(f"tokenfactory_cost_per_million_tokens_dollars{{{T}}}\n  / on (namespace, factory, model)\n"
+                  [(f"tokenfactory_factory_cost_per_million_tokens_dollars{{{T}}}\n  / on (namespace, factory, model)\n"
                     f"tokenfactory_objective_cost_per_million_tokens_dollars{{{F}}}", "{{factory}}")],
                   thresholds=[(None, "green"), (0.8, "orange"), (1.0, "red")], decimals=0, kind="gauge"), 6, 6),
             (timeseries("$ per million tokens, per pool and factory", "Cost per million delivered tokens of each pool "
                         "and of the factory; dashed red: the objective.", "currencyUSD", [
-                            (f"tokenfactory_cost_per_million_tokens_dollars{{{P}}}", pool_legend),
-                            (f"tokenfactory_cost_per_million_tokens_dollars{{{T}}}", total_legend),
+                            (f"tokenfactory_pool_cost_per_million_tokens_dollars{{{P}}}", pool_legend),
+                            (f"tokenfactory_factory_cost_per_million_tokens_dollars{{{T}}}", total_legend),
                             (f"tokenfactory_objective_cost_per_million_tokens_dollars{{{F}}}", "{{factory}} objective"),
                         ], decimals=3, overrides=[OBJ]), 12, 9),
             (timeseries("$ per hour, per pool", "Stacked $/hour of each pool (GPUs held x price); dashed red: the "
                         "budget.", "currencyUSD", [
-                            (f"tokenfactory_cost_per_hour_dollars{{{P}}}", pool_legend),
+                            (f"tokenfactory_pool_cost_dollars_per_hour{{{P}}}", pool_legend),
                             (f"tokenfactory_objective_dollars_per_hour{{{F}}}", "{{factory}} objective budget"),
                         ], stack=True, decimals=2,
                         overrides=[OBJ, {"matcher": {"id": "byRegexp", "options": ".*objective.*"},
@@ -185,29 +186,44 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
         ]),
         ("Throughput and efficiency", [
             (timeseries("Tokens per second", "Delivered tokens per second per pool, by token type.", "short", [
-                (f"sum by (factory, pool, token_type) (tokenfactory_tokens_per_second{{{P}}})",
-                 "{{factory}}/{{pool}} {{token_type}}"),
+                (f"sum by (factory, pool, kind) (tokenfactory_pool_tokens_per_second{{{P}}})",
+                 "{{factory}}/{{pool}} {{kind}}"),
             ], stack=True), 12, 8),
             (timeseries("Tokens per second per GPU", "Delivered (headline) tokens per second per GPU held.", "short", [
-                (f"tokenfactory_tokens_per_second_per_gpu{{{P}}}", pool_legend),
-                (f"tokenfactory_tokens_per_second_per_gpu{{{T}}}", total_legend),
+                (f"tokenfactory_pool_tokens_per_second_per_gpu{{{P}}}", pool_legend),
+                (f"tokenfactory_factory_tokens_per_second_per_gpu{{{T}}}", total_legend),
             ]), 12, 8),
             (timeseries("Tokens per second per megawatt", "Delivered (headline) tokens per second per MW of all-in "
                         "power (GPU power x PUE).", "short", [
-                            (f"tokenfactory_tokens_per_second_per_megawatt{{{P}}}", pool_legend),
-                            (f"tokenfactory_tokens_per_second_per_megawatt{{{T}}}", total_legend),
+                            (f"tokenfactory_pool_tokens_per_joule{{{P}}} * 1e6", pool_legend),
+                            (f"tokenfactory_factory_tokens_per_joule{{{T}}} * 1e6", total_legend),
                         ]), 12, 8),
-            (timeseries("Power", "All-in power of the GPUs held, per pool (stacked).", "kwatt", [
-                (f"tokenfactory_power_kilowatts{{{P}}}", pool_legend),
+            (timeseries("Power", "All-in power of the GPUs held, per pool (stacked).", "watt", [
+                (f"tokenfactory_pool_power_watts{{{P}}}", pool_legend),
             ], stack=True), 12, 8),
+        ]),
+        ("Spend and tokens (counters)", [
+            (stat("Spend over the time range", "Dollars spent on the GPUs held over the dashboard's time range "
+                  "(increase of tokenfactory_spend_dollars_total, all pools).", "currencyUSD",
+                  [(f"sum by (factory) (increase(tokenfactory_spend_dollars_total{{{P}}}[$__range]))", "{{factory}}")],
+                  decimals=2), 6, 8),
+            (stat("Tokens delivered over the time range", "Prompt and generation tokens delivered over the "
+                  "dashboard's time range (increase of tokenfactory_tokens_total, all pools).", "short",
+                  [(f"sum by (factory, kind) (increase(tokenfactory_tokens_total{{{P}}}[$__range]))",
+                    "{{factory}} {{kind}}")], decimals=0), 6, 8),
+            (timeseries("Spend rate, per pool", "$/hour from the spend counter: rate(tokenfactory_spend_dollars_total) "
+                        "x 3600, per pool (stacked).", "currencyUSD", [
+                            (f"sum by (factory, pool) (rate(tokenfactory_spend_dollars_total{{{P}}}[$__rate_interval]))"
+                             " * 3600", "{{factory}}/{{pool}}"),
+                        ], stack=True, decimals=2), 12, 8),
         ]),
         ("Scaling", [
             (timeseries("Replicas: desired vs ready", "vLLM replicas the operator wants and those that are Ready, "
                         "per pool.", "short", [
-                            (f"tokenfactory_replicas{{{P}}}", "{{factory}}/{{pool}} {{state}}"),
+                            (f"tokenfactory_pool_replicas{{{P}}}", "{{factory}}/{{pool}} {{state}}"),
                         ], decimals=0), 8, 8),
             (timeseries("GPUs held", "GPUs held by the scheduled vLLM pods, per pool (stacked).", "short", [
-                (f"tokenfactory_gpus{{{P}}}", pool_legend),
+                (f"tokenfactory_pool_gpus{{{P}}}", pool_legend),
             ], stack=True, decimals=0), 8, 8),
             (timeseries("Scaling decisions", "Scale-ups and scale-downs decided by the planner over the interval.",
                         "short", [
@@ -219,12 +235,12 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
         ("Latency and metrics health", [
             (timeseries("TTFT p95 vs objective", "Time to first token, 95th percentile, per pool; dashed red: "
                         "spec.objectives.ttftP95Seconds.", "s", [
-                            (f"tokenfactory_ttft_p95_seconds{{{P}}}", pool_legend),
+                            (f"tokenfactory_pool_ttft_p95_seconds{{{P}}}", pool_legend),
                             (f"tokenfactory_objective_ttft_p95_seconds{{{F}}}", "{{factory}} objective"),
                         ], overrides=[OBJ]), 9, 8),
             (timeseries("ITL p95 vs objective", "Inter-token latency, 95th percentile, per pool; dashed red: "
                         "spec.objectives.itlP95Seconds.", "s", [
-                            (f"tokenfactory_itl_p95_seconds{{{P}}}", pool_legend),
+                            (f"tokenfactory_pool_itl_p95_seconds{{{P}}}", pool_legend),
                             (f"tokenfactory_objective_itl_p95_seconds{{{F}}}", "{{factory}} objective"),
                         ], overrides=[OBJ]), 9, 8),
             (stat("vLLM metrics readable", "1 when the operator could read the factory's vLLM figures from "

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tokenfactory.clitools import EXIT_STATUS_HELP
+
 NAMESPACE = "demo"
 FACTORY = "deepseek-r1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +56,15 @@ def register(subparsers) -> None:
         help="run the live demo: local cluster, Prometheus, simulator, operator, a compressed day of demand",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=EXIT_STATUS_HELP,
     )
     p.add_argument("--duration", type=float, default=600.0,
                    help="seconds of demand to play (default 600: one compressed day)")
     p.add_argument("--trace", default=None,
                    help="demand trace in the simulator's syntax (see `tokenfactory sim --help`); "
-                        "default: a compressed diurnal day with a spike to 60,000 tok/s, written to OUTPUT/trace.csv")
-    p.add_argument("--output", default="out/demo", help="folder for summary.json, demo.png and logs (default out/demo)")
+                        "default: a compressed diurnal day with a spike to 60,000 tok/s, written to DIR/trace.csv")
+    p.add_argument("--output-dir", default="out/demo", metavar="DIR",
+                   help="folder for summary.json, demo.png and logs (default out/demo)")
     p.add_argument("--headless", action="store_true", help="no live table: plain progress lines (CI, scripts)")
     p.add_argument("--keep-cluster", action="store_true",
                    help="leave the local cluster running at the end even if the demo started it")
@@ -173,7 +177,7 @@ class Reporter:
     def __init__(self, headless: bool):
         self.headless = headless
         self.t0 = time.monotonic()
-        self.console = None
+        self.console: Any = None  # rich.console.Console when interactive
         if not headless:
             from rich.console import Console
 
@@ -353,16 +357,16 @@ def run(args: argparse.Namespace) -> int:
 class Demo:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.out = Path(args.output).absolute()
+        self.out = Path(args.output_dir).absolute()
         self.logs = self.out / "logs"
         self.r = Reporter(args.headless)
         self.namespace = args.namespace
         self.children: list[Child] = []
-        self.prom = None
-        self.lc = None
+        self.prom: Any = None  # localcluster.prometheus.PrometheusServer once started
+        self.lc: Any = None  # localcluster.cluster.LocalCluster
         self.started_cluster = False
         self.users_file: Path | None = None
-        self.kubectl = None
+        self.kubectl: Any = None  # localcluster.cluster.Kubectl
         self.samples: list[dict] = []
         self.manifest: dict[str, Any] = {}
         self.applied = False
@@ -493,8 +497,13 @@ class Demo:
         self.sim_url = f"http://127.0.0.1:{sport}"
         self.sim_started = time.monotonic()
         with self.r.step("pointing Prometheus at the simulator (honor_labels) and the operator"):
+            from tokenfactory.alerts import OPERATOR_LABELS
+            from tokenfactory.localcluster.prometheus import ScrapeTarget
+
+            # the operator's target carries the labels the chart's ServiceMonitor sets (the alerts select it by them)
             self.prom.set_targets([("vllm", f"127.0.0.1:{sport}", True),
-                                   ("tokenfactory-operator", self.operator_metrics, False)])
+                                   ScrapeTarget("tokenfactory-operator", self.operator_metrics,
+                                                labels=tuple(sorted(OPERATOR_LABELS.items())))])
             self.prom.wait_targets_up(["vllm", "tokenfactory-operator"], timeout=60)
         (self.out / "pids.json").write_text(json.dumps(
             {"demo": os.getpid(), "prometheus": self.prom.pid, **{c.name: c.pid for c in self.children}}, indent=2))

@@ -17,16 +17,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Seed figures of the built-in GPU sheet (DeepSeek-R1; NVIDIA + SemiAnalysis InferenceX v2).
-SEEDS = {
-    "h200": {"price": 1.41, "tps_per_gpu": 90.0, "published": 4.20},
-    "gb300": {"price": 2.65, "tps_per_gpu": 6000.0, "published": 0.12},
-}
+from tokenfactory import cost, gpusheet
 
 
 def seed_cost_per_mtok(gpu_type: str) -> float:
-    s = SEEDS[gpu_type]
-    return s["price"] / (s["tps_per_gpu"] * 3600) * 1e6
+    """$/Mtok of one GPU of the built-in sheet at full load (``cost.cost_per_million_tokens``)."""
+    s = gpusheet.lookup(gpu_type)
+    if s is None:
+        raise KeyError(f"{gpu_type!r} is not in the GPU sheet (known: {', '.join(gpusheet.known_types())})")
+    per_mtok = cost.cost_per_million_tokens(s.price_per_gpu_hour, s.tokens_per_second_per_gpu)
+    assert per_mtok is not None  # the sheet's throughput is > 0
+    return per_mtok
+
+
+def per_mtok(dollars: float, tokens: float) -> float | None:
+    """$/Mtok of ``dollars`` spent over ``tokens`` delivered in the same span (None without tokens): the
+    same formula as the live figure, since $ over a span / tokens over it = ($/hour) / (tokens/hour)."""
+    return cost.cost_per_million_tokens(dollars, tokens / cost.SECONDS_PER_HOUR)
 
 
 def _num(x: Any) -> float | None:
@@ -67,9 +74,16 @@ def comparison(pools: dict[str, dict]) -> str | None:
 
 
 def seed_comparison() -> str:
+    """H200 vs GB300 at full load, from the built-in GPU sheet."""
+    hs, gs = gpusheet.lookup("h200"), gpusheet.lookup("gb300")
+    assert hs is not None and gs is not None
     h, g = seed_cost_per_mtok("h200"), seed_cost_per_mtok("gb300")
-    return (f"seed figures at full load: H200 $1.41/GPU-h at 90 tok/s/GPU -> ${h:.2f}/Mtok; "
-            f"GB300 $2.65/GPU-h at 6,000 tok/s/GPU -> ${g:.3f}/Mtok ({h / g:.0f}x; published $4.20 vs $0.12)")
+    published = ""
+    if hs.published_cost_per_million_tokens and gs.published_cost_per_million_tokens:
+        published = f"; published ${hs.published_cost_per_million_tokens:.2f} vs ${gs.published_cost_per_million_tokens:.2f}"
+    return (f"seed figures at full load: H200 ${hs.price_per_gpu_hour:.2f}/GPU-h at {hs.tokens_per_second_per_gpu:,.0f} "
+            f"tok/s/GPU -> ${h:.2f}/Mtok; GB300 ${gs.price_per_gpu_hour:.2f}/GPU-h at {gs.tokens_per_second_per_gpu:,.0f} "
+            f"tok/s/GPU -> ${g:.3f}/Mtok ({h / g:.0f}x{published})")
 
 
 def summarize(samples: Sequence[dict], objectives: dict[str, Any], duration: float,
@@ -109,8 +123,8 @@ def summarize(samples: Sequence[dict], objectives: dict[str, Any], duration: flo
     for acc in pools.values():
         acc["dollars"] = round(acc["dollars"], 6)
         acc["tokens"] = round(acc["tokens"])
-        acc["costPerMillionTokens"] = (round(acc["dollars"] / acc["tokens"] * 1e6, 6)
-                                       if acc["tokens"] > 0 else None)
+        pool_cost = per_mtok(acc["dollars"], acc["tokens"])
+        acc["costPerMillionTokens"] = round(pool_cost, 6) if pool_cost is not None else None
     decs = decisions(samples)
     last = samples[-1] if samples else {}
     out: dict[str, Any] = {
@@ -121,7 +135,7 @@ def summarize(samples: Sequence[dict], objectives: dict[str, Any], duration: flo
         "totalDollars": round(total_dollars, 6),
         "deliveredTokens": round(total_tokens),
         "demandedTokens": round(demand_tokens),
-        "costPerMillionTokens": round(total_dollars / total_tokens * 1e6, 6) if total_tokens > 0 else None,
+        "costPerMillionTokens": round(fleet_cost, 6) if (fleet_cost := per_mtok(total_dollars, total_tokens)) is not None else None,
         "averageDollarsPerHour": (round(total_dollars * 3600 / (samples[-1]["t"] - samples[0]["t"]), 4)
                                   if len(samples) > 1 and samples[-1]["t"] > samples[0]["t"] else None),
         "peakDemandTokensPerSecond": max((_num(s.get("demand")) or 0.0 for s in samples), default=0.0),

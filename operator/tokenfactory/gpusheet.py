@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -27,9 +28,19 @@ class GpuSheetEntry:
 
 
 @cache
+def _raw() -> dict:
+    return yaml.safe_load(resources.files("tokenfactory").joinpath("data/gpus.yaml").read_text())
+
+
+def profile_model() -> str:
+    """The model the sheet's throughput figures were measured with (DeepSeek-R1)."""
+    return str(_raw()["profileModel"])
+
+
+@cache
 def load_sheet() -> dict[str, GpuSheetEntry]:
     """Return the built-in sheet keyed by lower-case gpuType."""
-    raw = yaml.safe_load(resources.files("tokenfactory").joinpath("data/gpus.yaml").read_text())
+    raw = _raw()
     sheet: dict[str, GpuSheetEntry] = {}
     for name, v in raw["gpus"].items():
         sheet[name] = GpuSheetEntry(
@@ -56,3 +67,29 @@ def lookup(gpu_type: str) -> GpuSheetEntry | None:
 
 def known_types() -> list[str]:
     return sorted(load_sheet())
+
+
+def _model_key(name: str) -> str:
+    """Compare model names by their last path part, case-insensitively: deepseek-ai/DeepSeek-R1,
+    DeepSeek-R1 and /models/deepseek-r1 are the same model; DeepSeek-R1-0528 is another."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def throughput_note(model: str, pools: Iterable[object], sheet_model: str | None = None) -> str | None:
+    """Pure: a note when pools take their throughput from the sheet but the factory serves another model.
+
+    ``pools`` are ``api.ResolvedPool`` (duck-typed: ``name``, ``sources``); a pool whose
+    ``sources["tokensPerSecondPerGpu"]`` is ``"sheet"`` uses the sheet's figure. ``None`` when the
+    model is the sheet's or every pool sets its own tokensPerSecondPerGpu.
+    """
+    sheet_model = sheet_model if sheet_model is not None else profile_model()
+    if _model_key(model) == _model_key(sheet_model):
+        return None
+    names = [str(getattr(p, "name")) for p in pools
+             if dict(getattr(p, "sources", {})).get("tokensPerSecondPerGpu") == "sheet"]
+    if not names:
+        return None
+    return (f"throughput of pool{'s' if len(names) > 1 else ''} {', '.join(names)} is the GPU sheet's figure for "
+            f"{sheet_model}, not measured for {model}: $/Mtok at capacity and the planner's first plans use it "
+            f"until the operator has learned each pool's real capacity; set pools[].tokensPerSecondPerGpu "
+            f"when you know it")

@@ -1,9 +1,15 @@
-"""Thin kopf glue: one daemon per TokenFactory runs the reconcile loop; watch events only wake it.
+"""Thin kopf glue: one daemon per TokenFactory runs the reconcile pipeline; watch events only wake it.
 
 - A TokenFactory change, or a change to one of its Deployments or pods (a child deleted or edited by
   hand, a pod becoming Ready), wakes that factory's daemon, which reconciles at once.
 - Every ``spec.scaling.interval`` the daemon also measures (metrics, cost, planning) and reconciles.
 - Errors in one pass are logged and retried with backoff; a bad spec is a status, not a crash.
+
+State lives in kopf's memo: ``tokenfactory run`` passes an operator-level memo holding the
+:class:`~tokenfactory.pipeline.Reconciler` and the wake-up registry (:func:`operator_memo`); kopf
+gives each TokenFactory a shallow copy of it, where the daemon keeps that factory's
+:class:`~tokenfactory.pipeline.FactoryMemory` (``memo.factory``) for as long as the object exists.
+On shutdown, :func:`_cleanup` closes the Kubernetes and Prometheus clients.
 """
 
 from __future__ import annotations
@@ -12,13 +18,13 @@ import asyncio
 import copy
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from tokenfactory import api, render
-from tokenfactory.controller import FactoryMemory, Reconciler
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 
 log = logging.getLogger("tokenfactory.handlers")
 
@@ -28,33 +34,16 @@ DEBOUNCE_SECONDS = 0.3
 MAX_BACKOFF_SECONDS = 60.0
 
 
-@dataclass
-class Runtime:
-    """Process-wide state, built by ``tokenfactory run`` before kopf starts."""
-
-    reconciler: Reconciler
-    on_forget: Any | None = None  # callable(namespace, name) when a factory goes away (exporter clean-up)
-    wakes: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    memories: dict[tuple[str, str], FactoryMemory] = field(default_factory=dict)
-
-    def wake(self, namespace: str, name: str) -> None:
-        event = self.wakes.get((namespace, name))
-        if event is not None:
-            event.set()
+def operator_memo(reconciler: Reconciler, on_shutdown: Any | None = None) -> kopf.Memo:
+    """The operator-level memo for ``kopf.run(memo=...)``: the reconciler, one wake-up Event per
+    factory (shared by every object's copy of the memo), and what to stop on shutdown."""
+    return kopf.Memo(reconciler=reconciler, wakes={}, on_shutdown=on_shutdown)
 
 
-RUNTIME: Runtime | None = None
-
-
-def configure(runtime: Runtime) -> None:
-    global RUNTIME
-    RUNTIME = runtime
-
-
-def _runtime() -> Runtime:
-    if RUNTIME is None:
-        raise RuntimeError("tokenfactory.handlers.configure() was not called")
-    return RUNTIME
+def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
+    event = memo.wakes.get((namespace, name))
+    if event is not None:
+        event.set()
 
 
 @kopf.on.startup()
@@ -68,23 +57,31 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
 
 
+@kopf.on.cleanup()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Operator shutdown: close the Kubernetes and Prometheus clients, stop the /metrics server."""
+    await memo.reconciler.aclose()
+    if memo.get("on_shutdown") is not None:
+        memo.on_shutdown()
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def _factory_changed(namespace: str, name: str, **_: Any) -> None:
-    _runtime().wake(namespace, name)
+async def _factory_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    _wake(memo, namespace or "default", name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def _deployment_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def _deployment_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     owner = labels.get(render.LABEL_FACTORY)
     if owner:
-        _runtime().wake(namespace, owner)
+        _wake(memo, namespace or "default", owner)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def _pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+async def _pod_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     owner = labels.get(render.LABEL_FACTORY)
     if owner:
-        _runtime().wake(namespace, owner)
+        _wake(memo, namespace or "default", owner)
 
 
 def _interval_seconds(body: Any) -> float:
@@ -95,12 +92,16 @@ def _interval_seconds(body: Any) -> float:
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
-async def factory_loop(body: kopf.Body, namespace: str, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def factory_loop(body: kopf.Body, memo: Any, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
+                       **_: Any) -> None:
     """The reconcile loop of one factory, for as long as it exists and the operator runs."""
-    rt = _runtime()
+    namespace = namespace or "default"
+    reconciler: Reconciler = memo.reconciler
     key = (namespace, name)
-    wake = rt.wakes.setdefault(key, asyncio.Event())
-    memory = rt.memories.setdefault(key, FactoryMemory())
+    wake = memo.wakes.setdefault(key, asyncio.Event())
+    if memo.get("factory") is None:
+        memo.factory = FactoryMemory()
+    memory: FactoryMemory = memo.factory
     backoff = 1.0
     log.info("factory %s/%s: loop started", namespace, name)
     try:
@@ -111,9 +112,7 @@ async def factory_loop(body: kopf.Body, namespace: str, name: str, stopped: kopf
             due = memory.last_measure is None or (now - memory.last_measure).total_seconds() >= interval
             snapshot = copy.deepcopy(dict(body))
             try:
-                await rt.reconciler.reconcile(snapshot, memory, now, measure=due)
-                if due:
-                    memory.last_measure = now
+                await reconciler.reconcile(snapshot, memory, now, measure=due)
                 backoff = 1.0
                 timeout = interval if memory.last_measure is None else max(
                     0.5, interval - (dt.datetime.now(dt.UTC) - memory.last_measure).total_seconds())
@@ -128,9 +127,8 @@ async def factory_loop(body: kopf.Body, namespace: str, name: str, stopped: kopf
             except TimeoutError:
                 pass
     finally:
-        rt.wakes.pop(key, None)
+        memo.wakes.pop(key, None)
         if stopped.reason is None or kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
-            rt.memories.pop(key, None)
-        if rt.on_forget is not None:
-            rt.on_forget(namespace, name)
+            memo.factory = None
+        reconciler.forget(namespace, name)
         log.info("factory %s/%s: loop stopped", namespace, name)

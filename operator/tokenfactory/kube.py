@@ -12,28 +12,14 @@ import copy
 import datetime as dt
 import itertools
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from tokenfactory import api
+from tokenfactory.ports import KubeClient
+
+__all__ = ["FIELD_MANAGER", "FakeKube", "KubeClient", "LightkubeClient", "event_manifest"]
 
 FIELD_MANAGER = "tokenfactory"
-
-
-class KubeClient(Protocol):
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply with the operator's field manager (conflicts forced); returns the live object."""
-
-    async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Objects of ``kind`` (Deployment, Service, Pod) in ``namespace`` matching all ``labels``."""
-
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Delete (foreground-agnostic); a missing object is not an error."""
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the TokenFactory's status subresource (None values remove fields)."""
-
-    async def emit_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on the TokenFactory (``involved``: its metadata + apiVersion/kind)."""
 
 
 def _now() -> str:
@@ -74,9 +60,9 @@ class LightkubeClient:
         from lightkube.resources.apps_v1 import Deployment
         from lightkube.resources.core_v1 import Event, Pod, Service
 
-        self._client = client or AsyncClient(field_manager=field_manager)
+        self._client: Any = client or AsyncClient(field_manager=field_manager)
         self._field_manager = field_manager
-        self._kinds = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
+        self._kinds: dict[str, Any] = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
         self._event = Event
         self._tf = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 

@@ -15,13 +15,18 @@ The PromQL builders are pure functions (:func:`promql_queries`), tested on their
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
-from collections.abc import Mapping
+import os
+import ssl
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 import httpx
+
+from tokenfactory.ports import MetricsSource  # noqa: F401 - re-exported: the Protocol the sources implement
 
 # Machine reasons carried by MetricsUnavailable
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
@@ -80,6 +85,15 @@ class FactoryMetrics:
     def generation_tokens_per_second(self) -> float:
         return sum(p.generation_tokens_per_second for p in self.pools.values())
 
+    @property
+    def engines_reporting(self) -> int:
+        return sum(p.engines_reporting for p in self.pools.values())
+
+    @property
+    def idle(self) -> bool:
+        """Engines report but deliver no tokens: demand is zero (not a metrics gap)."""
+        return self.prompt_tokens_per_second == 0 and self.generation_tokens_per_second == 0
+
     def tokens_per_request(self, token_accounting: str = "output") -> float | None:
         """Mean tokens per completed request over the window: generation (plus prompt, for "total"
         accounting) token rate / request-success rate, over the pools that report both. ``None`` when
@@ -95,15 +109,6 @@ class FactoryMetrics:
         if not (requests > 0 and tokens > 0):
             return None
         return tokens / requests
-
-
-@runtime_checkable
-class MetricsSource(Protocol):
-    async def pool_metrics(
-        self, namespace: str, factory: str, window_seconds: float, now: float | None = None
-    ) -> FactoryMetrics:
-        """Per-pool figures of one factory; raises :class:`MetricsUnavailable`."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,16 +220,24 @@ def assemble(
 ) -> FactoryMetrics:
     """Combine validated vectors into :class:`FactoryMetrics` (pure).
 
-    The pools are those with a generation-token rate; no such series at all is ``NoSeries``.
-    NaN is accepted only for quantiles (no request finished in the window); in a rate or gauge it
-    is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
+    The pools are those whose engines report: a generation-token rate, or the liveness gauge
+    (``engines_reporting``, the count of ``vllm:num_requests_running`` series). A pool whose engines
+    report but whose token counters are absent (nothing requested yet, or a single scrape so far) is
+    idle: token rates 0, demand 0. Neither series for any pool is ``NoSeries`` (no engine reports:
+    the caller holds). NaN is accepted only for quantiles (no request finished in the window); in a
+    rate or gauge it is ``BadResponse``. Series without a ``pool`` label are ignored (they are not ours).
     """
     gen = [(p, ts, v) for p, ts, v in answers.get("generation_tokens_per_second", []) if p]
-    if not gen:
+    alive = [(p, ts, v) for p, ts, v in answers.get("engines_reporting", []) if p and v > 0]
+    if not gen and not alive:
         raise MetricsUnavailable(
-            NO_SERIES, f"no vllm:generation_tokens_total series for namespace={namespace} factory={factory}"
+            NO_SERIES, f"no vLLM engine reports for namespace={namespace} factory={factory} "
+                       f"(neither vllm:num_requests_running nor vllm:generation_tokens_total)"
         )
-    per_pool: dict[str, dict[str, object]] = {p: {"sampled_at": ts} for p, ts, _ in gen}
+    per_pool: dict[str, dict[str, Any]] = {}
+    for p, ts, _ in gen + alive:
+        entry = per_pool.setdefault(p, {"sampled_at": ts})
+        entry["sampled_at"] = max(float(entry["sampled_at"]), ts)
     for name, vector in answers.items():
         for pool, _ts, v in vector:
             if pool not in per_pool:
@@ -240,7 +253,7 @@ def assemble(
                 raise MetricsUnavailable(BAD_RESPONSE, f"negative {name} ({v}) for pool {pool!r}")
             per_pool[pool][name] = int(v) if name == "engines_reporting" else v
     pools = {p: PoolMetrics(pool=p, **fields) for p, fields in sorted(per_pool.items())}
-    sampled = max(ts for _, ts, _ in gen)
+    sampled = max(ts for _, ts, _ in gen + alive)
     return FactoryMetrics(namespace=namespace, factory=factory, window_seconds=window_seconds, sampled_at=sampled, pools=pools)
 
 
@@ -249,18 +262,179 @@ def assemble(
 # --------------------------------------------------------------------------------------------
 
 
-class PrometheusSource:
-    """Reads pool figures from a Prometheus HTTP API with instant queries (run concurrently)."""
+# Environment variables read by :meth:`PrometheusAuth.from_env` (``tokenfactory run`` sets them from its flags).
+ENV_PREFIX = "TOKENFACTORY_PROMETHEUS_"
+AUTH_ENV = {
+    "bearer_token_file": ENV_PREFIX + "BEARER_TOKEN_FILE",
+    "username": ENV_PREFIX + "USERNAME",
+    "password_file": ENV_PREFIX + "PASSWORD_FILE",
+    "ca_file": ENV_PREFIX + "CA_FILE",
+    "cert_file": ENV_PREFIX + "CERT_FILE",
+    "key_file": ENV_PREFIX + "KEY_FILE",
+    "insecure_skip_verify": ENV_PREFIX + "INSECURE_SKIP_VERIFY",
+    "headers": ENV_PREFIX + "HEADERS",
+}
 
-    def __init__(self, url: str, timeout: float = 5.0, *, transport: httpx.AsyncBaseTransport | None = None):
+
+class AuthConfigError(ValueError):
+    """The Prometheus client settings are inconsistent or name files that cannot be read."""
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"X-Scope-OrgID: tenant-a"`` -> ``("X-Scope-OrgID", "tenant-a")``; raises AuthConfigError."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+        raise AuthConfigError(f"header {text!r}: want 'Name: value' (e.g. 'X-Scope-OrgID: tenant-a')")
+    if name.lower() == "authorization":
+        raise AuthConfigError("header Authorization: use the bearer token file or basic auth settings instead")
+    return name, value
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How the operator authenticates to Prometheus (or Mimir, Thanos, Cortex) and trusts its TLS certificate.
+
+    Secrets are only ever read from files (mounted Secrets), never from flags: ``bearer_token_file`` is read
+    on every request (a rotated token is picked up), ``password_file`` likewise. ``ca_file`` is a PEM bundle to
+    trust instead of the system CAs; ``cert_file``/``key_file`` a TLS client certificate; ``headers`` extra
+    request headers such as ``X-Scope-OrgID``.
+    """
+
+    bearer_token_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PrometheusAuth:
+        env = os.environ if env is None else env
+
+        def get(key: str) -> str | None:
+            return env.get(AUTH_ENV[key]) or None
+
+        headers = tuple(parse_header(line) for line in (get("headers") or "").splitlines() if line.strip())
+        skip = (get("insecure_skip_verify") or "").strip().lower() in {"1", "true", "yes", "on"}
+        return cls(bearer_token_file=get("bearer_token_file"), username=get("username"),
+                   password_file=get("password_file"), ca_file=get("ca_file"), cert_file=get("cert_file"),
+                   key_file=get("key_file"), insecure_skip_verify=skip, headers=headers)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that :meth:`from_env` turns back into this configuration."""
+        out = {AUTH_ENV[k]: v for k in ("bearer_token_file", "username", "password_file", "ca_file", "cert_file",
+                                         "key_file") if (v := getattr(self, k))}
+        if self.insecure_skip_verify:
+            out[AUTH_ENV["insecure_skip_verify"]] = "true"
+        if self.headers:
+            out[AUTH_ENV["headers"]] = "\n".join(f"{n}: {v}" for n, v in self.headers)
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return self == PrometheusAuth()
+
+    def check(self) -> None:
+        """Raise AuthConfigError naming the setting when the configuration cannot work."""
+        if self.bearer_token_file and (self.username or self.password_file):
+            raise AuthConfigError("bearer token and basic auth are exclusive: give one")
+        if bool(self.username) != bool(self.password_file):
+            raise AuthConfigError("basic auth needs both a username and a password file")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise AuthConfigError("a TLS client certificate needs both the certificate and the key file")
+        for what, path in (("bearer token file", self.bearer_token_file), ("password file", self.password_file),
+                           ("CA file", self.ca_file), ("client certificate", self.cert_file),
+                           ("client key", self.key_file)):
+            if path and not os.access(path, os.R_OK):
+                raise AuthConfigError(f"{what} {path}: cannot read (missing or no permission)")
+        try:
+            self.ssl_context()
+        except (ssl.SSLError, OSError) as err:
+            raise AuthConfigError(f"TLS settings: {err}") from None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """``verify`` for httpx: the default when nothing is set, else a context with the CA and client cert."""
+        if self.insecure_skip_verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.ca_file or self.cert_file:
+            ctx = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
+        else:
+            return True
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def describe(self) -> str:
+        """For logs: what is configured, never a secret."""
+        parts = []
+        if self.bearer_token_file:
+            parts.append(f"bearer token from {self.bearer_token_file}")
+        if self.username:
+            parts.append(f"basic auth as {self.username}")
+        if self.ca_file:
+            parts.append(f"CA {self.ca_file}")
+        if self.cert_file:
+            parts.append(f"client cert {self.cert_file}")
+        if self.insecure_skip_verify:
+            parts.append("TLS verification OFF")
+        if self.headers:
+            parts.append("headers " + ", ".join(n for n, _ in self.headers))
+        return "; ".join(parts) or "no auth"
+
+
+def _read_secret(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as e:  # e.g. a mounted Secret being rotated or removed
+        raise MetricsUnavailable(PROMETHEUS_ERROR, f"cannot read Prometheus credentials file {path}: "
+                                                   f"{e.strerror or e}") from e
+
+
+class _FileAuth(httpx.Auth):
+    """Bearer or basic auth whose secret is read from its file on every request (rotation-safe)."""
+
+    def __init__(self, auth: PrometheusAuth):
+        self.auth = auth
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        a = self.auth
+        if a.bearer_token_file:
+            request.headers["Authorization"] = f"Bearer {_read_secret(a.bearer_token_file)}"
+        elif a.username and a.password_file:
+            pair = f"{a.username}:{_read_secret(a.password_file)}".encode()
+            request.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        yield request
+
+
+class PrometheusSource:
+    """Reads pool figures from a Prometheus HTTP API with instant queries (run concurrently).
+
+    ``auth`` configures credentials, TLS and extra headers; ``None`` takes them from the environment
+    (:meth:`PrometheusAuth.from_env`, set by ``tokenfactory run``'s ``--prometheus-*`` flags).
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0, *, transport: httpx.AsyncBaseTransport | None = None,
+                 auth: PrometheusAuth | None = None):
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
+        self.auth = auth if auth is not None else PrometheusAuth.from_env()
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout, transport=self._transport)
+            a = self.auth
+            self._client = httpx.AsyncClient(
+                base_url=self.url, timeout=self.timeout, transport=self._transport,
+                verify=a.ssl_context(), headers=dict(a.headers),
+                auth=_FileAuth(a) if (a.bearer_token_file or a.username) else None,
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -278,6 +452,12 @@ class PrometheusSource:
             raise MetricsUnavailable(TIMEOUT, f"{self.url} did not answer within {self.timeout}s") from e
         except httpx.HTTPError as e:
             raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: {type(e).__name__}: {e}") from e
+        except ssl.SSLError as e:  # e.g. the server refused our client certificate after the handshake (TLS 1.3)
+            raise MetricsUnavailable(PROMETHEUS_UNREACHABLE, f"{self.url}: TLS: {e}") from e
+        if resp.status_code in (401, 403):
+            raise MetricsUnavailable(
+                PROMETHEUS_ERROR, f"HTTP {resp.status_code} from {self.url}: credentials refused "
+                                  f"({self.auth.describe()}); check the operator's --prometheus-* settings")
         try:
             payload = json.loads(resp.content)
         except (ValueError, UnicodeDecodeError):
@@ -297,9 +477,29 @@ class PrometheusSource:
             results = await asyncio.wait_for(
                 asyncio.gather(*(self.query(queries[n], now) for n in names)), timeout=self.timeout * 2
             )
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise MetricsUnavailable(TIMEOUT, f"queries to {self.url} took longer than {self.timeout * 2}s") from e
         return assemble(namespace, factory, window_seconds, dict(zip(names, results)))
+
+
+class SourcesByUrl:
+    """One :class:`MetricsSource` per Prometheus URL, made on first use and closed together
+    (``ports.MetricsSources``). ``preset`` maps URLs to ready sources (fakes in tests)."""
+
+    def __init__(self, timeout: float = 5.0, preset: Mapping[str, Any] | None = None):
+        self.timeout = float(timeout)
+        self._sources: dict[str, Any] = dict(preset or {})
+
+    def source(self, url: str) -> MetricsSource:
+        if url not in self._sources:
+            self._sources[url] = PrometheusSource(url, timeout=self.timeout)
+        return self._sources[url]
+
+    async def aclose(self) -> None:
+        for src in self._sources.values():
+            close = getattr(src, "aclose", None)
+            if close is not None:
+                await close()
 
 
 # --------------------------------------------------------------------------------------------

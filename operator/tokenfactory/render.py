@@ -19,6 +19,11 @@ LABEL_POOL = "tokenfactory.dev/pool"
 LABEL_GPU_TYPE = "tokenfactory.dev/gpu-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 VLLM_ENTRYPOINT = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+# vLLM runs as this non-root user unless spec.engine.securityContext says otherwise.
+DEFAULT_UID = 1000
+DEFAULT_GID = 1000
+# A writable home for the non-root user (Hugging Face and vLLM caches live under $HOME/.cache).
+HOME_DIR = "/home/vllm"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,36 @@ def selector_labels(factory: str, pool: str) -> dict[str, str]:
     return {LABEL_FACTORY: factory, LABEL_POOL: pool}
 
 
+@dataclass(frozen=True)
+class EffectiveEngine:
+    """spec.engine with the pool's overrides applied (pools[].engine)."""
+
+    image: str
+    extra_args: tuple[str, ...]
+    env: tuple[api.EnvVar, ...]
+    requests: dict[str, int | str]
+    limits: dict[str, int | str]
+
+
+def effective_engine(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> EffectiveEngine:
+    """The pool's image (its own, else spec.engine's), args (spec.engine's, then the pool's), env (merged by
+    name, the pool's value wins, spec order first) and resources (merged per key, the pool's wins)."""
+    base, over = spec.engine, pool.engine
+    if over is None:
+        return EffectiveEngine(base.image, tuple(base.extra_args), tuple(base.env),
+                               dict(base.resources.requests), dict(base.resources.limits))
+    env = {v.name: v for v in base.env}
+    for v in over.env:
+        env[v.name] = v
+    return EffectiveEngine(
+        image=over.image or base.image,
+        extra_args=tuple(base.extra_args) + tuple(over.extra_args),
+        env=tuple(env.values()),
+        requests={**base.resources.requests, **over.resources.requests},
+        limits={**base.resources.limits, **over.resources.limits},
+    )
+
+
 def vllm_args(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> list[str]:
     args = [
         "--model", spec.model.name,
@@ -78,7 +113,7 @@ def vllm_args(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> list[str]:
     ]
     if spec.model.quantization:
         args += ["--quantization", spec.model.quantization]
-    return args + list(spec.engine.extra_args)
+    return args + list(effective_engine(spec, pool).extra_args)
 
 
 def _quantity(value: int | str) -> str:
@@ -87,24 +122,25 @@ def _quantity(value: int | str) -> str:
 
 def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]:
     gpus = str(pool.gpus_per_replica)
-    requests = {k: _quantity(v) for k, v in spec.engine.resources.requests.items()}
-    limits = {k: _quantity(v) for k, v in spec.engine.resources.limits.items()}
+    engine = effective_engine(spec, pool)
+    requests = {k: _quantity(v) for k, v in engine.requests.items()}
+    limits = {k: _quantity(v) for k, v in engine.limits.items()}
     limits[GPU_RESOURCE] = gpus
     requests[GPU_RESOURCE] = gpus
     env: list[dict[str, Any]] = []
-    for var in spec.engine.env:
+    for var in engine.env:
         item: dict[str, Any] = {"name": var.name}
         if var.value is not None:
             item["value"] = var.value
         if var.value_from is not None:
-            item["valueFrom"] = var.value_from
+            item["valueFrom"] = var.value_from.model_dump(by_alias=True, exclude_none=True)
         env.append(item)
     def probe(**timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": "/health", "port": "http"}, **timing}
 
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": spec.engine.image,
+        "image": engine.image,
         "command": list(VLLM_ENTRYPOINT),
         "args": vllm_args(spec, pool),
         "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
@@ -115,16 +151,40 @@ def _container(spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]
         "livenessProbe": probe(periodSeconds=10, failureThreshold=6),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    if env:
-        container["env"] = env
+    if not any(var.name == "HOME" for var in spec.engine.env):
+        env.insert(0, {"name": "HOME", "value": HOME_DIR})
+    container["env"] = env
+    container["volumeMounts"].append({"name": "home", "mountPath": HOME_DIR})
+    # Restricted Pod Security Standard, container part.
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return container
+
+
+def pod_security_context(spec: api.TokenFactorySpec) -> dict[str, Any]:
+    """The pod's security context: restricted-compatible, with the ids spec.engine.securityContext chooses."""
+    sc = spec.engine.security_context
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": sc.run_as_user if sc.run_as_user is not None else DEFAULT_UID,
+        "runAsGroup": sc.run_as_group if sc.run_as_group is not None else DEFAULT_GID,
+        "fsGroup": sc.fs_group if sc.fs_group is not None else DEFAULT_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def render_deployment(owner: Owner, spec: api.TokenFactorySpec, pool: api.PoolSpec, replicas: int) -> dict[str, Any]:
     labels = pool_labels(owner.name, pool)
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, pool)],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.engine.shm_size}},
+                    {"name": "home", "emptyDir": {}}],
+        "securityContext": pod_security_context(spec),
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 60,
     }
     if pool.node_selector:

@@ -10,7 +10,7 @@ Fixtures (see docs/local-cluster.md):
 * ``namespace`` (function) -> ``str``: a fresh namespace (its default ServiceAccount exists),
   deleted after the test.
 * ``prometheus`` (session) -> ``PrometheusServer``: a running Prometheus with no targets and a 2s
-  scrape interval; use ``set_targets([(job, "host:port", honor_labels), ...])`` (Prometheus 2.42
+  scrape interval; use ``set_targets([(job, "host:port", honor_labels), ...])`` (Prometheus
   applies target changes ~5 s later). A test may ``stop()`` it; the next test that uses it gets it
   started again (same URL).
 

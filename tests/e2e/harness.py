@@ -161,7 +161,13 @@ class Stack:
         kubectl("wait", "--for", "condition=Established", "crd/tokenfactories.tokenfactory.dev", "--timeout=60s")
         self.operator = Operator(cluster.kubeconfig, log_dir, namespaces=[namespace], prometheus_url=prometheus.url)
         self.sim = Simulator(cluster.kubeconfig, log_dir, namespace, factory, trace, extra=sim_args)
-        prometheus.set_targets([("vllm", self.sim.address, True), ("tokenfactory-operator", f"127.0.0.1:{self.operator.metrics_port}", False)])
+        # The operator's target carries the labels the chart's ServiceMonitor sets (the alerts select it by them).
+        from tokenfactory.alerts import OPERATOR_LABELS
+        from tokenfactory.localcluster.prometheus import ScrapeTarget
+
+        prometheus.set_targets([("vllm", self.sim.address, True),
+                                ScrapeTarget("tokenfactory-operator", f"127.0.0.1:{self.operator.metrics_port}",
+                                             labels=tuple(sorted(OPERATOR_LABELS.items())))])
 
     def tf(self) -> dict[str, Any]:
         return self.kubectl.json("get", "tokenfactory", self.factory, "-n", self.namespace)

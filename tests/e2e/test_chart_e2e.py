@@ -116,8 +116,13 @@ def render(helm: str, release: str, namespace: str, *sets: str) -> list[dict]:
 
 
 def install(kubectl, docs: list[dict]) -> None:
-    """Apply the rendered chart for real and check every object is there, as rendered."""
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), timeout=120)
+    """Apply the rendered chart for real (CRDs first, as helm does) and check every object is there, as rendered."""
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    if crds:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(crds), timeout=120)
+        for d in crds:
+            kubectl("wait", "--for", "condition=Established", f"crd/{d['metadata']['name']}", "--timeout=60s")
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([d for d in docs if d not in crds]), timeout=120)
     for d in docs:
         ns = ["-n", d["metadata"]["namespace"]] if d["metadata"].get("namespace") else []
         kind = d["kind"].lower() + ("." + d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else "")
@@ -163,6 +168,9 @@ def delete_cluster_scoped(kubectl, docs: list[dict]) -> None:
     for d in docs:
         if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             kubectl.run("delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found")
+        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
+            group = d["apiVersion"].split("/")[0]
+            kubectl.run("delete", f"{d['kind'].lower()}.{group}", d["metadata"]["name"], "--ignore-not-found")
 
 
 # ------------------------------------------------------------------------------- chart install
@@ -175,7 +183,8 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
     docs = render(helm, release, namespace, *MONITORS_ON, "prometheus.url=http://prometheus.monitoring:9090")
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     try:
         install(kubectl, docs)
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -196,7 +205,7 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
                        60, "metrics Service endpoints")
         assert eps[0]["ports"][0] == {"name": "metrics", "port": 8080, "protocol": "TCP"}
         # dashboard ConfigMap for Grafana's sidecar
-        (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
         live = kubectl.json("get", "configmap", cm["metadata"]["name"], "-n", namespace)
         assert live["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(live["data"]["tokenfactory-dashboard.json"]) == json.loads(DASHBOARD_FILE.read_text())
@@ -230,7 +239,9 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
     release = f"tf{uuid.uuid4().hex[:6]}"
     docs = render(helm, release, namespace, f"watchNamespaces={{{watched}}}")
     assert {d["kind"] for d in docs} == {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
-                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+                                         "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                                         "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                                         "ValidatingAdmissionPolicyBinding"}
     try:
         install(kubectl, docs)
         sa_ns, sa_name = service_account(docs)

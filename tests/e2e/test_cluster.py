@@ -231,12 +231,15 @@ def test_cli_status_reports_every_component(cluster):
     import sys
 
     res = subprocess.run(
-        [sys.executable, "-m", "tokenfactory.cli", "cluster", "status", "--json",
+        [sys.executable, "-m", "tokenfactory.cli", "cluster", "status", "-o", "json",
          "--state-dir", str(cluster.state_dir)],
         capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     st = json.loads(res.stdout)
+    old = subprocess.run([sys.executable, "-m", "tokenfactory.cli", "cluster", "status", "--json",
+                          "--state-dir", str(cluster.state_dir)], capture_output=True, text=True, timeout=60)
+    assert old.returncode == 0 and json.loads(old.stdout)["server"] == st["server"]  # the older spelling still works
     assert st["apiserver_ready"] and st["server"] == cluster.server
     names = {c["name"] for c in st["components"] if c["running"]}
     assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= names

@@ -5,6 +5,7 @@ values, schema rejections, least-privilege RBAC, hardened operator pod, CRD copi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tokenfactory"
 KUSTOMIZE = ROOT / "deploy" / "kustomize" / "base"
 CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactories.yaml"
+ALLOWLIST_CRD = ROOT / "crds" / "tokenfactory.dev_tokenfactoryallowlists.yaml"
 CRD_COPIES = [CHART / "crds" / CRD.name, KUSTOMIZE / CRD.name]
+ALLOWLIST_COPIES = [CHART / "crds" / ALLOWLIST_CRD.name, KUSTOMIZE / ALLOWLIST_CRD.name]
 RELEASE_NS = "tokenfactory-system"
 
 # What the operator does, per kind (handlers.py, kube.py): nothing more.
@@ -99,6 +102,14 @@ def test_crd_copies_are_identical(copy):
     assert copy.read_bytes() == CRD.read_bytes(), f"{copy} differs from {CRD}: run `make crd`"
 
 
+@pytest.mark.parametrize("copy", ALLOWLIST_COPIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_allowlist_crd_copies_are_identical(copy):
+    from tokenfactory import crd
+
+    assert ALLOWLIST_CRD.read_text() == crd.crd_yaml("TokenFactoryAllowList"), "run `make crd`"
+    assert copy.read_bytes() == ALLOWLIST_CRD.read_bytes(), f"{copy} differs from {ALLOWLIST_CRD}: run `make crd`"
+
+
 # ------------------------------------------------------------------------------------------ lint
 
 
@@ -118,9 +129,11 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
+                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                             "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
     role = one(docs, "ClusterRole")
     assert role["rules"] == NAMESPACED_RULES + [CRD_READ]
@@ -225,8 +238,13 @@ def test_monitoring_objects(helm):
     assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
     svc = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    # the job label the ServiceMonitor takes from the Service matches the operator-down alerts
-    assert re.fullmatch(alerts.OPERATOR_JOB_REGEX, svc["metadata"]["labels"]["app.kubernetes.io/name"])
+    # the target labels the operator alerts select by are copied from the Service's own labels
+    relabel = {r["targetLabel"]: r["sourceLabels"] for r in sm["spec"]["endpoints"][0]["relabelings"]}
+    for target, value in alerts.OPERATOR_LABELS.items():
+        (source,) = relabel[target]
+        k8s_label = next(k for k in svc["metadata"]["labels"]
+                         if "__meta_kubernetes_service_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k) == source)
+        assert svc["metadata"]["labels"][k8s_label] == value, target
 
     pm = one(docs, "PodMonitor")
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
@@ -250,6 +268,66 @@ def test_monitoring_objects(helm):
     cm = one(docs, "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["tokenfactory-dashboard.json"]) == dashboard.dashboard()
+
+
+def test_values_list_every_alert_with_its_defaults():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["alerts"] == alerts.chart_values()
+
+
+def test_prometheus_rule_tuned_from_values(helm, tmp_path):
+    """Disable one alert, change another's severity, for and threshold, add labels and a runbook
+    base: the rendered rules say so, and promtool shows the tuned threshold in effect."""
+    values = tmp_path / "values.yaml"  # a file: `--set x=1.5` would make a string of 1.5
+    values.write_text(yaml.safe_dump({"prometheusRule": {
+        "enabled": True, "additionalRuleLabels": {"team": "ml-platform"}, "runbookBaseUrl": "https://wiki.example/tf",
+        "alerts": {"TokenFactoryOperatorAbsent": {"enabled": False},
+                   "TokenFactoryCostPerMillionTokensOverObjective": {"severity": "critical", "for": "30m",
+                                                                     "threshold": 1.5},
+                   "TokenFactoryPoolReplicasUnavailable": {"threshold": 3}}}}))
+    res = run(helm, "template", "tokenfactory", str(CHART), "--namespace", RELEASE_NS, "-f", str(values))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    rules = {r["alert"]: r for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+    defaults = {r["alert"]: r for r in alerts.rules()["groups"][0]["rules"]}
+    assert set(rules) == set(defaults) - {"TokenFactoryOperatorAbsent"}
+    cost = rules["TokenFactoryCostPerMillionTokensOverObjective"]
+    assert cost["for"] == "30m" and cost["labels"] == {"severity": "critical", "team": "ml-platform"}
+    by_name = {a.name: a for a in alerts.alerts()}
+    assert cost["expr"] == by_name["TokenFactoryCostPerMillionTokensOverObjective"].expr_for(1.5)
+    assert rules["TokenFactoryPoolReplicasUnavailable"]["expr"] == by_name[
+        "TokenFactoryPoolReplicasUnavailable"].expr_for(3)
+    for name, r in rules.items():
+        assert r["annotations"]["runbook_url"] == f"https://wiki.example/tf#{name.lower()}"
+        if name not in ("TokenFactoryCostPerMillionTokensOverObjective", "TokenFactoryPoolReplicasUnavailable"):
+            assert r["expr"] == defaults[name]["expr"] and r["for"] == defaults[name]["for"], name
+    # the rendered file is a valid rules file, and the tuned threshold is what fires
+    from test_dashboard import FACTORY, FIRING, _expect, _promtool_test
+
+    doc = {"groups": one(docs, "PrometheusRule")["spec"]["groups"]}
+    longer = [{**x, "values": x["values"].replace("x30", "x60")} for x in FIRING["input_series"]]
+    cost_2x = {**FIRING, "input_series": longer, "alert_rule_test": [
+        _expect("40m", "TokenFactoryCostPerMillionTokensOverObjective",
+                {"severity": "critical", "team": "ml-platform", **FACTORY}),
+        _expect("25m", "TokenFactoryCostPerMillionTokensOverObjective"),  # for 30m now
+        _expect("40m", "TokenFactoryPoolReplicasUnavailable"),  # 2 short < threshold 3
+    ]}
+    res = _promtool_test(tmp_path, doc, [cost_2x])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["prometheusRule.alerts.TokenFactoryOverBudget.severity=page"], "/prometheusRule/alerts/TokenFactoryOverBudget/severity"),
+    (["prometheusRule.alerts.TokenFactoryOverBudget.for=ten"], "/prometheusRule/alerts/TokenFactoryOverBudget/for"),
+    (["prometheusRule.alerts.TokenFactoryMetricsMissing.threshold=2"], "/prometheusRule/alerts/TokenFactoryMetricsMissing"),
+    (["prometheusRule.alerts.TokenFactoryOverBudgt.enabled=false"], "TokenFactoryOverBudgt"),
+], ids=["severity", "for", "no-threshold", "typo"])
+def test_bad_alert_settings_are_rejected(helm, sets, message):
+    argv = [helm, "template", "tokenfactory", str(CHART)]
+    for s in sets:
+        argv += ["--set", s]
+    res = run(*argv)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
 
 
 def test_pod_monitor_cluster_wide_selects_any_namespace(helm):
@@ -302,9 +380,11 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     assert res.returncode == 0, res.stderr
     kdocs = [d for d in yaml.safe_load_all(res.stdout) if d]
     kinds = sorted(d["kind"] for d in kdocs)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service"])
-    assert one(kdocs, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
+                            "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "TokenFactoryAllowList",
+                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
+    assert sorted((d for d in by_kind(kdocs, "CustomResourceDefinition")), key=lambda d: d["metadata"]["name"]) == [
+        yaml.safe_load(CRD.read_text()), yaml.safe_load(ALLOWLIST_CRD.read_text())]
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
     kb, hb = one(kdocs, "ClusterRoleBinding"), one(hdocs, "ClusterRoleBinding")
@@ -316,6 +396,40 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
         assert one(kdocs, kind)["metadata"]["namespace"] == RELEASE_NS
         assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
     assert one(kdocs, "Service")["spec"] == one(hdocs, "Service")["spec"]
+    # the admission policy, its binding and its parameters: the same as the chart's
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert one(kdocs, kind)["metadata"]["name"] == one(hdocs, kind)["metadata"]["name"]
+        assert one(kdocs, kind)["spec"] == one(hdocs, kind)["spec"], kind
+    kal, hal = one(kdocs, "TokenFactoryAllowList"), one(hdocs, "TokenFactoryAllowList")
+    assert (kal["metadata"]["name"], kal["spec"]) == (hal["metadata"]["name"], hal["spec"])
+    # (kustomize, not knowing the kind is cluster-scoped, adds its namespace; the apiserver ignores it)
+
+
+@pytest.mark.parametrize("overlay", [
+    {"namespace": "platform-ops"},
+    {"namespace": "platform-ops", "namePrefix": "acme-"},
+], ids=["namespace", "namespace+namePrefix"])
+def test_kustomize_overlay_moves_the_operator_and_its_binding(kubectl, tmp_path, overlay):
+    """An overlay that sets another namespace (and a name prefix) moves the ServiceAccount, and the
+    ClusterRoleBinding's subject follows it: otherwise the operator is refused every call."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(KUSTOMIZE, tmp_path)], **overlay}))
+    res = run(kubectl, "kustomize", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    ns = overlay["namespace"]
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert sa["namespace"] == ns
+    assert one(docs, "Namespace")["metadata"]["name"] == ns
+    (subject,) = one(docs, "ClusterRoleBinding")["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": sa["name"], "namespace": ns}
+    assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    dep = one(docs, "Deployment")
+    assert dep["metadata"]["namespace"] == ns and one(docs, "Service")["metadata"]["namespace"] == ns
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    assert not [d["kind"] for d in docs if d["metadata"].get("namespace") not in (None, ns)]
+    assert "tokenfactory-system" not in res.stdout
 
 
 def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
@@ -338,3 +452,69 @@ def test_pod_monitor_selects_the_pods_render_creates(helm, two_pool_example):
             if source.startswith("__meta_kubernetes_pod_label_"):
                 sanitized = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
                 assert source.removeprefix("__meta_kubernetes_pod_label_") in sanitized, source
+
+
+def test_notes_point_only_at_what_a_packaged_chart_has(helm, tmp_path):
+    """NOTES.txt is shown after `helm install` of a packaged chart: it may name files of that package
+    (or URLs), not paths of this repository (it used to send users to deploy/examples/)."""
+    import tarfile
+
+    res = run(helm, "package", str(CHART), "-d", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (tgz,) = tmp_path.glob("tokenfactory-*.tgz")
+    with tarfile.open(tgz) as tar:
+        packaged = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    paths = re.findall(r"(?<![\w/.:-])((?:deploy|docs|crds|charts|hack|operator|tests|bench|files)/[\w.-][\w./-]*)", notes)
+    assert not [p for p in paths if p.rstrip("/") not in packaged and not any(
+        f.startswith(p) for f in packaged)], paths
+    assert "https://github.com/tokenfactory/tokenfactory/tree/main/deploy/examples" in notes
+    assert (ROOT / "deploy" / "examples").is_dir()
+
+
+# -------------------------------------------------------------------------- admission policy
+
+
+def test_admission_policy_checks_the_author(helm):
+    from tokenfactory import api
+
+    docs = template(helm)
+    vap, binding, allow = (one(docs, k) for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                                   "TokenFactoryAllowList"))
+    assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    spec = vap["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["paramKind"] == {"apiVersion": "tokenfactory.dev/v1alpha1", "kind": "TokenFactoryAllowList"}
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["tokenfactories"] and rule["operations"] == ["CREATE", "UPDATE"]
+    text = json.dumps(spec)
+    for needed in ("authorizer.group('').resource('secrets')", "authorizer.group('').resource('configmaps')",
+                   "check('get').allowed()", "params.spec.allowedImages", "params.spec.allowedTolerations",
+                   "request.userInfo.username"):
+        assert needed in text, needed
+    messages = " ".join(v["messageExpression"] for v in spec["validations"])
+    for field in ("spec.engine.env[].valueFrom.secretKeyRef: ", "spec.engine.env[].valueFrom.configMapKeyRef: ",
+                  "spec.engine.image: ", "spec.pools[name="):
+        assert field in messages, field
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["paramRef"] == {"name": allow["metadata"]["name"], "parameterNotFoundAction": "Deny"}
+    assert "matchResources" not in binding["spec"]  # every namespace by default
+    # the default allow-list is valid for its CRD's schema and lets the shipped examples through
+    allowed = api.AllowListSpec.model_validate(allow["spec"])
+    assert allowed.allowed_images == ["vllm/vllm-openai:*", "vllm/vllm-openai@sha256:*", "docker.io/vllm/vllm-openai:*"]
+    assert [(t.key, t.operator, t.value, t.effect) for t in allowed.allowed_tolerations] == [
+        ("nvidia.com/gpu", "Exists", None, "NoSchedule"), ("nvidia.com/gpu", "Equal", "present", "NoSchedule")]
+
+
+def test_admission_policy_options(helm):
+    binding = one(template(helm, "watchNamespaces={team-a,team-b}"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}
+    binding = one(template(helm, "admissionPolicy.namespaceSelector.matchLabels.tier=gpu"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"tier": "gpu"}}
+    docs = template(helm, "admissionPolicy.enabled=false")
+    assert not {d["kind"] for d in docs} & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                                            "TokenFactoryAllowList"}
+    res = run(helm, "template", "tokenfactory", str(CHART), "--set", "admissionPolicy.allowedTolerations[0].operator=Any")
+    assert res.returncode != 0 and "/admissionPolicy/allowedTolerations/0" in res.stderr, res.stderr

@@ -1,4 +1,4 @@
-"""The reconcile step against the in-memory KubeClient."""
+"""The reconcile pipeline (children and replica status) against the in-memory KubeClient."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tokenfactory.controller import FactoryMemory, Reconciler
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 from tokenfactory.kube import FakeKube
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -145,3 +145,43 @@ async def test_apply_failure_is_reported_not_raised(kube, two_pool_example):
     await rec.reconcile(obj, mem, NOW)
     c = conds(kube)
     assert c["Degraded"]["reason"] == "ApplyFailed" and "admission webhook denied" in c["Degraded"]["message"]
+
+
+async def test_throughput_profile_condition_says_when_sheet_figures_are_for_another_model(kube, two_pool_example):
+    rec = Reconciler(kube)
+    await rec.reconcile(factory(two_pool_example), FactoryMemory(), NOW)
+    same = conds(kube)["ThroughputProfile"]
+    assert same["status"] == "True" and same["reason"] == "MatchesModel"
+
+    other = factory(two_pool_example)
+    other["metadata"]["name"] = "llama"
+    other["spec"]["model"]["name"] = "meta-llama/Llama-3.1-70B-Instruct"
+    await rec.reconcile(other, FactoryMemory(), NOW)
+    c = conds(kube, "llama")["ThroughputProfile"]
+    assert c["status"] == "False" and c["reason"] == "SheetProfileForOtherModel"
+    assert "Llama-3.1-70B" in c["message"] and "gb300" in c["message"] and "h200" in c["message"]
+
+
+async def test_pods_refused_by_the_apiserver_make_the_factory_degraded_with_one_warning(kube, two_pool_example):
+    """A Deployment exists but its ReplicaSet cannot create pods (here: Pod Security): not 'all children applied'."""
+    rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
+    await rec.reconcile(obj, mem, NOW)
+    dep = kube.objects[("Deployment", "llm", "deepseek-r1-h200")]
+    dep["status"] = {"replicas": 0, "conditions": [{
+        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "message": 'pods "deepseek-r1-h200-abc" is forbidden: violates PodSecurity "restricted:latest": '
+                   "allowPrivilegeEscalation != false"}]}
+    events = await rec.reconcile(with_status(kube, obj), mem, NOW)
+    degraded = conds(kube)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "PodCreationFailed"
+    assert "deepseek-r1-h200" in degraded["message"] and "PodSecurity" in degraded["message"]
+    warnings = [e for e in events if e.type == "Warning" and e.reason == "PodCreationFailed"]
+    assert len(warnings) == 1 and "deepseek-r1-h200" in warnings[0].message
+    emitted = [e for e in kube.events if e["reason"] == "PodCreationFailed"]
+    assert len(emitted) == 1
+    await rec.reconcile(with_status(kube, obj), mem, NOW)  # the same failure again: no second Event
+    assert len([e for e in kube.events if e["reason"] == "PodCreationFailed"]) == 1
+    dep = kube.objects[("Deployment", "llm", "deepseek-r1-h200")]
+    dep["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    await rec.reconcile(with_status(kube, obj), mem, NOW)
+    assert conds(kube)["Degraded"]["reason"] != "PodCreationFailed"

@@ -1,4 +1,5 @@
 import argparse
+import json
 import math
 
 import pytest
@@ -228,8 +229,66 @@ def test_cli_negative_exits_2(capsys):
     assert "--tokens-per-second-per-gpu" in capsys.readouterr().err
 
 
-def test_cli_missing_and_unknown_type(capsys):
+def test_cli_missing_is_usage_error_unknown_type_is_invalid_input(capsys):
     assert _cli(["cost", "--price-per-gpu-hour", "1"]) == 2
     assert "--tokens-per-second-per-gpu" in capsys.readouterr().err
-    assert _cli(["cost", "--gpu-type", "a100"]) == 2
+    assert _cli(["cost", "--gpu-type", "a100"]) == 1
     assert "--gpu-type" in capsys.readouterr().err
+
+
+def test_cli_on_prem_prints_the_arithmetic(capsys):
+    argv = ["cost", "--gpu-type", "h200", "--capex-per-gpu", "35040", "--amortization-years", "4",
+            "--dollars-per-kwh", "0.1", "--pue", "1.5", "--kilowatts-per-gpu", "2"]
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out
+    # 35,040 / (4 x 8760) = $1/h; 2 kW x 1.5 x $0.1 = $0.30/h; $1.30/GPU-h at the sheet's 90 tok/s
+    assert "$35,040 / (4 years x 8760 h) = $35,040 / 35,040 h = $1" in out
+    assert "2 kW x PUE 1.5 x $0.1/kWh = $0.3" in out
+    assert "on-prem price per GPU-hour   = $1 + $0.3 = $1.3" in out
+    assert "$1.3 / (90 x 3600) x 1e6 = $4.012/Mtok" in out
+    assert "published" not in out  # the sheet's published figure is for its cloud price
+    assert _cli(argv + ["-o", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pricing"] == "onPrem" and data["onPrem"]["capexDollarsPerGpuHour"] == pytest.approx(1.0)
+    assert data["pricePerGpuHour"] == pytest.approx(cost.on_prem_price_per_gpu_hour(35040, 4, 2, 1.5, 0.1))
+    assert data["costPerMillionTokens"] == pytest.approx(data["pricePerGpuHour"] / (90 * 3600) * 1e6)
+
+
+def test_cli_on_prem_matches_what_the_crd_resolves():
+    from tokenfactory import api
+
+    spec = api.parse_spec({"model": {"name": "m"}, "pools": [{"name": "a", "gpuType": "gb300", "capexPerGpu": 60000,
+                           "amortizationYears": 5, "dollarsPerKwh": 0.12, "pue": 1.2}]})
+    (rp,) = spec.resolve_pools()
+    b = cost.on_prem_breakdown(60000, 5, rp.kilowatts_per_gpu, 1.2, 0.12)
+    assert b["pricePerGpuHour"] == pytest.approx(rp.price_per_gpu_hour)
+    assert b["capexDollarsPerGpuHour"] + b["energyDollarsPerGpuHour"] == pytest.approx(rp.price_per_gpu_hour)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--price-per-gpu-hour", "1", "--capex-per-gpu", "1", "--amortization-years", "1", "--dollars-per-kwh", "0.1"],
+     "not both"),
+    (["--gpu-type", "h200", "--capex-per-gpu", "30000"], "missing --amortization-years, --dollars-per-kwh"),
+    (["--gpu-type", "h200", "--pue", "1.2"], "--pue applies to on-prem"),
+    (["--capex-per-gpu", "1", "--amortization-years", "1", "--dollars-per-kwh", "0.1",
+      "--tokens-per-second-per-gpu", "5"], "--kilowatts-per-gpu"),
+])
+def test_cli_on_prem_usage_errors(capsys, argv, needle):
+    assert _cli(["cost", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_cli_pue_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit) as ei:
+        _cli(["cost", "--gpu-type", "h200", "--capex-per-gpu", "1", "--amortization-years", "1",
+              "--dollars-per-kwh", "0.1", "--pue", "0.9"])
+    assert ei.value.code == 2 and "--pue must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_json_cloud(capsys):
+    assert _cli(["cost", "--gpu-type", "gb300", "-o", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["priceSource"] == "sheet" and data["publishedCostPerMillionTokens"] == 0.12
+    assert data["costPerMillionTokens"] == pytest.approx(2.65 / (6000 * 3600) * 1e6)
+    assert data["tokensPerSecondPerMegawatt"] == pytest.approx(6000 / (2.143 / 1000))

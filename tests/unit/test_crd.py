@@ -4,14 +4,14 @@ from pathlib import Path
 
 import yaml
 
-from tokenfactory import crd
+from tokenfactory import api, crd
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds" / "tokenfactory.dev_tokenfactories.yaml"
 
 
 def test_committed_crd_matches_the_models():
-    assert COMMITTED.read_text() == crd.crd_yaml(), "crds/ drifted from tokenfactory/api.py: run `tokenfactory crd -o crds/tokenfactory.dev_tokenfactories.yaml`"
+    assert COMMITTED.read_text() == crd.crd_yaml(), "crds/ drifted from tokenfactory/api.py: run `tokenfactory crd -f crds/tokenfactory.dev_tokenfactories.yaml`"
 
 
 def walk(node, path=""):
@@ -63,3 +63,49 @@ def test_names_printer_columns_and_rules():
     # optional pricing fields have no default: the GPU sheet fills them in the operator
     assert "default" not in pool["properties"]["pricePerGpuHour"]
     assert yaml.safe_load(crd.crd_yaml())["kind"] == "CustomResourceDefinition"
+
+
+def test_hostile_input_rules_are_in_the_crd():
+    """The admission rules of issue 14 (item 3) are in the generated CRD, where the apiserver enforces them."""
+    root = schema()
+    root_rules = {r["rule"]: r for r in root["x-kubernetes-validations"]}
+    name_rule = next(r for r in root_rules.values() if "matches" in r["rule"])
+    assert "self.metadata.name" in name_rule["rule"] and name_rule["fieldPath"] == ".metadata.name"
+    assert "size(self.metadata.name) <= 63" in name_rule["rule"]
+    assert any("size(self.metadata.name) + 1 + size(p.name) <= 63" in r for r in root_rules)
+    spec = root["properties"]["spec"]["properties"]
+
+    def rules(node):
+        return {r["rule"]: r.get("fieldPath") for r in node.get("x-kubernetes-validations", [])}
+
+    scaling = rules(spec["scaling"])
+    assert [p for r, p in scaling.items() if r.endswith("duration(self.interval) >= duration('1s')")] == [".interval"]
+    assert any(r.endswith("duration(self.interval) <= duration('1h')") for r in scaling)
+    metrics = rules(spec["metrics"])
+    assert [p for r, p in metrics.items() if r.endswith("duration(self.window) >= duration('5s')")] == [".window"]
+    assert any("isURL(self.prometheusUrl)" in r and "getHostname()" in r for r in metrics)
+    url = spec["metrics"]["properties"]["prometheusUrl"]
+    assert url["maxLength"] == 2048 and url["pattern"].startswith("^https?://")
+    # quantities: int-or-string with the quantity pattern, no negative integers
+    cpu = spec["engine"]["properties"]["resources"]["properties"]["requests"]["additionalProperties"]
+    assert cpu["x-kubernetes-int-or-string"] is True and cpu["pattern"] == api.QUANTITY and cpu["minimum"] == 0
+    pools = spec["pools"]
+    assert pools["maxItems"] == 8
+    pool = pools["items"]["properties"]
+    assert pool["name"]["maxLength"] == 24 and pool["name"]["pattern"] == api.DNS_LABEL
+    tol = rules(pools["items"]["properties"]["tolerations"]["items"])
+    assert set(tol.values()) == {".value", ".key", ".tolerationSeconds"}
+    env = spec["engine"]["properties"]["env"]["items"]
+    assert "!(has(self.value) && has(self.valueFrom))" in rules(env)
+    assert "x-kubernetes-preserve-unknown-fields" not in env["properties"]["valueFrom"]
+    sc = spec["engine"]["properties"]["securityContext"]["properties"]
+    assert set(sc) == {"runAsUser", "runAsGroup", "fsGroup"} and sc["runAsUser"]["minimum"] == 1
+    # every string in the spec is bounded (no megabyte strings), every map and list too
+    unbounded = [path for path, node in walk(root["properties"]["spec"])
+                 if node.get("type") == "string" and "maxLength" not in node and "enum" not in node]
+    assert not unbounded, unbounded
+    maps = [path for path, node in walk(root["properties"]["spec"])
+            if isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node]
+    assert not maps, maps
+    lists = [path for path, node in walk(root["properties"]["spec"]) if node.get("type") == "array" and "maxItems" not in node]
+    assert not lists, lists

@@ -119,7 +119,7 @@ def test_forget_factory_leaves_others():
     assert find(s, "tokenfactory_scaling_decisions_total") == []
     assert len(find(s, "tokenfactory_gpus", factory="r2")) == 3
     e.forget("ns", "r2")
-    assert parse(e.exposition()) == {}
+    assert [n for n, _ in parse(e.exposition())] == ["tokenfactory_build_info"]
 
 
 def test_http_server_serves_registry():
@@ -149,3 +149,128 @@ def test_fake_exporter_records():
     assert [c[0] for c in f.calls] == ["publish", "decision", "forget"]
     with pytest.raises(ValueError):
         f.record_scaling_decision("ns", "r1", "h200", "up", -1)
+
+
+# ------------------------------------------------------------------ Prometheus naming (issue 13)
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def types(text):
+    return {fam.name: fam.type for fam in text_string_to_metric_families(text)}
+
+
+def test_pool_series_and_factory_totals_have_distinct_names():
+    """sum() over a per-pool metric counts every dollar once (the old names carried the total too)."""
+    e = exporter.PrometheusExporter()
+    e.publish("ns", "r1", "m", figures())
+    s = parse(e.exposition())
+    pools = find(s, "tokenfactory_pool_cost_dollars_per_hour")
+    assert sorted(pools) == pytest.approx(sorted([16 * 1.41, 4 * 2.65]))
+    [total] = find(s, "tokenfactory_factory_cost_dollars_per_hour")
+    assert sum(pools) == pytest.approx(total)
+    for name in exporter.POOL_GAUGES:  # no per-pool name holds a factory row
+        assert not find(s, name, pool=""), name
+    for (n, ls) in s:
+        if n.startswith("tokenfactory_factory_"):
+            assert {k for k, _ in ls} <= {"namespace", "factory", "model", "kind", "state"}, n
+    assert find(s, "tokenfactory_pool_tokens_per_second", pool="h200", kind="prompt") == [2880.0]
+    assert find(s, "tokenfactory_factory_tokens_per_second", kind="generation") == [1440.0 + 24000.0]
+    assert find(s, "tokenfactory_factory_replicas", state="desired") == [3.0]
+
+
+def test_base_units():
+    e = exporter.PrometheusExporter()
+    e.publish("ns", "r1", "m", figures())
+    s = parse(e.exposition())
+    assert find(s, "tokenfactory_pool_power_watts", pool="h200") == [pytest.approx(16 * 1667.0)]
+    [tpj] = find(s, "tokenfactory_pool_tokens_per_joule", pool="h200")
+    assert tpj * 1e6 == pytest.approx(54000, rel=1e-3)  # the sheet's 54K tok/s per MW
+    names = {n for n, _ in s if not exporter.FAMILIES[n].replaced_by}
+    assert not [n for n in names if "kilowatt" in n or "megawatt" in n], names
+
+
+def test_rates_are_gauges_and_cumulative_amounts_are_counters():
+    e = exporter.PrometheusExporter(clock=Clock())
+    e.publish("ns", "r1", "m", figures())
+    e.record_scaling_decision("ns", "r1", "h200", "up")
+    t = types(e.exposition())
+    for name, typ in t.items():
+        assert typ == ("counter" if name in ("tokenfactory_spend_dollars", "tokenfactory_tokens",
+                                             "tokenfactory_scaling_decisions") else "gauge"), name
+    assert "tokenfactory_pool_tokens_per_second" in t and "tokenfactory_spend_dollars" in t
+
+
+def test_counters_integrate_spend_and_tokens_per_pool():
+    clock = Clock()
+    e = exporter.PrometheusExporter(clock=clock)
+    e.publish("ns", "r1", "m", figures())  # first publish: counters start at 0
+    s = parse(e.exposition())
+    assert find(s, "tokenfactory_spend_dollars_total", pool="h200") == [0.0]
+    assert find(s, "tokenfactory_tokens_total", pool="h200", kind="generation") == [0.0]
+    assert find(s, "tokenfactory_spend_dollars_total", pool="") == []  # per pool only: sum() for the factory
+    clock.t += 60
+    e.publish("ns", "r1", "m", figures())
+    clock.t += 30
+    e.publish("ns", "r1", "m", figures(gen_h200=720.0))
+    s = parse(e.exposition())
+    [h200] = find(s, "tokenfactory_spend_dollars_total", pool="h200")
+    assert h200 == pytest.approx(16 * 1.41 * 90 / 3600)
+    [gb] = find(s, "tokenfactory_spend_dollars_total", pool="gb300", gpu_type="gb300")
+    assert gb == pytest.approx(4 * 2.65 * 90 / 3600)
+    assert find(s, "tokenfactory_tokens_total", pool="h200", kind="generation") == [pytest.approx(1440 * 60 + 720 * 30)]
+    assert find(s, "tokenfactory_tokens_total", pool="h200", kind="prompt") == [pytest.approx(2880 * 90)]
+    assert find(s, "tokenfactory_tokens_total", pool="gb300", kind="prompt") == [0.0]
+    # metrics down: GPUs still cost money, tokens do not advance
+    clock.t += 10
+    e.publish("ns", "r1", "m", exporter.FactoryFigures.from_cost(factory_cost(), metrics_up=False))
+    s = parse(e.exposition())
+    assert find(s, "tokenfactory_spend_dollars_total", pool="h200") == [pytest.approx(16 * 1.41 * 100 / 3600)]
+    assert find(s, "tokenfactory_tokens_total", pool="h200", kind="generation") == [pytest.approx(1440 * 60 + 720 * 30)]
+
+
+def test_counters_skip_long_gaps_and_go_with_their_pool():
+    clock = Clock()
+    f = exporter.FakeExporter(clock=clock, max_gap_seconds=300)
+    f.publish("ns", "r1", "m", figures())
+    clock.t += 301  # a gap the operator knows nothing about: not integrated
+    f.publish("ns", "r1", "m", figures())
+    assert f.value("tokenfactory_spend_dollars_total", pool="h200") == 0.0
+    clock.t += 100
+    f.publish("ns", "r1", "m", figures())
+    assert f.value("tokenfactory_spend_dollars_total", pool="h200") == pytest.approx(16 * 1.41 * 100 / 3600)
+    f.forget_pool("ns", "r1", "h200")
+    assert f.value("tokenfactory_spend_dollars_total", pool="h200") is None
+    assert f.value("tokenfactory_spend_dollars_total", pool="gb300") is not None
+    f.forget("ns", "r1")
+    assert f.samples() == []
+
+
+def test_build_info():
+    from tokenfactory import __version__
+
+    s = parse(exporter.PrometheusExporter().exposition())
+    [(name, labels)] = list(s)
+    assert name == "tokenfactory_build_info" and dict(labels)["version"] == __version__
+    assert s[(name, labels)] == 1.0
+
+
+def test_deprecated_aliases_are_marked_and_can_be_dropped():
+    e = exporter.PrometheusExporter()
+    e.publish("ns", "r1", "m", figures())
+    text = e.exposition()
+    for old in exporter.DEPRECATED_GAUGES:
+        assert f"# HELP {old} DEPRECATED" in text, old
+    s = parse(text)
+    # same figures under the old names (pool rows and the pool="" total), old units
+    assert find(s, "tokenfactory_cost_per_hour_dollars", pool="") == find(s, "tokenfactory_factory_cost_dollars_per_hour")
+    assert find(s, "tokenfactory_power_kilowatts", pool="h200") == [pytest.approx(16 * 1.667)]
+    quiet = exporter.PrometheusExporter(deprecated_aliases=False)
+    quiet.publish("ns", "r1", "m", figures())
+    assert not set(exporter.DEPRECATED_GAUGES) & {n for n, _ in parse(quiet.exposition())}

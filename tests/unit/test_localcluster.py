@@ -204,7 +204,7 @@ def test_kubeconfig_dict():
 
 def test_pinned_versions_come_from_the_build_script():
     v = binaries.pinned_versions()
-    assert set(v) == {"kubernetes", "etcd", "kwok", "helm"}
+    assert set(v) == {"kubernetes", "etcd", "kwok", "helm", "prometheus"}
     assert all(x[0].isdigit() for x in v.values())
 
 
@@ -220,6 +220,21 @@ def test_missing_binaries_in_an_empty_cache(tmp_path, monkeypatch):
 
 
 # -- Prometheus config --------------------------------------------------------------------------
+
+
+def test_prometheus_binary_prefers_the_cached_build(tmp_path, monkeypatch):
+    from tokenfactory.localcluster import prometheus as prom_mod
+
+    monkeypatch.setenv("TOKENFACTORY_CACHE", str(tmp_path))
+    monkeypatch.delenv("TOKENFACTORY_PROMETHEUS", raising=False)
+    assert prom_mod.default_binary() != str(tmp_path / "bin" / "prometheus")  # not built: PATH's
+    (tmp_path / "bin").mkdir()
+    exe = tmp_path / "bin" / "prometheus"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    assert prom_mod.default_binary() == str(exe)
+    monkeypatch.setenv("TOKENFACTORY_PROMETHEUS", "/opt/prom")
+    assert prom_mod.default_binary() == "/opt/prom"
 
 
 def test_render_config_groups_targets_by_job():

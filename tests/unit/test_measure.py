@@ -7,11 +7,10 @@ import datetime as dt
 
 import pytest
 
-from tokenfactory.controller import FactoryMemory, Reconciler
 from tokenfactory.exporter import FakeExporter
 from tokenfactory.kube import FakeKube
-from tokenfactory.measure import Measurer
-from tokenfactory.metrics_source import FakeMetricsSource
+from tokenfactory.metrics_source import FakeMetricsSource, SourcesByUrl
+from tokenfactory.pipeline import FactoryMemory, Reconciler
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 NS, NAME = "llm", "deepseek-r1"
@@ -27,8 +26,8 @@ class Rig:
         self.obj["spec"]["metrics"]["prometheusUrl"] = "http://prom.test:9090"
         self.obj["spec"]["pools"][0]["startupSeconds"] = 0
         self.obj["spec"]["pools"][1]["startupSeconds"] = 0
-        measurer = Measurer(exporter=self.exporter, sources={"http://prom.test:9090": self.prom})
-        self.rec = Reconciler(self.kube, measurer)
+        self.rec = Reconciler(self.kube, sources=SourcesByUrl(preset={"http://prom.test:9090": self.prom}),
+                              exporter=self.exporter)
         self.memory = FactoryMemory()
         self.now = T0
 
@@ -75,8 +74,8 @@ def rig(two_pool_example):
 
 
 async def test_cost_figures_in_status_and_exported(rig):
-    await rig.step()  # creates the pools; no metrics yet
-    assert rig.cond("MetricsAvailable")["status"] == "False" and rig.cond("MetricsAvailable")["reason"] == "NoSeries"
+    await rig.step()  # creates the pools; nothing to measure yet
+    assert rig.cond("MetricsAvailable")["status"] == "Unknown" and rig.cond("MetricsAvailable")["reason"] == "NotReadYet"
     rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=20_000.0, prompt_tokens_per_second=40_000.0)
     rig.prom.set_pool(NS, NAME, "h200", generation_tokens_per_second=600.0, prompt_tokens_per_second=1_200.0)
     await rig.step()
@@ -179,7 +178,7 @@ async def test_removed_pool_series_are_forgotten(rig):
     await rig.step()
     assert rig.exporter.value("tokenfactory_cost_per_hour_dollars", pool="gb300") is not None
     assert not [s for s in rig.exporter.samples() if "h200" in s[1]]
-    rig.rec.measurer.forget(NS, NAME)
+    rig.rec.forget(NS, NAME)
     assert rig.exporter.samples() == []
 
 
@@ -194,3 +193,38 @@ async def test_backlog_uses_measured_tokens_per_request(two_pool_example):
     await rig.step()
     reason = rig.status()["lastDecision"]["reason"]
     assert "200 waiting x 500 tok/request" in reason, reason
+
+
+async def test_new_factory_applies_before_measuring_and_gets_no_metrics_warning(rig):
+    events = await rig.step()  # first pass: applies, reads nothing
+    assert rig.prom.calls == [] and [e.reason for e in events] == ["Created", "Created"]
+    assert rig.memory.last_measure is None  # so the next pass measures
+    # the pools exist and are ready but Prometheus has no series yet (no scrape so far): not an outage yet
+    events = await rig.step(seconds=2)
+    assert len(rig.prom.calls) == 1
+    assert rig.cond("MetricsAvailable")["status"] == "False" and rig.cond("MetricsAvailable")["reason"] == "NoSeries"
+    assert "not served long enough" in rig.cond("MetricsAvailable")["message"]
+    assert not [e for e in events if e.type == "Warning"] and not [e for e in rig.kube.events if e["type"] == "Warning"]
+    # still no series a full window (2m) after the replicas became ready: that is an outage, said once
+    rig.now += dt.timedelta(minutes=2)
+    events = await rig.step()
+    assert [e.reason for e in events if e.type == "Warning"] == ["MetricsUnavailable"]
+    events = await rig.step()
+    assert not [e for e in events if e.type == "Warning"]
+
+
+async def test_a_measuring_bug_keeps_reconciling_the_children(rig, monkeypatch):
+    from tokenfactory.pipeline import assess
+
+    await rig.step()
+    rig.prom.set_pool(NS, NAME, "gb300", generation_tokens_per_second=1_000.0)
+    await rig.step()
+    good = rig.status()["costPerMillionTokens"]
+
+    def broken(*_a, **_k):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(assess, "assess", broken)
+    del rig.kube.objects[("Deployment", NS, f"{NAME}-h200")]  # a child deleted by hand
+    await rig.step()
+    assert ("Deployment", NS, f"{NAME}-h200") in rig.kube.objects and rig.status()["costPerMillionTokens"] == good

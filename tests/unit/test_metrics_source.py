@@ -230,3 +230,122 @@ async def test_fake_source():
 def test_parse_vector_direct():
     assert ms.parse_vector(vec(("p", 1.5, "2.5"))) == [("p", 1.5, 2.5)]
     assert json.dumps(vec())  # sanity
+
+
+async def test_engines_up_without_token_counters_is_idle_not_missing():
+    """An idle, healthy fleet: gauges present (engines report), no token counters yet: demand 0, not NoSeries."""
+    idle = {
+        "requests_waiting": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "requests_running": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "kv_cache_usage": vec(("h200", 100.0, "0"), ("gb300", 100.0, "0")),
+        "engines_reporting": vec(("h200", 101.0, "2"), ("gb300", 100.0, "1")),
+    }
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], idle)))
+    fm = await src.pool_metrics("ns", "f", 60, now=101.0)
+    await src.aclose()
+    assert set(fm.pools) == {"h200", "gb300"} and fm.sampled_at == 101.0
+    assert fm.pools["h200"].engines_reporting == 2 and fm.pools["h200"].generation_tokens_per_second == 0.0
+    assert fm.generation_tokens_per_second == 0.0 and fm.prompt_tokens_per_second == 0.0
+    assert fm.idle and fm.engines_reporting == 3 and fm.tokens_per_request() is None
+    assert fm.pools["gb300"].ttft_p95_seconds is None
+
+
+async def test_a_pool_without_counters_joins_the_pools_with_counters():
+    values = {**GOOD, "engines_reporting": vec(("h200", 100.0, "2"), ("gb300", 100.0, "1"), ("b200", 100.0, "1"))}
+    src = make_source(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)))
+    fm = await src.pool_metrics("ns", "f", 60, now=100.0)
+    await src.aclose()
+    assert set(fm.pools) == {"h200", "gb300", "b200"} and not fm.idle
+    assert fm.pools["b200"].generation_tokens_per_second == 0.0 and fm.pools["b200"].engines_reporting == 1
+
+
+async def test_gauges_of_other_factories_only_is_still_no_series():
+    """No engine of this factory reports (only unlabelled or zero-count answers): NoSeries, the caller holds."""
+    values = {"engines_reporting": vec(("", 100.0, "4"), ("h200", 100.0, "0"))}
+    e = await fails_with(lambda r: httpx.Response(200, json=answer_for(r.url.params["query"], values)), ms.NO_SERIES)
+    assert "no vLLM engine reports" in e.message
+
+
+async def test_bearer_token_file_is_read_on_every_query_and_headers_are_sent(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    seen = []
+
+    def handler(request: httpx.Request):
+        seen.append((request.headers.get("authorization"), request.headers.get("x-scope-orgid")))
+        return httpx.Response(200, json=answer_for(request.url.params["query"], GOOD))
+
+    auth = ms.PrometheusAuth(bearer_token_file=str(token), headers=(("X-Scope-OrgID", "tenant-a"),))
+    src = ms.PrometheusSource("http://prom:9090", transport=httpx.MockTransport(handler), auth=auth)
+    await src.pool_metrics("ns", "f", 60)
+    token.write_text("rotated")
+    await src.pool_metrics("ns", "f", 60)
+    token.unlink()
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert ei.value.reason == ms.PROMETHEUS_ERROR and "credentials file" in ei.value.message
+    n = len(ms.promql_queries("ns", "f", 60))
+    assert seen[:n] == [("Bearer first", "tenant-a")] * n and seen[n:] == [("Bearer rotated", "tenant-a")] * n
+
+
+async def test_basic_auth_and_401_names_no_secret(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2\n")
+
+    def handler(request: httpx.Request):
+        ok = request.headers.get("authorization") == "Basic dTpodW50ZXIy"  # base64("u:hunter2")
+        return httpx.Response(200 if ok else 401, json=answer_for(request.url.params["query"], GOOD) if ok else {})
+
+    src = ms.PrometheusSource("http://prom:9090", transport=httpx.MockTransport(handler),
+                              auth=ms.PrometheusAuth(username="u", password_file=str(pw)))
+    assert (await src.pool_metrics("ns", "f", 60)).pools["h200"].generation_tokens_per_second == 1440
+    pw.write_text("wrong")
+    with pytest.raises(ms.MetricsUnavailable) as ei:
+        await src.pool_metrics("ns", "f", 60)
+    await src.aclose()
+    assert "HTTP 401" in ei.value.message and "credentials refused" in ei.value.message
+    assert "wrong" not in ei.value.message and "hunter2" not in ei.value.message
+
+
+def test_auth_env_round_trip_and_checks(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    auth = ms.PrometheusAuth(username="u", password_file=str(f), insecure_skip_verify=True,
+                             headers=(("X-Scope-OrgID", "t1"), ("X-Other", "a: b")))
+    assert ms.PrometheusAuth.from_env(auth.to_env()) == auth
+    assert ms.PrometheusAuth.from_env({}).empty
+    auth.check()
+    for bad, needle in [
+        (ms.PrometheusAuth(bearer_token_file=str(f), username="u", password_file=str(f)), "exclusive"),
+        (ms.PrometheusAuth(username="u"), "both a username and a password file"),
+        (ms.PrometheusAuth(cert_file=str(f)), "both the certificate and the key"),
+        (ms.PrometheusAuth(bearer_token_file=str(tmp_path / "missing")), "bearer token file"),
+        (ms.PrometheusAuth(ca_file=str(f)), "TLS settings"),
+    ]:
+        with pytest.raises(ms.AuthConfigError) as ei:
+            bad.check()
+        assert needle in str(ei.value)
+    for header in ("no-colon", ": v", "Authorization: Bearer x", "Bad Name: v"):
+        with pytest.raises(ms.AuthConfigError):
+            ms.parse_header(header)
+
+
+def test_run_flags_override_environment(tmp_path):
+    import argparse
+
+    from tokenfactory import cli, commands
+
+    f = tmp_path / "tok"
+    f.write_text("t")
+    args = cli.build_parser().parse_args(["run", "--prometheus-bearer-token-file", str(f),
+                                          "--prometheus-header", "X-Scope-OrgID: t2"])
+    assert isinstance(args, argparse.Namespace)
+    auth = commands.prometheus_auth(args, env={"TOKENFACTORY_PROMETHEUS_HEADERS": "X-A: 1",
+                                               "TOKENFACTORY_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
+    assert auth.bearer_token_file == str(f) and auth.insecure_skip_verify
+    assert auth.headers == (("X-A", "1"), ("X-Scope-OrgID", "t2"))
+    bad = cli.build_parser().parse_args(["run", "--prometheus-username", "u"])
+    with pytest.raises(commands.CommandError) as ei:
+        commands.prometheus_auth(bad, env={})
+    assert "password file" in ei.value.message

@@ -404,6 +404,7 @@ def test_compiled_and_python_kernels_agree(monkeypatch):
     monkeypatch.setattr(kernel, "run_ticks", kernel.run_ticks.py_func)
     monkeypatch.setattr(kernel, "_route", kernel._route.py_func)
     monkeypatch.setattr(kernel, "_observe", kernel._observe.py_func)
+    monkeypatch.setattr(kernel, "_group", kernel._group.py_func)
     assert run_fingerprint(7, "InferencePool") == jitted
 
 
@@ -602,3 +603,22 @@ async def test_fleet_metrics_source_reads_truth():
     assert p.ttft_p95_seconds == pool_truth(f, "h200")["ttft_p95_seconds"]
     with pytest.raises(MetricsUnavailable):
         await src.pool_metrics("default", "other", 60)
+
+
+def test_lazy_counters_expose_gauges_only_until_the_first_token():
+    def names(fleet, lazy):
+        return {s.name for fam in text_string_to_metric_families(render(fleet, lazy_counters=lazy).decode())
+                for s in fam.samples}
+
+    idle = Fleet(tr.Constant(0.0), start_time=0.0)
+    idle.add_engine(h200("h0", startup_seconds=0), 0.0)
+    idle.run(30, 1.0)
+    lazy = names(idle, True)
+    assert {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"} <= lazy
+    assert not any(n.startswith(("vllm:generation_tokens", "vllm:prompt_tokens", "vllm:time_to_first_token",
+                                 "vllm:request_success")) for n in lazy)
+    assert "vllm:generation_tokens_total" in names(idle, False)  # the default exposes zeros
+    busy = Fleet(tr.Constant(500.0), start_time=0.0)
+    busy.add_engine(h200("h0", startup_seconds=0), 0.0)
+    busy.run(30, 1.0)
+    assert "vllm:generation_tokens_total" in names(busy, True)

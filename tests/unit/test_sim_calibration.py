@@ -30,7 +30,8 @@ def test_shapes_are_the_fit_of_the_stored_points(gpu):
 @pytest.mark.parametrize("gpu", ["h200", "gb300"])
 def test_simulated_engine_within_10_percent_of_measured_points(gpu):
     """Run the calibrated (unanchored) engine saturated at each measured concurrency: throughput
-    per GPU and mean ITL within 10% of aiconfigurator's at 3 or more operating points."""
+    per GPU and mean inter-token latency (vLLM's histogram) within 10% of aiconfigurator's throughput
+    and TPOT at 3 or more operating points."""
     rows = pr.calibration_table(gpu)
     close = [r for r in rows if abs(r["error"]["tokens_per_second_per_gpu"]) <= 0.10 and abs(r["error"]["itl"]) <= 0.10]
     assert len(close) >= 3, [(r["concurrency"], r["error"]) for r in rows]

@@ -16,11 +16,14 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd",),
     "kwok": ("kwok",),
     "helm": ("helm",),
+    "prometheus": ("prometheus", "promtool"),
 }
 # The script's variable holding each component's pinned version.
 _VERSION_VARS = {"kubernetes": "K8S_VERSION", "etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION",
-                 "helm": "HELM_VERSION"}
-CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes")
+                 "helm": "HELM_VERSION", "prometheus": "PROMETHEUS_VERSION"}
+# Prometheus is built from its Go module too: the Debian package's 2.42 lacks kubernetes_sd_configs,
+# so the scrape config docs/metrics.md documents could not be loaded by it.
+CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes", "prometheus")
 
 
 class BuildError(RuntimeError):

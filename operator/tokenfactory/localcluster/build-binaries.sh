@@ -5,16 +5,20 @@
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok (controller)                                                 <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
+#   prometheus (server + promtool)                                    <- github.com/prometheus/prometheus
 #
 # Versions are pinned below. Binaries land in $TOKENFACTORY_CACHE/bin (default
 # ~/.cache/tokenfactory/bin) and are rebuilt only when missing or when the pinned version changes.
-# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm; default all)
+# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm prometheus;
+#        default all)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-0.8.0}"
 HELM_VERSION="${HELM_VERSION:-3.22.0}"
+# Prometheus v3.x is published as Go module versions v0.3xx.y (v3.16.0 = v0.316.0).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-0.316.0}"
 
 CACHE="${TOKENFACTORY_CACHE:-$HOME/.cache/tokenfactory}"
 BIN="$CACHE/bin"
@@ -166,15 +170,42 @@ build_helm() {
   log "helm v$HELM_VERSION: built in $((SECONDS - t0))s (default Kubernetes version v$major.$minor for offline rendering)"
 }
 
+# Prometheus (server and promtool) from its Go module, the way its own build does it but with two
+# build tags changed: no `builtinassets` (the web UI's JavaScript is not in the module: the UI pages
+# are missing, the HTTP API, /-/ready, /-/reload and /metrics are all there) and only the file, http
+# and kubernetes service discoveries (`remove_all_sd,enable_kubernetes_sd`: the cloud SDs would
+# double the build). The Debian package's Prometheus is built without kubernetes_sd_configs, so the
+# scrape config docs/metrics.md documents could not be loaded by it.
+build_prometheus() {
+  if up_to_date prometheus "$PROMETHEUS_VERSION" && up_to_date promtool "$PROMETHEUS_VERSION"; then
+    log "prometheus v$PROMETHEUS_VERSION: cached"; return
+  fi
+  local minor="${PROMETHEUS_VERSION#0.}"; minor="${minor%%.*}"
+  local patch="${PROMETHEUS_VERSION##*.}" release
+  release="3.$((10#${minor} - 300)).$patch"
+  log "prometheus v$PROMETHEUS_VERSION (Prometheus $release): building prometheus and promtool"
+  local t0=$SECONDS tmp="$WORK/gobin-prometheus" v=github.com/prometheus/common/version
+  mkdir -p "$tmp"
+  local ldflags="-s -w -X $v.Version=$release -X $v.Revision=v$PROMETHEUS_VERSION -X $v.Branch=module"
+  ldflags+=" -X $v.BuildUser=tokenfactory -X $v.BuildDate=19700101-00:00:00"
+  GOBIN="$tmp" go install -p "$JOBS" -trimpath -tags "remove_all_sd,enable_kubernetes_sd" -ldflags "$ldflags" \
+    "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
+  mv "$tmp/prometheus" "$BIN/prometheus"; stamp prometheus "$PROMETHEUS_VERSION"
+  mv "$tmp/promtool" "$BIN/promtool"; stamp promtool "$PROMETHEUS_VERSION"
+  log "prometheus v$PROMETHEUS_VERSION: built in $((SECONDS - t0))s"
+}
+
 components=("$@")
-[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm)
+[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm prometheus)
 for c in "${components[@]}"; do
   case "$c" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     helm) build_helm ;;
-    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm)"; exit 2 ;;
+    prometheus) build_prometheus ;;
+    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm prometheus)"; exit 2 ;;
   esac
 done
 log "binaries ready in $BIN"

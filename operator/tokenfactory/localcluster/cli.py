@@ -7,12 +7,15 @@ import json
 import sys
 import textwrap
 
+from tokenfactory.clitools import EXIT_STATUS_HELP
+
 DESCRIPTION = textwrap.dedent(
     """\
     A real, secured Kubernetes control plane on 127.0.0.1 with simulated GPU node pools.
 
     `up` builds the binaries from Go modules if they are not cached yet (etcd, kube-apiserver,
-    kube-controller-manager, kube-scheduler, kubectl, kwok; see build-binaries.sh), then runs
+    kube-controller-manager, kube-scheduler, kubectl, kwok, and Prometheus for the tests; see
+    build-binaries.sh), then runs
     etcd (TLS), kube-apiserver (TLS, client certificates, Node,RBAC), kube-controller-manager,
     kube-scheduler and the kwok controller as detached processes, creates the node pools of
     nodepools.yaml (24 x 8 H200, 18 x 4 GB300, 3 CPU nodes) and waits until the cluster is usable.
@@ -43,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cluster",
         help="run a real local Kubernetes control plane with simulated GPU nodes",
         description=DESCRIPTION,
+        epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION")
@@ -55,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start the local cluster and wait until the apiserver is ready, every node is "
         "Ready and the default ServiceAccount exists. A no-op when it already runs; restarts only "
         "the components that died otherwise. Prints how to point kubectl at it.",
+        epilog=EXIT_STATUS_HELP,
     )
     up.add_argument("--timeout", type=float, default=180, metavar="SECONDS",
                     help="how long to wait for readiness once binaries are there (default 180)")
@@ -75,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop every process of the cluster and remove its state",
         description="Stop every process the cluster started (SIGTERM to each process group, "
         "SIGKILL after 15s) and delete the state directory (certificates, etcd data, logs).",
+        epilog=EXIT_STATUS_HELP,
     )
     down.add_argument("--keep-state", action="store_true",
                       help="stop the processes but keep the state directory (a later `up` resumes)")
@@ -85,9 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parents=[parent],
         help="show which components run, with pids, ports and logs",
         description="Show each component's pid and whether it runs, the apiserver URL and its "
-        "health. Exit status 0 when everything runs and the apiserver is ready, 1 otherwise.",
+        "health.",
+        epilog="exit status: 0 when everything runs and the apiserver is ready, 1 otherwise (or no cluster), "
+        "2 usage error (unknown or malformed flags)",
     )
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text", metavar="FORMAT",
+                        help="output format: text or json (default text)")
+    status.add_argument("--json", dest="output", action="store_const", const="json",
+                        help="same as -o json (kept for older scripts)")
     status.set_defaults(func=cmd_status)
 
     kc = sub.add_parser(
@@ -96,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the admin kubeconfig's path (or its content with --print)",
         description="Print the path of the admin kubeconfig (client certificate in "
         "O=system:masters). Use: export KUBECONFIG=$(tokenfactory cluster kubeconfig)",
+        epilog=EXIT_STATUS_HELP,
     )
     kc.add_argument("--print", dest="content", action="store_true",
                     help="print the kubeconfig file itself")
@@ -159,7 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     lc = _cluster(args)
     state = lc._read_state()
     if state is None:
-        if args.json:
+        if args.output == "json":
             print(json.dumps({"state_dir": str(lc.state_dir), "exists": False}))
         else:
             print(f"no cluster in {lc.state_dir}")
@@ -167,7 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     comps = lc.status()
     healthy = lc.healthy()
     ok = healthy and all(c.running for c in comps)
-    if args.json:
+    if args.output == "json":
         print(json.dumps({
             "state_dir": str(lc.state_dir),
             "exists": True,

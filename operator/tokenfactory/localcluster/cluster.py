@@ -688,8 +688,8 @@ class LocalCluster:
         from .prometheus import PrometheusServer, ScrapeTarget
 
         p = pki.Pki(self.layout.pki)
-        tls = dict(scheme="https", ca_file=str(p.ca_crt), cert_file=str(p.crt("admin")),
-                   key_file=str(p.key("admin")))
+        tls: dict[str, Any] = dict(scheme="https", ca_file=str(p.ca_crt), cert_file=str(p.crt("admin")),
+                                   key_file=str(p.key("admin")))
         targets = [
             ScrapeTarget("prometheus", f"127.0.0.1:{ports.prometheus}"),
             ScrapeTarget("kube-apiserver", f"127.0.0.1:{ports.apiserver}", **tls),

@@ -137,7 +137,7 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate small clock skew
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock skew
 
 
 def new_ec_key() -> ec.EllipticCurvePrivateKey:
@@ -199,7 +199,8 @@ def make_leaf(spec: CertSpec, ca_cert: x509.Certificate, ca_key, key=None):
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]  # an RSA key
+            critical=False
         )
     )
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in spec.dns_names]

@@ -1,10 +1,14 @@
-"""A real Prometheus (the machine's ``/usr/bin/prometheus``) for tests and the demo.
+"""A real Prometheus for tests and the demo: the one ``build-binaries.sh prometheus`` builds from its
+Go module into the binary cache (v3, with ``kubernetes_sd_configs``), else ``prometheus`` on PATH.
 
     prom = PrometheusServer(tmp_dir, [("vllm-sim", "127.0.0.1:8000", True)], scrape_interval="2s")
     prom.start()                  # free loopback port, own storage, waits for /-/ready
     prom.url                      # http://127.0.0.1:<port>
     prom.set_targets([...])       # rewrite the config and POST /-/reload
     prom.stop(); prom.start()     # same port and storage again (clients notice the outage)
+
+With ``web=WebSecurity(...)`` it serves HTTPS (optionally requiring client certificates) and/or basic auth
+through ``--web.config.file``, as many production Prometheus servers do; its own API calls authenticate too.
 """
 
 from __future__ import annotations
@@ -59,8 +63,86 @@ class ScrapeTarget:
                 self.key_file)
 
 
+@dataclass(frozen=True)
+class WebSecurity:
+    """TLS and basic auth of Prometheus' own web endpoints (``--web.config.file``).
+
+    ``cert_file``/``key_file``: the server certificate, signed by ``ca_file`` (which this class's own
+    calls trust). ``client_ca_file``: require client certificates signed by it (``client_cert`` =
+    (cert, key) is what this class's own calls present). ``basic_auth`` = (user, password): stored
+    bcrypt-hashed in the web config.
+    """
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    client_ca_file: str | None = None
+    client_cert: tuple[str, str] | None = None
+    basic_auth: tuple[str, str] | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.cert_file)
+
+    def web_config(self) -> dict:
+        cfg: dict[str, Any] = {}
+        if self.tls:
+            tls: dict[str, Any] = {"cert_file": self.cert_file, "key_file": self.key_file}
+            if self.client_ca_file:
+                tls.update(client_auth_type="RequireAndVerifyClientCert", client_ca_file=self.client_ca_file)
+            cfg["tls_server_config"] = tls
+        if self.basic_auth:
+            user, password = self.basic_auth
+            cfg["basic_auth_users"] = {user: bcrypt_hash(password)}
+        return cfg
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """httpx keyword arguments for calls to this server."""
+        out: dict[str, Any] = {}
+        if self.tls:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.client_cert:
+                ctx.load_cert_chain(*self.client_cert)
+            out["verify"] = ctx
+        if self.basic_auth:
+            out["auth"] = self.basic_auth
+        return out
+
+
+def bcrypt_hash(password: str) -> str:
+    """A bcrypt hash as Prometheus' web config wants it: the ``bcrypt`` module when installed, else the C
+    library's crypt(3) with the Blowfish method ($2b$, glibc/libxcrypt)."""
+    try:
+        import bcrypt  # type: ignore[import-not-found]
+
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    except ImportError:
+        pass
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # deprecated (removed in Python 3.13); fine for a test helper on 3.11/3.12
+
+    if crypt.METHOD_BLOWFISH not in crypt.methods:  # pragma: no cover - depends on the C library
+        raise PrometheusError("no bcrypt available: pip install bcrypt")
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))
+
+
 def default_binary() -> str:
-    return os.environ.get("TOKENFACTORY_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
+    """``$TOKENFACTORY_PROMETHEUS``, else the cached build (``~/.cache/tokenfactory/bin/prometheus``),
+    else ``prometheus`` on PATH (e.g. Debian's 2.42, which cannot load ``kubernetes_sd_configs``)."""
+    from . import binaries
+
+    env = os.environ.get("TOKENFACTORY_PROMETHEUS")
+    if env:
+        return env
+    built = binaries.binary("prometheus")
+    if os.access(built, os.X_OK):
+        return str(built)
+    return shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 def render_config(targets: Iterable[ScrapeTarget | Sequence[Any]], scrape_interval: str = "2s",
@@ -88,7 +170,7 @@ def render_config(targets: Iterable[ScrapeTarget | Sequence[Any]], scrape_interv
         sc: dict[str, Any] = {"job_name": job, "honor_labels": first.honor_labels,
                               "metrics_path": first.metrics_path, "scheme": first.scheme}
         if first.ca_file or first.cert_file:
-            tls = {}
+            tls: dict[str, str | None] = {}
             if first.ca_file:
                 tls["ca_file"] = first.ca_file
             if first.cert_file:
@@ -120,6 +202,7 @@ class PrometheusServer:
         pid_file: Path | None = None,
         log_file: Path | None = None,
         extra_args: Sequence[str] = (),
+        web: WebSecurity | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
         self.targets = [ScrapeTarget.of(t) for t in targets]
@@ -130,6 +213,7 @@ class PrometheusServer:
         self.pid_file = Path(pid_file) if pid_file else self.directory / "prometheus.pid"
         self.log_file = Path(log_file) if log_file else self.directory / "prometheus.log"
         self.extra_args = list(extra_args)
+        self.web = web
 
     # -- paths & config ---------------------------------------------------------------------
     @property
@@ -141,10 +225,18 @@ class PrometheusServer:
         return self.directory / "data"
 
     @property
+    def web_config_file(self) -> Path:
+        return self.directory / "web.yml"
+
+    @property
     def url(self) -> str:
         if self.port is None:
             raise PrometheusError("not started yet: no port chosen")
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.web is not None and self.web.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return self.web.client_kwargs() if self.web is not None else {}
 
     def config(self) -> dict:
         return render_config(self.targets, self.scrape_interval)
@@ -154,6 +246,8 @@ class PrometheusServer:
         tmp = self.config_file.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         tmp.replace(self.config_file)
+        if self.web is not None:
+            self.web_config_file.write_text(yaml.safe_dump(self.web.web_config(), sort_keys=False))
         return self.config_file
 
     def argv(self) -> list[str]:
@@ -165,6 +259,7 @@ class PrometheusServer:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
+            *([f"--web.config.file={self.web_config_file}"] if self.web is not None else []),
             *self.extra_args,
         ]
 
@@ -182,8 +277,9 @@ class PrometheusServer:
         if self.is_running():
             return self
         if not Path(self.binary).exists():
-            raise PrometheusError(f"prometheus binary not found at {self.binary} "
-                                  "(apt-get install prometheus, or set TOKENFACTORY_PROMETHEUS)")
+            raise PrometheusError(f"prometheus binary not found at {self.binary} (build it: bash "
+                                  "operator/tokenfactory/localcluster/build-binaries.sh prometheus, or set "
+                                  "TOKENFACTORY_PROMETHEUS)")
         if self.port is None:
             self.port = procs.free_port()
         self.write_config()
@@ -204,7 +300,7 @@ class PrometheusServer:
                 raise PrometheusError(f"prometheus exited; end of {self.log_file}:\n"
                                       + procs.log_tail(self.log_file))
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/-/ready", timeout=1, **self._client_kwargs()).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -228,7 +324,7 @@ class PrometheusServer:
         self.write_config()
         if not self.is_running():
             return
-        r = httpx.post(f"{self.url}/-/reload", timeout=10)
+        r = httpx.post(f"{self.url}/-/reload", timeout=10, **self._client_kwargs())
         if r.status_code != 200:
             raise PrometheusError(f"reload failed: {r.status_code} {r.text.strip()}")
 
@@ -239,9 +335,6 @@ class PrometheusServer:
             self.scrape_interval = scrape_interval
         self.reload()
 
-    def add_target(self, target: ScrapeTarget | Sequence[Any]) -> None:
-        self.set_targets([*self.targets, ScrapeTarget.of(target)])
-
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
@@ -250,7 +343,7 @@ class PrometheusServer:
 
     # -- HTTP API helpers -------------------------------------------------------------------
     def _get(self, path: str, **params: Any) -> Any:
-        r = httpx.get(f"{self.url}{path}", params=params, timeout=10)
+        r = httpx.get(f"{self.url}{path}", params=params, timeout=10, **self._client_kwargs())
         body = r.json()
         if body.get("status") != "success":
             raise PrometheusError(f"{path}: {body.get('errorType')}: {body.get('error')}")

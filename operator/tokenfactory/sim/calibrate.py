@@ -19,17 +19,31 @@ import argparse
 import json
 import sys
 import time
+from typing import TypedDict
+
+
+class Setup(TypedDict):
+    """One aiconfigurator engine setup: parallelism sizes and the per-rank batch sizes to sweep."""
+
+    system: str
+    backend: str
+    model: str
+    tp: int
+    dp: int
+    ep: int
+    batch_sizes: list[int]
+
 
 MODEL = "deepseek-ai/DeepSeek-R1"
 # name -> engine setup. "h200" and "gb300" are what the simulator is fitted to (docs/calibration.md);
 # the others are kept for comparison. batch sizes are per attention-DP rank (concurrency = x dp).
-SETUPS = {
-    "h200": dict(system="h200_sxm", backend="vllm", model=MODEL, tp=8, dp=1, ep=8,
-                 batch_sizes=[1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]),
-    "gb300": dict(system="gb300", backend="trtllm", model="nvidia/DeepSeek-V3.1-NVFP4", tp=1, dp=4, ep=4,
-                  batch_sizes=[1, 4, 16, 32, 64, 128, 256, 512, 1024]),
-    "gb300-vllm-fp8-tp4": dict(system="gb300", backend="vllm", model=MODEL, tp=4, dp=1, ep=4,
-                               batch_sizes=[1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024]),
+SETUPS: dict[str, Setup] = {
+    "h200": Setup(system="h200_sxm", backend="vllm", model=MODEL, tp=8, dp=1, ep=8,
+                  batch_sizes=[1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]),
+    "gb300": Setup(system="gb300", backend="trtllm", model="nvidia/DeepSeek-V3.1-NVFP4", tp=1, dp=4, ep=4,
+                   batch_sizes=[1, 4, 16, 32, 64, 128, 256, 512, 1024]),
+    "gb300-vllm-fp8-tp4": Setup(system="gb300", backend="vllm", model=MODEL, tp=4, dp=1, ep=4,
+                                batch_sizes=[1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024]),
 }
 ISL, OSL = 1000, 500
 

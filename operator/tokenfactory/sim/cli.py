@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tokenfactory.clitools import EXIT_STATUS_HELP
 from tokenfactory.sim.traces import __doc__ as TRACE_DOC
 
 ENGINES_FILE_DOC = """\
@@ -37,10 +38,10 @@ def register(subparsers) -> None:
             "Cluster mode (--kubeconfig or KUBECONFIG, no --engines/--engine): one engine per Ready pod "
             "labelled tokenfactory.dev/factory.\nOffline mode: engines from --engines/--engine."
         ),
-        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC,
+        epilog="Trace syntax (--trace):" + trace_help + "\n" + ENGINES_FILE_DOC + "\n" + EXIT_STATUS_HELP,
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve /metrics, /truth and /healthz on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000; 0 picks a free one)")
     p.add_argument("--trace", default="constant:5000",
                    help="demand trace: a KIND:ARGS spec or a trace file (rate CSV, Azure CSV, Mooncake JSONL), see below "
                         "(default constant:5000)")
@@ -69,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--tick", type=float, default=1.0, help="simulation step, seconds (default 1)")
     p.add_argument("--window", type=float, default=60.0, help="window of /truth rates and p95 (default 60 s)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run forever)")
+    p.add_argument("--lazy-counters", action="store_true",
+                   help="expose an engine's token counters and histograms only once it has processed a token "
+                        "(gauges always), as a vLLM whose labelled series appear on first use")
     p.set_defaults(func=run)
 
 
@@ -131,28 +135,28 @@ def offline_specs(args, factors: dict[str, float], startup_scale: float):
         parts = spec.split(":")
         if not 3 <= len(parts) <= 5:
             raise UsageError(f"--engine {spec!r}: want POOL:GPU_TYPE:GPUS[:REPLICAS[:CAPACITY_FACTOR]]")
-        e = {"pool": parts[0], "gpu_type": parts[1], "gpus": parts[2]}
+        entry = {"pool": parts[0], "gpu_type": parts[1], "gpus": parts[2]}
         if len(parts) > 3:
-            e["replicas"] = parts[3]
+            entry["replicas"] = parts[3]
         if len(parts) > 4:
-            e["capacity_factor"] = parts[4]
-        entries.append(e)
+            entry["capacity_factor"] = parts[4]
+        entries.append(entry)
     if not entries:
         entries = [{"pool": "h200", "gpu_type": "h200", "gpus": 8, "replicas": 1}]
     specs = []
     for i, raw in enumerate(entries):
         if not isinstance(raw, dict):
             raise UsageError(f"engine entry {i}: want a mapping")
-        e = {**defaults, **raw}
+        merged = {**defaults, **raw}
         try:
-            ns = str(e.get("namespace", "default"))
-            fac = str(e.get("factory", "sim"))
-            pool = str(e.get("pool", "default"))
-            gpu_type = str(e.get("gpu_type", "h200")).lower()
-            gpus = int(e.get("gpus", 8))
-            replicas = int(e.get("replicas", 1))
-            factor = float(e.get("capacity_factor", factors.get(pool, 1.0)))
-            startup = e.get("startup_seconds", args.startup_seconds)
+            ns = str(merged.get("namespace", "default"))
+            fac = str(merged.get("factory", "sim"))
+            pool = str(merged.get("pool", "default"))
+            gpu_type = str(merged.get("gpu_type", "h200")).lower()
+            gpus = int(merged.get("gpus", 8))
+            replicas = int(merged.get("replicas", 1))
+            factor = float(merged.get("capacity_factor", factors.get(pool, 1.0)))
+            startup = merged.get("startup_seconds", args.startup_seconds)
             startup = float(startup) if startup is not None else default_startup_seconds(gpu_type)
         except (TypeError, ValueError) as err:
             raise UsageError(f"engine entry {i} ({raw}): {err}") from None
@@ -226,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
             capacity_factors=factors,
         )
     try:
-        server = SimServer(runner, args.host, args.port)
+        server = SimServer(runner, args.host, args.port, lazy_counters=args.lazy_counters)
     except OSError as e:
         raise UsageError(f"--port {args.port}: cannot listen on {args.host}: {e}") from None
     server.start()

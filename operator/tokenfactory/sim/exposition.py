@@ -29,8 +29,12 @@ def _hist_buckets(cum: list[tuple[float, int]]) -> list[tuple[str, float]]:
 
 
 class FleetCollector:
-    def __init__(self, fleet: Fleet):
+    """``lazy_counters``: an engine that has not processed a token yet exposes its gauges only (no token
+    counters, request counter or histograms), as a vLLM whose labelled series appear on first use."""
+
+    def __init__(self, fleet: Fleet, lazy_counters: bool = False):
         self.fleet = fleet
+        self.lazy_counters = lazy_counters
 
     def describe(self):
         return []
@@ -62,22 +66,24 @@ class FleetCollector:
                 continue
             s = e.spec
             lv = [fleet.model, "0", s.namespace, s.pod or s.name, s.factory, s.pool, s.gpu_type.lower()]
+            running.add_metric(lv, float(round(e.running)))
+            waiting.add_metric(lv, float(round(e.waiting)))
+            kv.add_metric(lv, e.kv)
+            if self.lazy_counters and e.prompt_tokens <= 0 and e.generation_tokens <= 0:
+                continue
             prompt.add_metric(lv, math.floor(e.prompt_tokens))
             gen.add_metric(lv, math.floor(e.generation_tokens))
             ttft_cum = e.ttft_hist.cumulative()
             success.add_metric(lv + ["stop"], float(math.floor(e.success)))
             preempt.add_metric(lv, float(math.floor(e.preemptions)))
-            running.add_metric(lv, float(e.running))
-            waiting.add_metric(lv, float(e.waiting))
-            kv.add_metric(lv, e.kv)
             ttft.add_metric(lv, _hist_buckets(ttft_cum), e.ttft_hist.sum)
             itl.add_metric(lv, _hist_buckets(e.itl_hist.cumulative()), e.itl_hist.sum)
             e2e.add_metric(lv, _hist_buckets(e.e2e_hist.cumulative()), e.e2e_hist.sum)
         yield from (prompt, gen, success, preempt, running, waiting, kv, ttft, itl, e2e)
 
 
-def render(fleet: Fleet) -> bytes:
+def render(fleet: Fleet, lazy_counters: bool = False) -> bytes:
     """The ``/metrics`` body for the fleet's current state."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(FleetCollector(fleet))
+    reg.register(FleetCollector(fleet, lazy_counters))
     return generate_latest(reg)

@@ -121,6 +121,14 @@ def mixture_quantile(groups: Iterable[tuple[float, float]], sigma: float = 0.0, 
     return fine_quantile(counts, q)
 
 
+def _window(rows: list, horizon: float) -> list:
+    """``rows`` (sorted by time) from the last one at or before ``horizon`` on."""
+    i = 0
+    while i + 1 < len(rows) and rows[i + 1][0] <= horizon:
+        i += 1
+    return rows[i:]
+
+
 class EngineHistogram:
     """A view of one engine's cumulative vLLM histogram (a row of the fleet's arrays)."""
 
@@ -172,8 +180,7 @@ class PoolStats:
     groups (t, requests, ttft, itl_tokens, itl, e2e), one per non-empty fine histogram bin per step
     over the window, built when read (prefer :meth:`Fleet.window_stats`)."""
 
-    __slots__ = ("fleet", "key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted",
-                 "history")
+    __slots__ = ("fleet", "key", "gpu_type", "index", "prompt", "generation", "success", "dropped", "preempted")
 
     def __init__(self, fleet: Fleet, key: tuple[str, str, str], gpu_type: str, index: int):
         self.fleet = fleet
@@ -185,7 +192,15 @@ class PoolStats:
         self.success = 0.0
         self.dropped = 0.0
         self.preempted = 0.0
-        self.history: deque = deque()
+
+    @property
+    def history(self) -> list[tuple[float, float, float]]:
+        """(t, generation, prompt) totals after each step over the window (the entry at or before its
+        start first)."""
+        p = self.index
+        rows = [(sn[0], float(sn[2][p, K.C_GEN]), float(sn[2][p, K.C_PROMPT])) if p < len(sn[2]) else (sn[0], 0.0, 0.0)
+                for sn in self.fleet._snaps]
+        return _window(rows, self.fleet.now - self.fleet.window_seconds)
 
     @property
     def latency(self) -> list[tuple[float, float, float, float, float, float]]:
@@ -212,7 +227,7 @@ class Engine:
     """One engine: its spec, profile and a view of its row in the fleet's arrays."""
 
     __slots__ = ("fleet", "row", "spec", "profile", "capacity", "serving_from", "added_at", "pool_stats",
-                 "history", "ttft_hist", "itl_hist", "e2e_hist", "max_backlog_requests")
+                 "added_step", "ttft_hist", "itl_hist", "e2e_hist", "max_backlog_requests")
 
     def __init__(self, fleet: Fleet, row: int, spec: EngineSpec, profile: Profile, serving_from: float,
                  added_at: float, pool_stats: PoolStats):
@@ -225,7 +240,7 @@ class Engine:
         self.serving_from = serving_from
         self.added_at = added_at
         self.pool_stats = pool_stats
-        self.history: deque = deque()  # (t, generation, prompt) after each step
+        self.added_step = fleet.steps  # snapshots after this step are this engine's
         self.ttft_hist = EngineHistogram(fleet, row, "ttft")
         self.itl_hist = EngineHistogram(fleet, row, "itl")
         self.e2e_hist = EngineHistogram(fleet, row, "e2e")
@@ -233,6 +248,15 @@ class Engine:
 
     def serving(self, now: float) -> bool:
         return now >= self.serving_from
+
+    @property
+    def history(self) -> list[tuple[float, float, float]]:
+        """(t, generation, prompt) counters after each step since it was added, over the window (the
+        entry at or before its start first)."""
+        r = self.row
+        rows = [(sn[0], float(sn[4][r, K.C_GEN]), float(sn[4][r, K.C_PROMPT]))
+                for sn in self.fleet._snaps if sn[5] > self.added_step and r < len(sn[4])]
+        return _window(rows, self.fleet.now - self.fleet.window_seconds)
 
     def _c(self, col: int) -> float:
         return float(self.fleet._ctr[self.row, col])
@@ -577,8 +601,9 @@ class Fleet:
                 times = np.sort(t0 + rng.random(n) * (t1 - t0))
                 j = self.size_jitter
                 if j > 0 and n:  # sizes uniform in +-jitter around the trace's figures (same means)
-                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * (1 + j * (2 * rng.random(n) - 1))))
-                    out = np.maximum(1.0, np.round(d.output_tokens * (1 + j * (2 * rng.random(n) - 1))))
+                    u = 1.0 + j * (2.0 * rng.random((2, n)) - 1.0)
+                    prompt = np.maximum(0.0, np.round(d.prompt_tokens * u[0]))
+                    out = np.maximum(1.0, np.round(d.output_tokens * u[1]))
                 else:
                     prompt = np.full(n, max(0.0, round(d.prompt_tokens)))
                     out = np.full(n, max(1.0, round(d.output_tokens)))
@@ -601,13 +626,14 @@ class Fleet:
             il.append(b)
         if not fl:
             return np.zeros((0, 6)), np.zeros((0, 3), dtype=np.int64)
-        a = np.concatenate(fl)
-        b = np.concatenate(il)
-        if len(fl) > 1:
+        if len(fl) == 1:
+            a, b = fl[0], il[0]
+        else:
+            a = np.concatenate(fl)
+            b = np.concatenate(il)
             order = np.argsort(a[:, K.A_T], kind="stable")
             a, b = a[order], b[order]
-        a[:, K.A_U1] = rng.random(len(a))
-        a[:, K.A_U2] = rng.random(len(a))
+        a[:, K.A_U1 : K.A_U2 + 1] = rng.random((len(a), 2))  # routing draws
         return a, b
 
     def _pool_weights(self) -> np.ndarray:
@@ -651,11 +677,13 @@ class Fleet:
         """[pool, counter] cumulative totals (removed engines included)."""
         out = self._pool_ctr.copy()
         act = self._ei[:, K.ACTIVE] == 1
-        np.add.at(out, self._ei[act, K.POOL], self._ctr[act])
+        for j in range(K.NCTR):
+            out[:, j] += np.bincount(self._ei[act, K.POOL], weights=self._ctr[act, j], minlength=self._pcap)
         return out
 
     def _snapshot(self) -> None:
-        self._snaps.append((self.now, self._fine[: len(self.pools)].copy(), self._pool_counters(), self._fdrop.copy()))
+        self._snaps.append((self.now, self._fine[: len(self.pools)].copy(), self._pool_counters(), self._fdrop.copy(),
+                            self._ctr.copy(), self.steps))
         horizon = self.now - self.retain_seconds
         while len(self._snaps) > 1 and self._snaps[1][0] <= horizon:
             self._snaps.popleft()
@@ -665,16 +693,6 @@ class Fleet:
         pc = self._snaps[-1][2].tolist()
         for st in self.pools.values():
             st.prompt, st.generation, st.success, st.dropped, st.preempted = pc[st.index]
-            st.history.append((now, st.generation, st.prompt))
-            self._prune(st.history, now)
-        gen = self._ctr[:, K.C_GEN].tolist()
-        prompt = self._ctr[:, K.C_PROMPT].tolist()
-        horizon = now - self.window_seconds
-        for eng in self.engines.values():
-            h = eng.history
-            h.append((now, gen[eng.row], prompt[eng.row]))
-            while len(h) > 1 and h[1][0] <= horizon:
-                h.popleft()
 
     def _prune(self, dq: deque, now: float) -> None:
         horizon = now - self.window_seconds
@@ -699,7 +717,7 @@ class Fleet:
         selected pools (all by default). ``since`` is rounded down to a :meth:`step` boundary and
         reaches back at most ``retain_seconds``; factory drops (no engine to route to) count when no
         ``pool`` is given."""
-        t0, fine0, pc0, fd0 = self._snap_at(since)
+        t0, fine0, pc0, fd0 = self._snap_at(since)[:4]
         sel = [st.index for st in self.pools.values()
                if (namespace is None or st.key[0] == namespace) and (factory is None or st.key[1] == factory)
                and (pool is None or st.key[2] == pool)]
@@ -722,7 +740,7 @@ class Fleet:
             dropped=float(dc[K.C_DROPPED]) + fdrop, preemptions=float(dc[K.C_PREEMPTED]))
 
     @staticmethod
-    def _rate(history: deque, now: float) -> tuple[float, float]:
+    def _rate(history: list, now: float) -> tuple[float, float]:
         if len(history) < 2:
             return 0.0, 0.0
         t0, g0, p0 = history[0]
@@ -734,7 +752,7 @@ class Fleet:
     def truth(self) -> dict:
         """Ground truth as plain data (for ``/truth`` and tests)."""
         now = self.now
-        _, fine0, _, _ = self._snap_at(now - self.window_seconds)
+        fine0 = self._snap_at(now - self.window_seconds)[1]
         ef, ei = self._ef, self._ei
         engines = []
         for eng in sorted(self.engines.values(), key=lambda x: x.spec.name):
@@ -759,14 +777,14 @@ class Fleet:
         pools = []
         for key, st in sorted(self.pools.items()):
             members = [x for x in self.engines.values() if x.pool_stats is st]
-            serving = [x for x in members if x.serving(now)]
+            up = [x for x in members if x.serving(now)]
             gen_rate, prompt_rate = self._rate(st.history, now)
             d = self._fine[st.index] - (fine0[st.index] if st.index < len(fine0) else 0.0)
             pools.append({
                 "namespace": key[0], "factory": key[1], "pool": key[2], "gpu_type": st.gpu_type,
-                "replicas_serving": len(serving), "replicas_starting": len(members) - len(serving),
+                "replicas_serving": len(up), "replicas_starting": len(members) - len(up),
                 "gpus": sum(x.spec.gpus for x in members),
-                "capacity_tokens_per_second": sum(x.capacity for x in serving),
+                "capacity_tokens_per_second": sum(x.capacity for x in up),
                 "prompt_tokens_total": st.prompt, "generation_tokens_total": st.generation,
                 "requests_success_total": st.success, "requests_dropped_total": st.dropped,
                 "preemptions_total": st.preempted,
@@ -774,20 +792,20 @@ class Fleet:
                 "ttft_p95_seconds": fine_quantile(d[0]), "itl_p95_seconds": fine_quantile(d[1]),
                 "e2e_p95_seconds": fine_quantile(d[2]),
                 "ttft_median_seconds": fine_quantile(d[0], 0.5), "itl_median_seconds": fine_quantile(d[1], 0.5),
-                "requests_waiting": sum(x.waiting for x in serving),
-                "requests_running": sum(x.running for x in serving),
-                "kv_cache_usage": sum(x.kv for x in serving) / len(serving) if serving else 0.0,
+                "requests_waiting": sum(x.waiting for x in up),
+                "requests_running": sum(x.running for x in up),
+                "kv_cache_usage": sum(x.kv for x in up) / len(up) if up else 0.0,
             })
         factories = []
-        for (ns, name), st in sorted(self.factories.items()):
-            dm = st.last_demand
+        for (ns, name), fst in sorted(self.factories.items()):
+            dm = fst.last_demand
             factories.append({
                 "namespace": ns, "factory": name, "routing": self.routing,
                 "demand_output_tokens_per_second": dm.output_tokens_per_second,
                 "demand_prompt_tokens_per_second": dm.prompt_tokens_per_second,
                 "demand_requests_per_second": dm.requests_per_second,
                 "prompt_tokens_per_request": dm.prompt_tokens, "output_tokens_per_request": dm.output_tokens,
-                "requests_dropped_unrouted_total": st.dropped,
+                "requests_dropped_unrouted_total": fst.dropped,
             })
         return {"now": now, "window_seconds": self.window_seconds, "model": self.model, "seed": self.seed,
                 "routing": self.routing, "engines": engines, "pools": pools, "factories": factories}

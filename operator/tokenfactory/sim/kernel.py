@@ -63,25 +63,37 @@ def _observe(kind, e, value, weight, pool, edges, lut, hist, hsum, fine):
 
 
 @jit
-def _route(a, t, ef, ei, af, ai, mode, pool_w, pool_fac, nrows, npools):
+def _group(ei, ef, t, nrows, key_col, ngroups, rows, start, count):
+    """Serving engines grouped by ``key_col`` (factory or pool): ``rows[start[g]:start[g]+count[g]]``."""
+    for g in range(ngroups):
+        count[g] = 0
+    for e in range(nrows):
+        if ei[e, ACTIVE] == 1 and ef[e, SERVING_FROM] <= t:
+            count[ei[e, key_col]] += 1
+    acc = 0
+    for g in range(ngroups):
+        start[g] = acc
+        acc += count[g]
+        count[g] = 0
+    for e in range(nrows):
+        if ei[e, ACTIVE] == 1 and ef[e, SERVING_FROM] <= t:
+            g = ei[e, key_col]
+            rows[start[g] + count[g]] = e
+            count[g] += 1
+
+
+@jit
+def _route(a, ef, ei, af, ai, mode, pool_w, pool_fac, npools, f_rows, f_start, f_count, p_rows, p_start, p_count):
     """Engine row for arrival ``a`` (-1: dropped)."""
     f = ai[a, A_FAC]
+    n = f_count[f]
     if mode == SERVICE:
-        n = 0
-        for e in range(nrows):
-            if ei[e, ACTIVE] == 1 and ei[e, FAC] == f and ef[e, SERVING_FROM] <= t:
-                n += 1
         if n == 0:
             return -1
         k = int(af[a, A_U1] * n)
         if k >= n:
             k = n - 1
-        for e in range(nrows):
-            if ei[e, ACTIVE] == 1 and ei[e, FAC] == f and ef[e, SERVING_FROM] <= t:
-                if k == 0:
-                    return e
-                k -= 1
-        return -1
+        return f_rows[f_start[f] + k]
     if mode == HTTPROUTE:
         total = 0.0
         for p in range(npools):
@@ -97,36 +109,29 @@ def _route(a, t, ef, ei, af, ai, mode, pool_w, pool_fac, nrows, npools):
                 if x < pool_w[p]:
                     break
                 x -= pool_w[p]
-        n = 0
-        for e in range(nrows):
-            if ei[e, ACTIVE] == 1 and ei[e, POOL] == pick and ef[e, SERVING_FROM] <= t:
-                n += 1
-        if n == 0:
+        m = p_count[pick]
+        if m == 0:
             return -1  # the backend has no ready endpoint: the gateway answers 5xx
-        k = int(af[a, A_U2] * n)
-        if k >= n:
-            k = n - 1
-        for e in range(nrows):
-            if ei[e, ACTIVE] == 1 and ei[e, POOL] == pick and ef[e, SERVING_FROM] <= t:
-                if k == 0:
-                    return e
-                k -= 1
-        return -1
+        k = int(af[a, A_U2] * m)
+        if k >= m:
+            k = m - 1
+        return p_rows[p_start[pick] + k]
     # INFERENCEPOOL: least (running + waiting) / max_num_seqs, KV usage breaking ties; scan from a
     # random start so that equal pods share the load
+    if n == 0:
+        return -1
     best = -1
     best_load = 1e300
-    start = int(af[a, A_U1] * nrows)
-    for i in range(nrows):
-        e = (start + i) % nrows
-        if ei[e, ACTIVE] == 1 and ei[e, FAC] == f and ef[e, SERVING_FROM] <= t:
-            ms = ei[e, MAX_SEQS] if ei[e, MAX_SEQS] > 0 else 1
-            load = (ei[e, NRUN] + ei[e, TAIL] - ei[e, HEAD]) / ms
-            if ef[e, KV_CAP] > 0:
-                load += 1e-6 * ef[e, KV_USED] / ef[e, KV_CAP]
-            if load < best_load:
-                best_load = load
-                best = e
+    start = int(af[a, A_U1] * n)
+    for i in range(n):
+        e = f_rows[f_start[f] + (start + i) % n]
+        ms = ei[e, MAX_SEQS] if ei[e, MAX_SEQS] > 0 else 1
+        load = (ei[e, NRUN] + ei[e, TAIL] - ei[e, HEAD]) / ms
+        if ef[e, KV_CAP] > 0:
+            load += 1e-6 * ef[e, KV_USED] / ef[e, KV_CAP]
+        if load < best_load:
+            best_load = load
+            best = e
     return best
 
 
@@ -137,14 +142,26 @@ def run_ticks(ticks, af, ai, ef, ei, ctr, wf, wi, rf, ri, fdrop, mode, pool_w, p
     sorted by time (re-routed ones first)."""
     q = wf.shape[1]
     na = af.shape[0]
+    nfac = fdrop.shape[0]
+    f_rows = np.empty(max(1, nrows), dtype=np.int64)
+    f_start = np.zeros(max(1, nfac), dtype=np.int64)
+    f_count = np.zeros(max(1, nfac), dtype=np.int64)
+    p_rows = np.empty(max(1, nrows), dtype=np.int64)
+    p_start = np.zeros(max(1, npools), dtype=np.int64)
+    p_count = np.zeros(max(1, npools), dtype=np.int64)
     a = 0
     for k in range(len(ticks) - 1):
         t = ticks[k]
         t1 = ticks[k + 1]
         dt = t1 - t
         # 1. arrivals of this tick -> routed -> the engine's queue (bounded: the newest are dropped)
+        if a < na:
+            _group(ei, ef, t, nrows, FAC, nfac, f_rows, f_start, f_count)
+            if mode == HTTPROUTE:
+                _group(ei, ef, t, nrows, POOL, npools, p_rows, p_start, p_count)
         while a < na and (af[a, A_T] < t1 or k == len(ticks) - 2):
-            e = _route(a, t, ef, ei, af, ai, mode, pool_w, pool_fac, nrows, npools)
+            e = _route(a, ef, ei, af, ai, mode, pool_w, pool_fac, npools, f_rows, f_start, f_count, p_rows,
+                       p_start, p_count)
             if e < 0:
                 fdrop[ai[a, A_FAC]] += 1.0
             elif ei[e, TAIL] - ei[e, HEAD] >= ei[e, MAX_WAIT]:

@@ -242,7 +242,8 @@ def refit(gpu_type: str) -> tuple[float, float, float]:
 def simulate_point(profile: Profile, concurrency: int, prompt_tokens: float = DEFAULT_PROMPT_TOKENS,
                    output_tokens: float = DEFAULT_OUTPUT_TOKENS, seconds: float = 300.0) -> dict:
     """Run one engine of ``profile`` saturated at ``concurrency`` sequences (its queue never empties)
-    and measure what it makes: output tokens/s per GPU and mean ITL (over the last 2/3 of the run)."""
+    and measure what it makes over the last 2/3 of the run: output tokens/s per GPU, TPOT per request
+    and mean ITL per token; TTFT is the analytic one with no queue (saturated, every request queues)."""
     from dataclasses import replace as _replace
 
     from tokenfactory.sim.fleet import EngineSpec, Fleet
@@ -255,12 +256,21 @@ def simulate_point(profile: Profile, concurrency: int, prompt_tokens: float = DE
                                   startup_seconds=0), 0.0)
     warm = seconds / 3
     f.run(warm, 10.0)
-    g0, c0, s0 = eng.generation_tokens, eng.itl_hist.count, eng.itl_hist.sum
+    g0 = eng.generation_tokens
+    h0 = {k: (getattr(eng, k).count, getattr(eng, k).sum) for k in ("itl_hist", "ttft_hist", "e2e_hist")}
     f.run(seconds, 10.0)
-    g1, c1, s1 = eng.generation_tokens, eng.itl_hist.count, eng.itl_hist.sum
+    d = {k: (getattr(eng, k).count - c, getattr(eng, k).sum - s) for k, (c, s) in h0.items()}
+
+    def mean(k):
+        return d[k][1] / d[k][0] if d[k][0] > 0 else None
+
+    e2e, ttft = mean("e2e_hist"), mean("ttft_hist")
     return {"concurrency": int(concurrency), "running": eng.running,
-            "tokens_per_second_per_gpu": (g1 - g0) / (seconds - warm) / prof.reference_gpus,
-            "itl_seconds": (s1 - s0) / (c1 - c0) if c1 > c0 else None,
+            "tokens_per_second_per_gpu": (eng.generation_tokens - g0) / (seconds - warm) / prof.reference_gpus,
+            # per request: (mean e2e - mean TTFT) / (output - 1); noisy (not the same requests)
+            "tpot_seconds": (e2e - ttft) / max(1.0, output_tokens - 1) if e2e and ttft else None,
+            # per generated token, as vLLM's inter-token-latency histogram
+            "itl_seconds": mean("itl_hist"),
             "ttft_seconds": steady_state(prof, concurrency, prompt_tokens, output_tokens).ttft_seconds}
 
 
@@ -278,8 +288,8 @@ def calibration_table(gpu_type: str) -> list[dict]:
             "concurrency": p["concurrency"],
             "in_fit": fit["min_concurrency"] <= p["concurrency"] <= fit["max_concurrency"],
             "measured": {k: p[k] for k in ("tokens_per_second_per_gpu", "tpot_seconds", "ttft_seconds")},
-            "sim": {"tokens_per_second_per_gpu": sim["tokens_per_second_per_gpu"], "itl_seconds": sim["itl_seconds"],
-                    "ttft_seconds": sim["ttft_seconds"]},
+            "sim": {"tokens_per_second_per_gpu": sim["tokens_per_second_per_gpu"], "tpot_seconds": sim["tpot_seconds"],
+                    "itl_seconds": sim["itl_seconds"], "ttft_seconds": sim["ttft_seconds"]},
             "error": {
                 "tokens_per_second_per_gpu": sim["tokens_per_second_per_gpu"] / p["tokens_per_second_per_gpu"] - 1,
                 "itl": sim["itl_seconds"] / p["tpot_seconds"] - 1,

@@ -71,8 +71,9 @@ def _json_safe(obj):
 
 
 class SimServer:
-    def __init__(self, runner: RealtimeRunner, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, runner: RealtimeRunner, host: str = "127.0.0.1", port: int = 0, lazy_counters: bool = False):
         self.runner = runner
+        self.lazy_counters = lazy_counters
         server_self = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,7 +91,7 @@ class SimServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     with server_self.runner.lock:
-                        body = render(server_self.runner.fleet)
+                        body = render(server_self.runner.fleet, lazy_counters=server_self.lazy_counters)
                     self._send(200, body, CONTENT_TYPE)
                 elif path == "/truth":
                     with server_self.runner.lock:

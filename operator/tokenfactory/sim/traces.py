@@ -241,8 +241,9 @@ class RequestTrace:
             raise TraceSyntaxError(f"{self.name}: times, prompt and output differ in length")
         span = float(self.times[-1]) + 1e-9
         period = self.period if self.period is not None else math.ceil(span / self.bin_seconds) * self.bin_seconds
-        object.__setattr__(self, "period", max(period, self.bin_seconds))
-        nb = int(math.ceil(self.period / self.bin_seconds))
+        period = max(period, self.bin_seconds)
+        object.__setattr__(self, "period", period)
+        nb = int(math.ceil(period / self.bin_seconds))
         idx = np.minimum((self.times // self.bin_seconds).astype(np.int64), nb - 1)
         cnt = np.bincount(idx, minlength=nb).astype(float)
         out = np.bincount(idx, weights=self.output, minlength=nb)
@@ -256,6 +257,8 @@ class RequestTrace:
 
     @property
     def span(self) -> float:
+        """The repeat period in seconds: ``period`` as resolved by ``__post_init__`` (never None)."""
+        assert self.period is not None
         return float(self.period)
 
     @property
@@ -269,7 +272,7 @@ class RequestTrace:
     def __call__(self, t: float) -> Demand:
         rate, p, o = self._bins
         if self.repeat:
-            t = t % self.period
+            t = t % self.span
         i = int(t // self.bin_seconds)
         if i < 0 or i >= len(rate):
             return Demand(0.0, self.mean_prompt_tokens, self.mean_output_tokens)
@@ -284,9 +287,10 @@ class RequestTrace:
             i, j = np.searchsorted(self.times, [t0, t1], side="left")
             return self.times[i:j], self.prompt[i:j], self.output[i:j]
         parts = []
-        k = math.floor(t0 / self.period)
-        while k * self.period < t1:
-            base = k * self.period
+        period = self.span
+        k = math.floor(t0 / period)
+        while k * period < t1:
+            base = k * period
             i, j = np.searchsorted(self.times, [t0 - base, t1 - base], side="left")
             if j > i:
                 parts.append((self.times[i:j] + base, self.prompt[i:j], self.output[i:j]))
@@ -558,14 +562,14 @@ def _parse_kind(spec: str, kind: str, rest: str, seed: int, prompt_tokens: float
             peak = _secs(extra[1]) if len(extra) > 1 else 50400.0
             return Diurnal(_rate(mean), _rate(amp), period, peak, **kw)
         if kind == "bursty":
-            base, peak = head.split(",")
+            base_rate, peak_rate = head.split(",")
             extra = [x for x in tail.split(",") if x] if tail else []
             every = _secs(extra[0]) if extra else 600.0
             duration = _secs(extra[1]) if len(extra) > 1 else 60.0
             prob = float(extra[2]) if len(extra) > 2 else 0.5
             if every <= 0 or duration > every or not 0 <= prob <= 1:
                 raise TraceSyntaxError("bursty: want EVERY > 0, DURATION <= EVERY, 0 <= P <= 1")
-            return Bursty(_rate(base), _rate(peak), every, duration, prob, seed, **kw)
+            return Bursty(_rate(base_rate), _rate(peak_rate), every, duration, prob, seed, **kw)
     except ValueError as e:
         if isinstance(e, TraceSyntaxError):
             raise TraceSyntaxError(f"trace {spec!r}: {e}") from None

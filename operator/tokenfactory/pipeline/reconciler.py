@@ -1,0 +1,99 @@
+"""One reconcile pass of one TokenFactory: collect -> assess -> plan -> actuate -> status.
+
+Level-triggered and idempotent: every pass re-derives everything from the object and the cluster (plus
+the little per-factory memory in :class:`~tokenfactory.pipeline.model.FactoryMemory`), server-side
+applies the rendered children, deletes the Deployments of pools that are gone and writes a status that
+tells the truth. A pass that is asked to ``measure`` (once per ``spec.scaling.interval``) also reads
+metrics, prices and plans; the others keep the last figures and replicas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from tokenfactory.pipeline import actuate, assess, collect, plan, status
+from tokenfactory.pipeline.model import Event, FactoryMemory
+from tokenfactory.ports import KubeClient, MetricsExporter, MetricsSources
+
+log = logging.getLogger("tokenfactory.pipeline")
+
+
+class Reconciler:
+    """Runs passes with the given adapters. Without ``sources`` and ``exporter`` nothing is measured
+    (children and replica status only)."""
+
+    def __init__(self, kube: KubeClient, *, sources: MetricsSources | None = None, exporter: MetricsExporter | None = None,
+                 default_prometheus_url: str | None = None):
+        self.kube = kube
+        self.sources = sources
+        self.exporter = exporter
+        self.default_url = default_prometheus_url
+
+    @property
+    def measuring(self) -> bool:
+        return self.sources is not None or self.exporter is not None
+
+    async def reconcile(self, obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime,
+                        measure: bool = False) -> list[Event]:
+        """One pass. Returns the Events it emitted. Never raises for a bad spec (that is a status, not a crash).
+        ``memory.last_measure`` is set when the pass read metrics."""
+        c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring)
+        if c.spec is None:
+            st, event = status.invalid(c)
+            await status.write(self.kube, memory, c.ref, st, [event])
+            return [event]
+
+        events: list[Event] = []
+        outcome = plan.hold(c, memory.planner_state)
+        a = None
+        if c.reading.read:
+            ready_now = sum(c.ready().values()) > 0
+            if not ready_now:
+                memory.serving_since = None
+            elif memory.serving_since is None:
+                memory.serving_since = now
+            try:
+                a = assess.assess(c, memory.last_good, memory.metrics_warned, memory.serving_since)
+                outcome = plan.plan(c, memory.planner_state)
+            except Exception:  # noqa: BLE001 - a measuring bug must not stop reconciling the children
+                log.exception("%s/%s: measuring failed; keeping replicas and the last figures", c.ref.namespace, c.ref.name)
+                a, outcome = None, plan.hold(c, memory.planner_state)
+            else:
+                events += a.events + outcome.events
+
+        act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children)
+        events += act.events
+        events += status.creation_events(act)
+
+        if a is not None:
+            memory.measurement = status.measurement(c, a, outcome)
+            if c.reading.metrics is not None:
+                memory.last_good = memory.measurement
+            memory.metrics_warned = a.metrics_warned
+            memory.planner_state = outcome.state
+            if outcome.decision is not None:
+                memory.last_decision = outcome.decision
+            memory.last_measure = now
+            if self.exporter is not None:
+                memory.known_pools = status.export(self.exporter, c, a, outcome, memory.known_pools)
+        memory.desired = dict(outcome.replicas)
+        extra = (status.pending(c),) if self.measuring and memory.measurement is None else ()
+        st = status.build(c, act, outcome.replicas, memory.measurement, memory.last_decision, extra)
+        await status.write(self.kube, memory, c.ref, st, events)
+        return events
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The factory is gone (or no longer ours): drop its exported series."""
+        if self.exporter is not None:
+            self.exporter.forget(namespace, name)
+
+    async def aclose(self) -> None:
+        """Close the Kubernetes and Prometheus clients."""
+        if self.sources is not None:
+            await self.sources.aclose()
+        close = getattr(self.kube, "close", None)
+        if close is not None:
+            await close()
