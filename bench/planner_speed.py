@@ -67,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         current = {p.name: rng.randint(p.min_replicas, p.max_replicas) for p in pools}
         for name, kw in (("no_limit", {}), ("budget", {"max_dollars_per_hour": budget}),
                          ("budget_and_power", {"max_dollars_per_hour": budget, "max_megawatts": mw})):
-            ms, sol = timed(lambda: planner.solve(pools, demand, current=current, **kw))
+            ms, sol = timed(lambda pools=pools, demand=demand, current=current, kw=kw: planner.solve(
+                pools, demand, current=current, **kw))
             res[name].append(ms)
             nodes[name].append(sol.nodes)
             exact &= sol.exact
         caps = {p.name: p.capacity * rng.uniform(0.6, 1.0) for p in pools}
         inputs = PlannerInputs(pools=tuple(pools), current=current, routing="even")
-        ms, (sol, _) = timed(lambda: _solve_routed(pools, demand * 0.05, inputs, current, caps))
+        ms, (sol, _) = timed(lambda pools=pools, demand=demand, inputs=inputs, current=current, caps=caps: _solve_routed(
+            pools, demand * 0.05, inputs, current, caps))
         res["even_routing"].append(ms)
         nodes["even_routing"].append(sol.nodes)
         exact &= sol.exact

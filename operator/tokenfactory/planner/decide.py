@@ -17,6 +17,9 @@ from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_ba
 from tokenfactory.planner.types import Objectives, Observations, Plan, PoolProfile, Reason, Solution
 
 
+NO_LIMITS = Objectives()
+
+
 def solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, objectives: Objectives,
               cur: Mapping[str, int], caps: Mapping[str, float]) -> Solution:
     """:func:`solve` for demand x (1 + headroom) within the objectives' budget and power cap."""
@@ -29,7 +32,7 @@ def plan_for_demand(
     pools: Sequence[PoolProfile],
     demand: float,
     *,
-    objectives: Objectives = Objectives(),
+    objectives: Objectives = NO_LIMITS,
     headroom: float = 0.2,
     current: Mapping[str, int] | None = None,
     capacities: Mapping[str, float] | None = None,

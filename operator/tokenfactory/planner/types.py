@@ -99,7 +99,7 @@ class PoolProfile:
             startup_seconds=float(rp.startup_seconds),  # type: ignore[attr-defined]
             kilowatts_per_replica=float(rp.kilowatts_per_gpu) * g,  # type: ignore[attr-defined]
             gpus_per_replica=g,
-            latency_points=tuple(tuple(pt) for pt in getattr(rp, "latency_points", ()) or ()),  # type: ignore[misc]
+            latency_points=tuple((float(a), b, c) for a, b, c in getattr(rp, "latency_points", ()) or ()),
         )
 
     @property
