@@ -181,11 +181,15 @@ def test_slo_plan_sizes_pools_at_their_latency_safe_load_with_reasons():
 
 
 def test_headroom_is_an_optional_floor_in_slo_mode():
-    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 20_000, headroom=0.5), 0.0)
-    assert plan.required_tokens_per_second == pytest.approx(30_000)
-    assert "headroom floor x1.5 binds" in plan.pools[0].reason
-    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 20_000, headroom=0.01), 0.0)
-    assert plan.required_tokens_per_second > 20_200 and "does not bind" in plan.pools[0].reason
+    # 15,000 tok/s: the SLO alone is met by one GB300 (at its latency-safe load) + the H200 minimum
+    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 15_000), 0.0)
+    assert plan.replicas == {"gb300": 1, "h200": 1} and "headroom floor" not in plan.pools[0].reason
+    # a floor of x2 (30,000 tok/s on the full learned capacity) needs the second GB300
+    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 15_000, headroom=1.0), 0.0)
+    assert plan.replicas == {"gb300": 2, "h200": 1} and "headroom floor x2 binds" in plan.pools[0].reason
+    # a floor under what the SLO needs changes nothing
+    plan, _ = decide(None, slo_inputs({"gb300": 1, "h200": 1}, 15_000, headroom=0.1), 0.0)
+    assert plan.replicas == {"gb300": 1, "h200": 1} and "headroom floor x1.1 does not bind" in plan.pools[0].reason
 
 
 def test_slo_mode_learns_from_observations_and_keeps_state():

@@ -68,6 +68,7 @@ class Sizing:
     slo: Mapping[str, SafeLoad] | None = None
     latency: tuple[LatencyState, ...] = ()
     forecast: ForecastState = ForecastState()
+    floor: float | None = None  # SLO planning: demand x (1 + headroom) on the full learned capacity
 
     def required_at(self, factor: float) -> float:
         if self.slo is None:  # demand x factor x (1 + headroom), in the order plan_for_demand uses
@@ -121,6 +122,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
     if size.slo is not None:
         size, sol, routed = _slo_refined(inputs, pools, caps, size, cur, sol, routed)
+        sol, floor_binds = _with_floor(pools, sol, inputs, cur, caps, replace(size, caps=routed))
+        size = replace(size, need=Reason(size.need.code, tuple(
+            (k, floor_binds if k == "floor_binds" else v) for k, v in size.need.params)))
     size = replace(size, caps=routed)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
@@ -128,7 +132,8 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps)[0].replicas
+        upper_sol = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps)[0]
+        upper = _with_floor(pools, upper_sol, inputs, cur, caps, size, 1 + band)[0].replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
@@ -212,11 +217,34 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
     if inputs.headroom is not None and inputs.headroom > 0:
         floor = est.demand * (1.0 + inputs.headroom)
     need = Reason.of("need.slo", demand=est.demand, quantile=q, error=band.error, samples=band.samples,
-                     measured=band.measured, horizon=horizon, required=max(required, floor or 0.0),
-                     floor=inputs.headroom if floor is not None else None,
-                     floor_binds=floor is not None and floor > required)
-    return Sizing(required=max(required, floor or 0.0), caps=eff, need=need, demand=est.demand,
-                  headroom=inputs.headroom or 0.0, slo=safe, latency=tuple(lat_states), forecast=fstate)
+                     measured=band.measured, horizon=horizon, required=required,
+                     floor=inputs.headroom if floor is not None else None, floor_binds=False)
+    return Sizing(required=required, caps=eff, need=need, demand=est.demand, headroom=inputs.headroom or 0.0,
+                  slo=safe, latency=tuple(lat_states), forecast=fstate, floor=floor)
+
+
+def _with_floor(pools: Sequence[PoolProfile], sol: Solution, inputs: PlannerInputs, cur: Mapping[str, int],
+                caps: Mapping[str, float], size: Sizing, factor: float = 1.0) -> tuple[Solution, bool]:
+    """The headroom floor of SLO planning: the learned *full* capacity must carry demand x (1 +
+    headroom), as without SLO planning; each pool gets the larger of the two optima's counts (both
+    constraints hold; the floor is a user's explicit choice, not part of the exact optimum). Also
+    whether the floor added replicas."""
+    if size.floor is None:
+        return sol, False
+    floor_sol, _ = _solve_routed(pools, size.floor * factor, inputs, cur, caps)
+    merged = {n: max(v, floor_sol.replicas.get(n, 0)) for n, v in sol.replicas.items()}
+    if merged == sol.replicas:
+        return sol, False
+    eff = size.caps
+    by = {p.name: p for p in pools}
+    capv = sum(merged[n] * eff.get(n, 0.0) for n in merged)
+    return replace(
+        sol, replicas=merged, capacity_tokens_per_second=capv,
+        dollars_per_hour=sum(merged[n] * by[n].price_per_replica_hour for n in merged),
+        kilowatts=sum(merged[n] * by[n].kilowatts_per_replica for n in merged),
+        gpus=sum(merged[n] * by[n].gpus_per_replica for n in merged),
+        changes=sum(abs(merged[n] - int(cur.get(n, 0))) for n in merged),
+        covers_required=capv >= sol.required_tokens_per_second * (1 - 1e-9)), True
 
 
 def _safe(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
