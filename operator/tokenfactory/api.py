@@ -28,6 +28,7 @@ SHORT_NAMES = ["tf"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A Service name (RFC 1035 label): the factory's name becomes the Service name, so it must start with a letter.
 DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -500,6 +501,70 @@ class MetricsSpec(Model):
         return text
 
 
+class GatewayRef(Model):
+    """The Gateway API Gateway the HTTPRoute attaches to (its parentRefs entry)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the Gateway."""
+    namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Namespace of the Gateway. Defaults to the TokenFactory's namespace (a Gateway elsewhere must allow routes from
+    this namespace in its listeners' allowedRoutes)."""
+    section_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Listener of the Gateway to attach to (parentRefs sectionName). Leave unset to attach to every listener that
+    allows the route."""
+
+
+class EndpointPickerRef(Model):
+    """The endpoint picker (EPP, e.g. the llm-d router) an InferencePool hands its routing decisions to. The
+    operator does not run it."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_1035)
+    """Name of the endpoint picker's Service, in the TokenFactory's namespace."""
+    port: int = Field(default=9002, ge=1, le=65535)
+    """Port of the endpoint picker's ext-proc gRPC service."""
+    failure_mode: Literal["FailClose", "FailOpen"] = "FailClose"
+    """What the gateway does when the picker does not answer: FailClose rejects the request, FailOpen routes it to
+    any pod of the pool."""
+
+
+_ROUTING_RULES: list[Any] = [
+    cel("!has(self.mode) || self.mode != 'HTTPRoute' || has(self.gateway)", "routing.mode HTTPRoute needs routing.gateway (the Gateway to attach to)",
+        ".gateway"),
+    cel("!has(self.mode) || self.mode != 'InferencePool' || has(self.endpointPicker)",
+        "routing.mode InferencePool needs routing.endpointPicker (the endpoint picker Service)", ".endpointPicker"),
+]
+
+
+class RoutingSpec(Model):
+    """How requests reach the pools' vLLM pods."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ROUTING_RULES})
+
+    mode: Literal["Service", "HTTPRoute", "InferencePool"] = "Service"
+    """Service: one ClusterIP Service <factory> over every pool's pods; kube-proxy splits connections evenly per pod,
+    whatever each pod can carry (fine for one pool or pools of equal replicas). HTTPRoute: one Service per pool
+    (<factory>-<pool>) and a Gateway API HTTPRoute <factory> on routing.gateway whose backend weights follow each
+    pool's ready replicas x learned capacity per replica (needs the Gateway API CRDs and a Gateway implementation).
+    InferencePool: a Gateway API Inference Extension InferencePool <factory> over every pool's pods, for a cluster
+    running an endpoint picker that routes by queue and KV-cache load (routing.endpointPicker)."""
+    gateway: GatewayRef | None = None
+    """HTTPRoute mode: the Gateway the route attaches to (required in that mode)."""
+    hostnames: list[Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME)]] = Field(
+        default_factory=list, max_length=16)
+    """HTTPRoute mode: hostnames the route answers for (HTTPRoute spec.hostnames). Empty: every hostname of the
+    Gateway's listener."""
+    endpoint_picker: EndpointPickerRef | None = None
+    """InferencePool mode: the endpoint picker the InferencePool refers to (required in that mode)."""
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> RoutingSpec:
+        if self.mode == "HTTPRoute" and self.gateway is None:
+            raise ValueError("routing.mode HTTPRoute needs routing.gateway (the Gateway to attach to)")
+        if self.mode == "InferencePool" and self.endpoint_picker is None:
+            raise ValueError("routing.mode InferencePool needs routing.endpointPicker (the endpoint picker Service)")
+        return self
+
+
 _SPEC_RULES: list[Any] = [
     cel("size(self.pools) > 0", "at least one pool is required", ".pools"),
     cel("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))", "pool names must be unique", ".pools"),
@@ -523,6 +588,9 @@ class TokenFactorySpec(Model):
     """Latency and cost objectives."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     """Metrics source and accounting."""
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    """How requests reach the pools: one Service (even split), a capacity-weighted Gateway API HTTPRoute, or an
+    Inference Extension InferencePool."""
 
     @field_validator("pools")
     @classmethod
@@ -589,7 +657,7 @@ class Condition(Model):
     model_config = ConfigDict(extra="ignore")
 
     type: str
-    """Ready, Progressing, Degraded, MetricsAvailable or BudgetExceeded."""
+    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded or Routed."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str = ""
@@ -647,6 +715,9 @@ class PoolStatus(Model):
     """p95 inter-token latency over metrics.window."""
     requests_waiting: float | None = None
     """Requests queued in the pool's engines."""
+    route_weight: int | None = None
+    """HTTPRoute mode: the pool's backend weight in the HTTPRoute (ready replicas x capacity per replica, out of
+    1000 over all pools); 0 when no replica is ready."""
 
 
 class PoolChange(Model):
@@ -685,6 +756,20 @@ class Decision(Model):
     """$/Mtok of the planned fleet at the forecast demand."""
 
 
+class RoutingStatus(Model):
+    """The routing objects the operator keeps, and the traffic share each pool gets."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mode: str
+    """Routing mode in force (spec.routing.mode)."""
+    objects: list[str] = Field(default_factory=list)
+    """The routing objects applied, as Kind/name."""
+    weights: str | None = None
+    """How traffic is split, for kubectl get -o wide: pool=weight,... (HTTPRoute mode, out of 1000), even (Service
+    mode: per pod), endpoint-picker (InferencePool mode), none (the routing objects could not be applied)."""
+
+
 class TokenFactoryStatus(Model):
     """Observed state, written by the operator."""
 
@@ -693,7 +778,7 @@ class TokenFactoryStatus(Model):
     observed_generation: int | None = None
     """The .metadata.generation last reconciled."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded."""
+    """Ready, Progressing, Degraded, MetricsAvailable, BudgetExceeded, Routed."""
     replicas: str | None = None
     """ready/desired replicas over all pools, for kubectl get."""
     ready_replicas: int = 0
@@ -724,6 +809,8 @@ class TokenFactoryStatus(Model):
     """Per-pool figures."""
     last_decision: Decision | None = None
     """The autoscaler's last decision."""
+    routing: RoutingStatus | None = None
+    """How requests are routed now."""
 
 
 # Rules on the whole object (the CRD's root): the name becomes the Service name and, with each pool's

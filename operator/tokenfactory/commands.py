@@ -84,9 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which CRD: TokenFactory (default) or TokenFactoryAllowList (the admission policy's allow-lists)")
     p.set_defaults(func=cmd_crd)
 
-    p = sub.add_parser("render", help="print the Deployments and Service a TokenFactory file turns into (offline)",
+    p = sub.add_parser("render", help="print the Deployments and routing objects a TokenFactory file turns into (offline)",
                        description="Validate a TokenFactory manifest with the same models the operator uses and print "
-                                   "the manifests it reconciles into (one Deployment per pool plus the Service). "
+                                   "the manifests it reconciles into (one Deployment per pool plus the routing objects of "
+                                   "spec.routing.mode: the Service; or one Service per pool and the HTTPRoute, its weights "
+                                   "as if every pool's minReplicas were ready; or the InferencePool). "
                                    "Needs no cluster.",
                        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="TokenFactory YAML file ('-' for stdin); may hold several documents")
@@ -212,12 +214,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @command("render")
 def cmd_render(args: argparse.Namespace) -> int:
-    from tokenfactory import render
+    from tokenfactory import render, routing
 
     out = []
     for tf in _validate_docs(args.file):
         owner = render.Owner(name=tf.name, namespace=args.namespace or tf.namespace, uid="<uid of the TokenFactory>")
-        out += render.render(owner, tf.spec)
+        replicas = render.clamp_replicas(tf.spec, {})
+        out += render.render(owner, tf.spec, replicas, routing.plan(owner, tf.spec, replicas).weights)
     sys.stdout.write(format_objects(out, args.output))
     return 0
 

@@ -134,6 +134,9 @@ PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status', "description": "Ready condition"},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.scaling.mode", "priority": 1, "description": "Scaling mode"},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1, "description": "Ready reason"},
+    {"name": "Routing", "type": "string", "jsonPath": ".spec.routing.mode", "priority": 1, "description": "Routing mode"},
+    {"name": "Weights", "type": "string", "jsonPath": ".status.routing.weights", "priority": 1,
+     "description": "Traffic split: HTTPRoute weight per pool (out of 1000), even, endpoint-picker or none"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -201,6 +201,15 @@ def rows() -> list[tuple[str, list[tuple[dict[str, Any], int, int]]]]:
             (timeseries("Power", "All-in power of the GPUs held, per pool (stacked).", "watt", [
                 (f"tokenfactory_pool_power_watts{{{P}}}", pool_legend),
             ], stack=True), 12, 8),
+            (timeseries("Share of traffic, per pool", "Each pool's share of the tokens its factory delivers (prompt + "
+                        "generated), stacked to 100%. With spec.routing.mode HTTPRoute it follows the route's weights "
+                        "(status.routing.weights, out of 1000: ready replicas x capacity) while no pool is saturated; "
+                        "with one Service every replica gets the same share whatever it can carry.", "percentunit", [
+                            (f"sum by (namespace, factory, pool) (tokenfactory_pool_tokens_per_second{{{P}}})\n"
+                             "  / on (namespace, factory) group_left\n"
+                             f"sum by (namespace, factory) (tokenfactory_pool_tokens_per_second{{{P}}})",
+                             "{{factory}}/{{pool}}"),
+                        ], stack=True, decimals=1), 24, 8),
         ]),
         ("Spend and tokens (counters)", [
             (stat("Spend over the time range", "Dollars spent on the GPUs held over the dashboard's time range "

@@ -84,6 +84,17 @@ async def _pod_changed(memo: Any, namespace: str | None, labels: Mapping[str, st
         _wake(memo, namespace or "default", owner)
 
 
+# Routing objects (spec.routing): a hand edit or a deletion wakes the factory, which applies them again. A kind
+# whose CRD is not installed is simply not watched (kopf serves it once the CRD appears).
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED)
+@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED)
+async def _routing_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    owner = labels.get(render.LABEL_FACTORY)
+    if owner:
+        _wake(memo, namespace or "default", owner)
+
+
 def _interval_seconds(body: Any) -> float:
     try:
         return api.parse_duration(body.get("spec", {}).get("scaling", {}).get("interval", "30s"))

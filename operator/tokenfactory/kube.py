@@ -20,6 +20,18 @@ from tokenfactory.ports import KubeClient
 __all__ = ["FIELD_MANAGER", "FakeKube", "KubeClient", "LightkubeClient", "event_manifest"]
 
 FIELD_MANAGER = "tokenfactory"
+ROUTE_KINDS = {  # kind -> (group, version, plural): the routing kinds served by CRDs (routing.py)
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "InferencePool": ("inference.networking.k8s.io", "v1", "inferencepools"),
+}
+
+
+class KindNotServed(RuntimeError):
+    """The apiserver does not serve this kind (its CRD is not installed)."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"the apiserver does not serve {kind}" + (f": {detail}" if detail else ""))
+        self.kind = kind
 
 
 def _now() -> str:
@@ -63,6 +75,8 @@ class LightkubeClient:
         self._client: Any = client or AsyncClient(field_manager=field_manager)
         self._field_manager = field_manager
         self._kinds: dict[str, Any] = {"Deployment": Deployment, "Service": Service, "Pod": Pod}
+        for kind, (group, version, plural) in ROUTE_KINDS.items():
+            self._kinds[kind] = create_namespaced_resource(group, version, kind, plural)
         self._event = Event
         self._tf = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 
@@ -70,12 +84,18 @@ class LightkubeClient:
         from lightkube import codecs
 
         obj = codecs.from_dict(copy.deepcopy(manifest))
-        live = await self._client.apply(obj, field_manager=self._field_manager, force=True)
+        try:
+            live = await self._client.apply(obj, field_manager=self._field_manager, force=True)
+        except Exception as err:  # ApiError, or lightkube's HTTP error for a non-JSON 404
+            raise _not_served(manifest["kind"], err) from err
         return live.to_dict()
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         res = self._kinds[kind]
-        return [o.to_dict() async for o in self._client.list(res, namespace=namespace, labels=dict(labels))]
+        try:
+            return [o.to_dict() async for o in self._client.list(res, namespace=namespace, labels=dict(labels))]
+        except Exception as err:  # ApiError, or lightkube's HTTP error for a non-JSON 404
+            raise _not_served(kind, err) from err
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         from lightkube import ApiError
@@ -84,6 +104,9 @@ class LightkubeClient:
             await self._client.delete(self._kinds[kind], name, namespace=namespace)
         except ApiError as err:
             if err.status.code != 404:
+                raise
+        except Exception as err:  # a kind whose CRD is gone: nothing of it can exist
+            if not isinstance(_not_served(kind, err), KindNotServed):
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -99,6 +122,22 @@ class LightkubeClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _not_served(kind: str, err: Exception) -> Exception:
+    """A 404 for the resource type itself (not for a named object) means its CRD is not installed. The apiserver
+    answers that with a plain-text "404 page not found" (lightkube raises the HTTP error) or, from some paths, a
+    Status saying it "could not find the requested resource"."""
+    if kind not in ROUTE_KINDS:
+        return err
+    status: Any = getattr(err, "status", None)
+    message = str(getattr(status, "message", "") or "")
+    if getattr(status, "code", None) == 404 and "could not find the requested resource" in message:
+        return KindNotServed(kind, message)
+    response: Any = getattr(err, "response", None)
+    if status is None and getattr(response, "status_code", None) == 404:
+        return KindNotServed(kind, f"{response.request.method} {response.request.url.path}: 404")
+    return err
 
 
 def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -118,12 +157,15 @@ class FakeKube:
         self._rv = itertools.count(1)
         self._uid = itertools.count(1)
         self.fail_next_apply: Exception | None = None
+        self.unserved: set[str] = set()  # kinds whose CRDs are "not installed"
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if self.fail_next_apply is not None:
             err, self.fail_next_apply = self.fail_next_apply, None
             raise err
         kind, meta = manifest["kind"], manifest["metadata"]
+        if kind in self.unserved:
+            raise KindNotServed(kind)
         key = (kind, meta["namespace"], meta["name"])
         self.calls.append(("apply", *key))
         old = self.objects.get(key)
@@ -141,6 +183,8 @@ class FakeKube:
         return copy.deepcopy(new)
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        if kind in self.unserved:
+            raise KindNotServed(kind)
         return [
             copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == kind and ns == namespace and _matches(o, labels)
         ]

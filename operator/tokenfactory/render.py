@@ -1,4 +1,9 @@
-"""Pure rendering: a TokenFactory spec -> one vLLM Deployment per pool and one Service.
+"""Pure rendering: a TokenFactory spec -> one vLLM Deployment per pool and the routing objects of spec.routing.
+
+Routing objects by mode: ``Service`` one Service over every pool; ``HTTPRoute`` one Service per pool and a
+Gateway API HTTPRoute whose backend weights come in from the caller (``routing.weights``); ``InferencePool`` a
+Gateway API Inference Extension InferencePool over every pool's pods (plus an HTTPRoute to it when a Gateway is
+named).
 
 No I/O and no clock: the same inputs always give the same manifests (plain dicts, ready for
 server-side apply). Replica counts come in from the caller (the reconcile loop, which takes them from
@@ -19,6 +24,8 @@ LABEL_POOL = "tokenfactory.dev/pool"
 LABEL_GPU_TYPE = "tokenfactory.dev/gpu-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 VLLM_ENTRYPOINT = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+INFERENCE_API_VERSION = "inference.networking.k8s.io/v1"
 # vLLM runs as this non-root user unless spec.engine.securityContext says otherwise.
 DEFAULT_UID = 1000
 DEFAULT_GID = 1000
@@ -229,14 +236,109 @@ def render_service(owner: Owner, spec: api.TokenFactorySpec) -> dict[str, Any]:
     }
 
 
+def pool_service_name(factory: str, pool: str) -> str:
+    return f"{factory}-{pool}"
+
+
+def render_pool_service(owner: Owner, spec: api.TokenFactorySpec, pool: api.PoolSpec) -> dict[str, Any]:
+    """HTTPRoute mode: a Service over one pool's pods, the HTTPRoute's backend for that pool."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": pool_service_name(owner.name, pool.name),
+            "namespace": owner.namespace,
+            "labels": {**factory_labels(owner.name), "app.kubernetes.io/component": "pool-endpoint", LABEL_POOL: pool.name},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": "vllm", LABEL_FACTORY: owner.name, LABEL_POOL: pool.name},
+            "ports": [{"name": "http", "port": spec.engine.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _route(owner: Owner, spec: api.TokenFactorySpec, backend_refs: list[dict[str, Any]]) -> dict[str, Any]:
+    routing = spec.routing
+    assert routing.gateway is not None
+    parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": routing.gateway.name}
+    if routing.gateway.namespace:
+        parent["namespace"] = routing.gateway.namespace
+    if routing.gateway.section_name:
+        parent["sectionName"] = routing.gateway.section_name
+    route_spec: dict[str, Any] = {"parentRefs": [parent]}
+    if routing.hostnames:
+        route_spec["hostnames"] = list(routing.hostnames)
+    route_spec["rules"] = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backend_refs}]
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": {**factory_labels(owner.name), "app.kubernetes.io/component": "route"},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": route_spec,
+    }
+
+
+def render_httproute(owner: Owner, spec: api.TokenFactorySpec, weights: Mapping[str, int]) -> dict[str, Any]:
+    """HTTPRoute mode: one rule sending everything to the pools' Services, weighted by ``weights`` (pool -> int)."""
+    refs = [{"group": "", "kind": "Service", "name": pool_service_name(owner.name, p.name), "port": spec.engine.port,
+             "weight": int(weights.get(p.name, 0))} for p in spec.pools]
+    return _route(owner, spec, refs)
+
+
+def render_inferencepool(owner: Owner, spec: api.TokenFactorySpec) -> dict[str, Any]:
+    """InferencePool mode: every pool's pods behind one InferencePool; the endpoint picker chooses the pod."""
+    picker = spec.routing.endpoint_picker
+    assert picker is not None
+    return {
+        "apiVersion": INFERENCE_API_VERSION,
+        "kind": "InferencePool",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": {**factory_labels(owner.name), "app.kubernetes.io/component": "inference-pool-endpoint"},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "vllm", LABEL_FACTORY: owner.name}},
+            "targetPorts": [{"number": spec.engine.port}],
+            "endpointPickerRef": {"kind": "Service", "name": picker.name, "port": {"number": picker.port},
+                                  "failureMode": picker.failure_mode},
+        },
+    }
+
+
+def render_routing(owner: Owner, spec: api.TokenFactorySpec, weights: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """The routing objects of spec.routing.mode. ``weights`` (HTTPRoute mode): backend weight per pool, 0 if absent."""
+    mode = spec.routing.mode
+    if mode == "HTTPRoute":
+        return [*(render_pool_service(owner, spec, p) for p in spec.pools), render_httproute(owner, spec, weights or {})]
+    if mode == "InferencePool":
+        out = [render_inferencepool(owner, spec)]
+        if spec.routing.gateway is not None:
+            out.append(_route(owner, spec, [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                                             "name": owner.name}]))
+        return out
+    return [render_service(owner, spec)]
+
+
 def clamp_replicas(spec: api.TokenFactorySpec, wanted: Mapping[str, int]) -> dict[str, int]:
     """Replicas per pool: the wanted count where given, else minReplicas, always within the pool's bounds."""
     return {p.name: max(p.min_replicas, min(p.max_replicas, wanted.get(p.name, p.min_replicas))) for p in spec.pools}
 
 
-def render(owner: Owner, spec: api.TokenFactorySpec, replicas: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """All manifests for a factory: one Deployment per pool (in spec order), then the Service."""
+def render_deployments(owner: Owner, spec: api.TokenFactorySpec, replicas: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """One Deployment per pool, in spec order."""
     counts = clamp_replicas(spec, replicas or {})
-    out = [render_deployment(owner, spec, pool, counts[pool.name]) for pool in spec.pools]
-    out.append(render_service(owner, spec))
-    return out
+    return [render_deployment(owner, spec, pool, counts[pool.name]) for pool in spec.pools]
+
+
+def render(owner: Owner, spec: api.TokenFactorySpec, replicas: Mapping[str, int] | None = None,
+           weights: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """All manifests for a factory: one Deployment per pool (in spec order), then the routing objects."""
+    return render_deployments(owner, spec, replicas) + render_routing(owner, spec, weights)

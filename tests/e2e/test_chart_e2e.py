@@ -50,6 +50,8 @@ NEEDED = [
     *[(v, "services") for v in ("get", "list", "watch", "create", "patch", "update", "delete")],
     ("get", "pods"), ("list", "pods"), ("watch", "pods"),
     ("create", "events"), ("patch", "events"), ("create", "events.events.k8s.io"),
+    *[(v, r) for r in ("httproutes.gateway.networking.k8s.io", "inferencepools.inference.networking.k8s.io")
+      for v in ("list", "watch", "create", "patch", "delete")],
 ]
 REFUSED = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
@@ -57,6 +59,8 @@ REFUSED = [
     ("create", "tokenfactories.tokenfactory.dev"), ("create", "pods:exec"), ("create", "serviceaccounts:token"),
     ("update", "pods:status"), ("update", "deployments.apps:scale"),
     ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("update", "httproutes.gateway.networking.k8s.io"), ("create", "gateways.gateway.networking.k8s.io"),
+    ("update", "inferencepools.inference.networking.k8s.io"),
 ]
 CLUSTER_REFUSED = [("list", "nodes"), ("create", "customresourcedefinitions.apiextensions.k8s.io"),
                    ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("create", "namespaces"),
@@ -265,6 +269,15 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
                 wait_for(lambda p=pool: kubectl.run("get", "deployment", f"{name}-{p}", "-n", watched).returncode == 0,
                          60, f"Deployment {name}-{pool} created by the operator")
             wait_for(lambda: kubectl.run("get", "service", name, "-n", watched).returncode == 0, 60, "Service")
+            # routing under the same RBAC: an HTTPRoute, then a switch to an InferencePool (which deletes the route)
+            kubectl.apply(example_doc(scaling={"mode": "Off", "interval": "2s"},
+                                      routing={"mode": "HTTPRoute", "gateway": {"name": "gw"}}), watched)
+            wait_for(lambda: kubectl.run("get", "httproute", name, "-n", watched).returncode == 0, 60, "HTTPRoute")
+            kubectl.apply(example_doc(scaling={"mode": "Off", "interval": "2s"},
+                                      routing={"mode": "InferencePool", "endpointPicker": {"name": "epp"}}), watched)
+            wait_for(lambda: kubectl.run("get", "inferencepool", name, "-n", watched).returncode == 0
+                     and kubectl.run("get", "httproute", name, "-n", watched).returncode != 0, 60,
+                     "InferencePool in, HTTPRoute out")
             tf = wait_for(lambda: (o := kubectl.json("get", "tokenfactory", name, "-n", watched)).get("status", {})
                           .get("conditions") and o, 60, "status written by the operator")
             assert "tokenfactory.dev/finalizer" in tf["metadata"]["finalizers"]

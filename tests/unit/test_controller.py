@@ -39,7 +39,8 @@ async def test_creates_children_then_is_idempotent(kube, two_pool_example):
     events = await rec.reconcile(obj, mem, NOW)
     assert sorted(k for k in kube.objects) == [
         ("Deployment", "llm", "deepseek-r1-gb300"), ("Deployment", "llm", "deepseek-r1-h200"), ("Service", "llm", "deepseek-r1")]
-    assert [e.reason for e in events] == ["Created", "Created"]
+    # one Service over a 24,000 tok/s gb300 replica and a 720 tok/s h200 replica: routing warns (once)
+    assert [e.reason for e in events] == ["Created", "Created", "UnevenCapacity"]
     status = kube.statuses[("llm", "deepseek-r1")]
     assert status["observedGeneration"] == 1 and status["replicas"] == "0/2"
     assert conds(kube)["Ready"]["status"] == "False" and conds(kube)["Progressing"]["status"] == "True"

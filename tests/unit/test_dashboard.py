@@ -111,7 +111,7 @@ def test_dashboard_has_the_required_panels():
     titles = " | ".join(p["title"] for p in dashboard.dashboard()["panels"]).lower()
     for want in ("$ per million tokens, per pool and factory", "$ per hour", "tokens per second", "per gpu",
                  "per megawatt", "power", "desired vs ready", "ttft p95 vs objective", "itl p95 vs objective",
-                 "budget use", "scaling decisions"):
+                 "budget use", "scaling decisions", "share of traffic"):
         assert want in titles, want
 
 

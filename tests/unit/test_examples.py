@@ -35,7 +35,8 @@ def test_example_validates_and_renders(path, capsys):
     capsys.readouterr()
     assert cli.main(["render", str(path)]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs][-1] == "Service"
+    mode = yaml.safe_load(path.read_text())["spec"].get("routing", {}).get("mode", "Service")
+    assert [d["kind"] for d in docs][-1] == {"Service": "Service", "HTTPRoute": "HTTPRoute"}[mode]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

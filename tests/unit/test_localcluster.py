@@ -415,3 +415,24 @@ def test_shared_cluster_resumes_but_keeps_a_stopped_cluster_of_someone_else(tmp_
     with shared_cluster(lc):
         pass
     assert lc.calls == ["up"]
+
+
+# -- Gateway API / Inference Extension CRDs (build-binaries.sh crds) ------------------------------
+
+
+def test_crd_sets_are_pinned_in_the_build_script_and_cached_by_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENFACTORY_CACHE", str(tmp_path))
+    versions = binaries.crd_versions()
+    assert set(versions) == {"gateway-api", "gateway-api-inference-extension"}
+    assert all(v[0].isdigit() for v in versions.values())
+    assert binaries.crds_missing() == ["gateway-api", "gateway-api-inference-extension"]
+    d = binaries.crd_dir("gateway-api")
+    d.mkdir(parents=True)
+    (d / "gateway.networking.k8s.io_httproutes.yaml").write_text("kind: CustomResourceDefinition\n")
+    (d / ".version").write_text("0.0.1\n")  # another version than pinned: still missing
+    assert "gateway-api" in binaries.crds_missing()
+    (d / ".version").write_text(versions["gateway-api"] + "\n")
+    assert binaries.crds_missing() == ["gateway-api-inference-extension"]
+    assert [p.name for p in binaries.crd_files()] == ["gateway.networking.k8s.io_httproutes.yaml"]
+    monkeypatch.setenv("GATEWAY_API_VERSION", "9.9.9")  # the script's override is honoured
+    assert binaries.crd_versions()["gateway-api"] == "9.9.9" and "gateway-api" in binaries.crds_missing()

@@ -197,14 +197,16 @@ async def test_backlog_uses_measured_tokens_per_request(two_pool_example):
 
 async def test_new_factory_applies_before_measuring_and_gets_no_metrics_warning(rig):
     events = await rig.step()  # first pass: applies, reads nothing
-    assert rig.prom.calls == [] and [e.reason for e in events] == ["Created", "Created"]
+    # (UnevenCapacity: routing warns that one Service spreads evenly over a gb300 and an h200 replica)
+    assert rig.prom.calls == [] and [e.reason for e in events] == ["Created", "Created", "UnevenCapacity"]
     assert rig.memory.last_measure is None  # so the next pass measures
     # the pools exist and are ready but Prometheus has no series yet (no scrape so far): not an outage yet
     events = await rig.step(seconds=2)
     assert len(rig.prom.calls) == 1
     assert rig.cond("MetricsAvailable")["status"] == "False" and rig.cond("MetricsAvailable")["reason"] == "NoSeries"
     assert "not served long enough" in rig.cond("MetricsAvailable")["message"]
-    assert not [e for e in events if e.type == "Warning"] and not [e for e in rig.kube.events if e["type"] == "Warning"]
+    assert not [e for e in events if e.type == "Warning"]
+    assert [e["reason"] for e in rig.kube.events if e["type"] == "Warning"] == ["UnevenCapacity"]  # routing's, pass 1
     # still no series a full window (2m) after the replicas became ready: that is an outage, said once
     rig.now += dt.timedelta(minutes=2)
     events = await rig.step()

@@ -62,7 +62,8 @@ async def full_status(example) -> dict:
 async def test_written_status_fits_the_crd_schema(two_pool_example):
     status = await full_status(two_pool_example)
     assert status["lastDecision"]["changes"] and status["pools"][0]["costPerMillionTokens"] is not None
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded", "MetricsAvailable", "BudgetExceeded", "ThroughputProfile"}
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded", "MetricsAvailable", "BudgetExceeded", "ThroughputProfile",
+                                                         "Routed"}
     check(status, status_schema())
     # and it round-trips through the model unchanged (nothing the model would drop)
     assert to_patch_body(api.TokenFactoryStatus.model_validate(status)) == status

@@ -73,6 +73,14 @@ No secrets, no configmaps.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# spec.routing: HTTPRoute / InferencePool objects are server-side applied (create, patch), watched so hand edits
+# are undone at once (list, watch) and deleted on a routing mode switch (delete).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

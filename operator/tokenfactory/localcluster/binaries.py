@@ -23,6 +23,8 @@ _VERSION_VARS = {"kubernetes": "K8S_VERSION", "etcd": "ETCD_VERSION", "kwok": "K
                  "helm": "HELM_VERSION", "prometheus": "PROMETHEUS_VERSION"}
 # Prometheus is built from its Go module too: the Debian package's 2.42 lacks kubernetes_sd_configs,
 # so the scrape config docs/metrics.md documents could not be loaded by it.
+# CRD sets the script copies out of Go modules (component "crds"): cache sub-directory -> version variable.
+CRD_SETS = {"gateway-api": "GATEWAY_API_VERSION", "gateway-api-inference-extension": "INFERENCE_EXTENSION_VERSION"}
 CLUSTER_COMPONENTS = ("etcd", "kwok", "kubernetes", "prometheus")
 
 
@@ -58,6 +60,38 @@ def pinned_versions(script: Path | None = None) -> dict[str, str]:
     return out
 
 
+def crd_dir(name: str) -> Path:
+    """Where the script leaves the CRD YAML of one CRD set (see CRD_SETS)."""
+    return cache_dir() / "crds" / name
+
+
+def crd_versions(script: Path | None = None) -> dict[str, str]:
+    """Pinned versions of the CRD sets, with the script's environment overrides."""
+    text = (script or build_script()).read_text()
+    out = {}
+    for name, var in CRD_SETS.items():
+        m = re.search(rf'^{var}="\$\{{{var}:-([^}}]+)\}}"', text, re.M)
+        if m:
+            out[name] = os.environ.get(var) or m.group(1)
+    return out
+
+
+def crds_missing() -> list[str]:
+    """CRD sets absent from the cache or fetched for another version than pinned."""
+    versions = crd_versions()
+    out = []
+    for name in CRD_SETS:
+        stamp = crd_dir(name) / ".version"
+        if not stamp.exists() or stamp.read_text().strip() != versions.get(name):
+            out.append(name)
+    return out
+
+
+def crd_files() -> list[Path]:
+    """The cached CRD files of every set, in a stable order."""
+    return sorted(p for name in CRD_SETS for p in crd_dir(name).glob("*.yaml"))
+
+
 def missing(components: Iterable[str] = CLUSTER_COMPONENTS) -> list[str]:
     """Components whose binaries are absent or were built for another version than pinned."""
     versions = pinned_versions()
@@ -77,11 +111,17 @@ def missing(components: Iterable[str] = CLUSTER_COMPONENTS) -> list[str]:
 def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | None = print) -> Path:
     """Build whatever of ``components`` is missing (streaming the build's output to ``progress``)
     and return the binary directory. A no-op when all are cached."""
-    todo = missing(components)
+    components = list(components)
+    todo = missing([c for c in components if c in COMPONENT_BINARIES])
+    if "crds" in components and crds_missing():
+        todo.append("crds")
     if not todo:
         return bin_dir()
     say = progress or (lambda _line: None)
-    say(f"building {', '.join(todo)} into {bin_dir()} (a cold Kubernetes build takes several minutes)")
+    if todo == ["crds"]:
+        say(f"fetching the Gateway API / Inference Extension CRDs into {cache_dir() / 'crds'}")
+    else:
+        say(f"building {', '.join(todo)} into {bin_dir()} (a cold Kubernetes build takes several minutes)")
     proc = subprocess.Popen(
         ["bash", str(build_script()), *todo],
         stdout=subprocess.PIPE,
@@ -96,7 +136,7 @@ def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, progress: Progress | 
         tail = (tail + [line])[-40:]
         say(line)
     rc = proc.wait()
-    still = missing(components)
+    still = missing([c for c in components if c in COMPONENT_BINARIES]) + (["crds"] if "crds" in todo and crds_missing() else [])
     if rc != 0 or still:
         raise BuildError(
             f"build-binaries.sh {' '.join(todo)} failed (exit {rc}); still missing: "

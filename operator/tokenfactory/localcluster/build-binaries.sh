@@ -6,10 +6,13 @@
 #   kwok (controller)                                                 <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
 #   prometheus (server + promtool)                                    <- github.com/prometheus/prometheus
+#   crds: Gateway API CRDs (standard channel)                         <- sigs.k8s.io/gateway-api
+#         InferencePool CRD (inference.networking.k8s.io)             <- sigs.k8s.io/gateway-api-inference-extension
 #
 # Versions are pinned below. Binaries land in $TOKENFACTORY_CACHE/bin (default
-# ~/.cache/tokenfactory/bin) and are rebuilt only when missing or when the pinned version changes.
-# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm prometheus;
+# ~/.cache/tokenfactory/bin) and are rebuilt only when missing or when the pinned version changes;
+# the CRD YAML (copied out of the modules, nothing built) lands in $TOKENFACTORY_CACHE/crds/<module>.
+# Usage: build-binaries.sh [component ...]   (components: kubernetes etcd kwok helm prometheus crds;
 #        default all)
 set -euo pipefail
 
@@ -19,6 +22,8 @@ KWOK_VERSION="${KWOK_VERSION:-0.8.0}"
 HELM_VERSION="${HELM_VERSION:-3.22.0}"
 # Prometheus v3.x is published as Go module versions v0.3xx.y (v3.16.0 = v0.316.0).
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-0.316.0}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-1.4.1}"
+INFERENCE_EXTENSION_VERSION="${INFERENCE_EXTENSION_VERSION:-1.3.0}"
 
 CACHE="${TOKENFACTORY_CACHE:-$HOME/.cache/tokenfactory}"
 BIN="$CACHE/bin"
@@ -196,8 +201,39 @@ build_prometheus() {
   log "prometheus v$PROMETHEUS_VERSION: built in $((SECONDS - t0))s"
 }
 
+# CRDs from a module: NAME MODULE VERSION DIR GLOB. `go mod download` fetches the module's zip through the
+# Go module proxy (checked against sum.golang.org); only the files of DIR matching GLOB that are
+# CustomResourceDefinitions are kept, in $CACHE/crds/NAME, stamped with the version.
+fetch_crds() {
+  local name=$1 module=$2 version=$3 dir=$4 glob=$5 dest="$CACHE/crds/$1"
+  if [[ -d "$dest" && "$(cat "$dest/.version" 2>/dev/null)" == "$version" ]]; then
+    log "$name v$version CRDs: cached"; return
+  fi
+  log "$name v$version CRDs: downloading $module@v$version through the Go module proxy"
+  local json src f n=0
+  if ! json=$(go mod download -json "$module@v$version"); then
+    log "$name v$version CRDs: go mod download failed: $json"; return 1
+  fi
+  src=$(sed -n 's/.*"Dir": "\(.*\)".*/\1/p' <<<"$json")
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  for f in "$src/$dir"/$glob; do
+    if grep -q '^kind: CustomResourceDefinition' "$f"; then install -m 0644 "$f" "$dest.tmp/"; n=$((n + 1)); fi
+  done
+  [[ $n -gt 0 ]] || { log "$name v$version CRDs: no CustomResourceDefinition in $src/$dir/$glob"; return 1; }
+  echo "$version" > "$dest.tmp/.version"
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+  log "$name v$version CRDs: $n files in $dest"
+}
+
+build_crds() {
+  fetch_crds gateway-api sigs.k8s.io/gateway-api "$GATEWAY_API_VERSION" config/crd/standard '*.yaml'
+  # Only the stable InferencePool (inference.networking.k8s.io/v1); the x-k8s.io alpha kinds are not used.
+  fetch_crds gateway-api-inference-extension sigs.k8s.io/gateway-api-inference-extension \
+    "$INFERENCE_EXTENSION_VERSION" config/crd/bases 'inference.networking.k8s.io_*.yaml'
+}
+
 components=("$@")
-[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm prometheus)
+[[ ${#components[@]} -eq 0 ]] && components=(etcd kwok kubernetes helm prometheus crds)
 for c in "${components[@]}"; do
   case "$c" in
     kubernetes) build_kubernetes ;;
@@ -205,7 +241,8 @@ for c in "${components[@]}"; do
     kwok) build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     helm) build_helm ;;
     prometheus) build_prometheus ;;
-    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm prometheus)"; exit 2 ;;
+    crds) build_crds ;;
+    *) log "unknown component '$c' (allowed: kubernetes etcd kwok helm prometheus crds)"; exit 2 ;;
   esac
 done
 log "binaries ready in $BIN"

@@ -501,7 +501,7 @@ class LocalCluster:
                 say(f"restarting stopped components of the cluster in {self.state_dir}: "
                     f"{', '.join(dead)}")
         if build:
-            binaries.ensure(binaries.CLUSTER_COMPONENTS, progress=say)
+            binaries.ensure((*binaries.CLUSTER_COMPONENTS, "crds"), progress=say)
         elif binaries.missing():
             raise ClusterError(f"binaries missing in {binaries.bin_dir()}: {binaries.missing()} "
                                "(run without --no-build, or build-binaries.sh)")
@@ -530,6 +530,7 @@ class LocalCluster:
         start("kube-apiserver")
         self._wait(say, "kube-apiserver /readyz", deadline, self.healthy,
                    watch=("etcd", "kube-apiserver"))
+        self._install_crds(say)
         if not (status.get("kwok") and status["kwok"].running):
             # A kwok that died (a crash, or the session that ran it was killed) still holds the node
             # leases; a new kwok would leave every node (and every pod on it) alone until they expire.
@@ -554,6 +555,34 @@ class LocalCluster:
         say(f"cluster ready in {state['ready_seconds']}s: apiserver {state['server']}, "
             f"{n_nodes} nodes")
         return self.info()
+
+    def _install_crds(self, say: Progress) -> None:
+        """Install the Gateway API and Inference Extension CRDs cached from their Go modules (server-side apply:
+        the HTTPRoute CRD is too large for kubectl's last-applied annotation) and wait until they are served."""
+        if binaries.crds_missing():
+            say(f"Gateway API / Inference Extension CRDs not cached ({', '.join(binaries.crds_missing())}; "
+                "build-binaries.sh crds fetches them): not installing them")
+            return
+        files = binaries.crd_files()
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager", "tokenfactory-cluster"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.kubectl(*args, timeout=120)
+        names = {yaml.safe_load(f.read_text())["metadata"]["name"] for f in files}
+
+        def established() -> bool:  # (kubectl wait fails outright while a new CRD has no status yet)
+            res = self.kubectl("get", "crd", "-o", "json", check=False)
+            if res.returncode != 0:
+                return False
+            ok = {c["metadata"]["name"] for c in json.loads(res.stdout)["items"]
+                  if any(x.get("type") == "Established" and x.get("status") == "True"
+                         for x in (c.get("status") or {}).get("conditions") or [])}
+            return names <= ok
+
+        self._wait(say, f"{len(names)} Gateway API / Inference Extension CRDs Established",
+                   time.monotonic() + 60, established, watch=("kube-apiserver",))
+        say(f"installed {len(files)} CRDs: " + ", ".join(
+            f"{n} v{v}" for n, v in binaries.crd_versions().items()))
 
     def _wipe(self) -> None:
         """Delete the state directory's content (the lock file stays: we hold it)."""

@@ -1,6 +1,7 @@
 """Stage 4, actuate: server-side apply the rendered children (``render``) at the planned replicas and
-delete the Deployments of pools no longer in the spec. A failed apply is reported (status, retried
-next pass), never raised.
+delete the Deployments of pools no longer in the spec; then the routing objects of ``spec.routing``
+(``routing.py``: Service / HTTPRoute with capacity weights / InferencePool, and the clean-up of a mode
+switch). A failed apply is reported (status, retried next pass), never raised.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, render
+from tokenfactory import api, render, routing
 from tokenfactory.pipeline.model import Actuation, Event, FactoryRef, PoolObservation
 from tokenfactory.ports import KubeClient
 
@@ -21,12 +22,13 @@ def _spec_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
 
 
 async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec, replicas: Mapping[str, int],
-                  children: Mapping[str, PoolObservation]) -> Actuation:
+                  children: Mapping[str, PoolObservation], capacities: Mapping[str, float] | None = None) -> Actuation:
+    """``capacities``: learned tokens/s per replica by pool (the HTTPRoute weights use them; else the profile)."""
     owner = render.Owner(name=ref.name, namespace=ref.namespace, uid=ref.uid)
     after = dict(children)
     errors: list[str] = []
     events: list[Event] = []
-    for manifest in render.render(owner, spec, replicas):
+    for manifest in render.render_deployments(owner, spec, replicas):
         kind, child = manifest["kind"], manifest["metadata"]["name"]
         try:
             live = await kube.apply(manifest)
@@ -48,4 +50,11 @@ async def actuate(kube: KubeClient, ref: FactoryRef, spec: api.TokenFactorySpec,
             dep = obs.deployment["metadata"]["name"]
             await kube.delete("Deployment", ref.namespace, dep)
             events.append(Event("Normal", "Deleted", f"Deleted Deployment {dep}: pool {pool} is no longer in the spec"))
-    return Actuation(children=after, errors=tuple(errors), events=tuple(events))
+    # --- routing (routing.py): Service / HTTPRoute / InferencePool objects, weights, mode-switch clean-up ---
+    ready = {pool: obs.ready_replicas for pool, obs in after.items()}
+    routed = await routing.reconcile(kube, routing.plan(owner, spec, ready, capacities), ref.namespace, ref.name, ref.uid)
+    verdict = routing.assess(routed, ref.previous_conditions.get(routing.CONDITION, {}).get("reason"))
+    errors += routed.errors
+    events += [Event(*e) for e in verdict.events]
+    # --- end routing ---
+    return Actuation(children=after, errors=tuple(errors), events=tuple(events), routing=routed, routed=verdict)

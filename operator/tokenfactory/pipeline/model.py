@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenfactory import api, cost, planner, render
+from tokenfactory.routing import Applied as RoutingApplied
+from tokenfactory.routing import Assessment as RoutingVerdict
 from tokenfactory.metrics_source import FactoryMetrics, MetricsUnavailable
 
 
@@ -208,6 +210,8 @@ class Actuation:
     children: Mapping[str, PoolObservation]
     errors: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
+    routing: RoutingApplied | None = None  # what the routing step applied and deleted (routing.py)
+    routed: RoutingVerdict | None = None  # the Routed condition's verdict
 
 
 # -------------------------------------------------------------------------------------- memory

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tokenfactory import routing
 from tokenfactory.pipeline import actuate, assess, collect, plan, status
 from tokenfactory.pipeline.model import Event, FactoryMemory
 from tokenfactory.ports import KubeClient, MetricsExporter, MetricsSources
@@ -64,7 +65,8 @@ class Reconciler:
             else:
                 events += a.events + outcome.events
 
-        act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children)
+        act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children,
+                                    outcome.capacities or routing.learned_capacities(outcome.state, c.pools))
         events += act.events
         events += status.creation_events(act)
 

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from tokenfactory import api, childhealth, gpusheet, render
+from tokenfactory import api, childhealth, gpusheet, render, routing
 from tokenfactory.exporter import FactoryFigures, Objectives
 from tokenfactory.pipeline.assess import tidy
 from tokenfactory.pipeline.model import (
@@ -85,12 +85,14 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
     prev, gen, now = c.ref.previous_conditions, c.ref.generation, c.now
     pools: list[api.PoolStatus] = []
     not_ready, rolling, unschedulable = [], [], []
+    weights = routing.pool_weights(act.routing) if act.routing is not None else {}  # routing.py: HTTPRoute weights
     for p in spec.pools:
         obs = act.children.get(p.name) or PoolObservation(p.name)
         figs = shown.pools.get(p.name) if shown is not None else None
         pools.append(api.PoolStatus(
             name=p.name, gpu_type=p.gpu_type.lower(), deployment=render.deployment_name(c.ref.name, p.name),
             desired_replicas=replicas[p.name], ready_replicas=obs.ready_replicas, gpus=obs.scheduled_gpus(),
+            route_weight=weights.get(p.name),
             **(dataclasses.asdict(figs) if figs is not None else {}),
         ))
         if obs.ready_replicas < replicas[p.name]:
@@ -121,11 +123,16 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
         progressing = condition("Progressing", False, "Converged", "every pool is at its desired replicas", gen, prev, now)
     conditions = [ready, progressing, degraded, *(shown.conditions if shown is not None else ()), *extra_conditions,
                   throughput_profile(c)]
+    # --- routing (routing.py): the Routed condition and status.routing ---
+    routing_status = None
+    if act.routing is not None and act.routed is not None:
+        conditions.append(condition(routing.CONDITION, act.routed.status, act.routed.reason, act.routed.message, gen, prev, now))
+        routing_status = api.RoutingStatus(**routing.status_fields(act.routing))
     totals = dataclasses.asdict(shown.total) if shown is not None else {}
     return api.TokenFactoryStatus(
         observed_generation=gen, conditions=conditions, replicas=f"{total_ready}/{total_desired}",
         ready_replicas=total_ready, desired_replicas=total_desired, gpus=sum(p.gpus for p in pools),
-        pools=pools, last_decision=decision, **totals,
+        pools=pools, last_decision=decision, routing=routing_status, **totals,
     )
 
 
