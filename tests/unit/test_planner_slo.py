@@ -261,3 +261,22 @@ def test_even_routing_solve_matches_enumeration(caps, prices, mins, spans, requi
     assert got == _brute_even(pools, required, cmap)
     if used:
         assert all(v == r for v in carried.values())
+
+
+def test_operator_inputs_carry_slo_attainment_and_routing():
+    from pathlib import Path
+
+    import yaml
+
+    from tokenfactory.pipeline.inputs import planner_inputs
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/examples/deepseek-r1-h200-gb300.yaml").read_text())
+    spec = api.parse_object(doc).spec
+    inputs = planner_inputs(spec, None, current={"gb300": 1, "h200": 1}, ready={})
+    assert inputs.slo_attainment == 0.99 and inputs.headroom is None
+    assert inputs.routing == ("even" if spec.routing.mode == "Service" else "weighted")
+    assert inputs.pools[0].latency_points == GB300_POINTS
+    doc["spec"]["objectives"]["sloAttainment"] = 0.95
+    doc["spec"]["routing"] = {"mode": "HTTPRoute", "gateway": {"name": "gw"}}
+    inputs = planner_inputs(api.parse_object(doc).spec, None, current={}, ready={})
+    assert inputs.slo_attainment == 0.95 and inputs.routing == "weighted"
