@@ -119,6 +119,7 @@ class PlannerState:
     flaps: tuple[tuple[str, float, int], ...] = ()  # (pool, time, count) a pool went back up to count past a recent scale-down
     latency: tuple[LatencyState, ...] = ()  # learned latency curves per pool (SLO planning)
     forecast: ForecastState = ForecastState()  # forecast errors (SLO planning)
+    planned: tuple[tuple[str, float], ...] = ()  # (pool, tokens/s per replica the last plan counted)
 
     def capacity_of(self, pool: str) -> CapacityState | None:
         for cs in self.capacity:

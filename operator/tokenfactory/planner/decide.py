@@ -149,7 +149,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
                              demands=demands, excursion_since=exc.since, excursions=exc.recent,
                              downs=st.downs, flaps=st.flaps, latency=size.latency or state.latency,
-                             forecast=size.forecast if size.slo is not None else state.forecast)
+                             forecast=size.forecast if size.slo is not None else state.forecast,
+                             planned=tuple((pp.name, pp.capacity_per_replica) for pp in plan.pools)
+                             if size.slo is not None else ())
     return plan, new_state
 
 
