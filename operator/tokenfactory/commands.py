@@ -71,6 +71,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "($TOKENFACTORY_PROMETHEUS_HEADERS, one 'Name: value' per line)")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log format (default text)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ha = p.add_argument_group("high availability (several replicas: only the holder of a Lease acts)")
+    ha.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                    help="elect a leader on a coordination.k8s.io Lease before acting (default on; "
+                         "--no-leader-elect only for a single replica)")
+    ha.add_argument("--lease-name", default="tokenfactory-operator", help="name of the Lease (default tokenfactory-operator)")
+    ha.add_argument("--lease-namespace", default=None,
+                    help="namespace of the Lease (default: $POD_NAMESPACE, else the first -n namespace, else default)")
+    ha.add_argument("--lease-duration", type=float, default=15.0,
+                    help="seconds a Lease not renewed stays valid; a killed leader is replaced after about this long (default 15)")
+    ha.add_argument("--lease-renew-deadline", type=float, default=10.0,
+                    help="seconds the leader keeps acting without renewing before it stops (default 10; < --lease-duration)")
+    ha.add_argument("--lease-retry-period", type=float, default=2.0,
+                    help="seconds between Lease renewals and takeover attempts (default 2; < --lease-renew-deadline)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="factories reconciled at the same time (workers of the work queue; default 8)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("crd", help="print the TokenFactory CRD generated from the API models",
@@ -272,4 +287,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         prometheus_timeout=args.prometheus_timeout,
         log_format=args.log_format,
         verbose=args.verbose,
+        leader_elect=args.leader_elect,
+        lease={"namespace": args.lease_namespace, "name": args.lease_name, "lease_duration": args.lease_duration,
+               "renew_deadline": args.lease_renew_deadline, "retry_period": args.lease_retry_period},
+        concurrency=args.concurrency,
     )

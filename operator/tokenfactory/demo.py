@@ -3,8 +3,10 @@
 It starts (or reuses) the local control plane with its simulated H200 and GB300 node pools, a real
 Prometheus, the vLLM fleet simulator (``tokenfactory sim``, cluster mode) and the operator
 (``tokenfactory run``); applies the CRD and ``deploy/examples/deepseek-r1-h200-gb300.yaml`` into the
-``demo`` namespace with short intervals; plays a compressed day of demand with a spike above what
-GB300 can carry; shows a live table of what each pool delivers and costs; and at the end writes
+``demo`` namespace with its time settings compressed like the demand (start-up delays, control
+interval, scale-down stabilization and metrics window divided by the compression, never below what the
+live system can do; shown on screen); plays a compressed day of demand with a spike above what GB300
+can carry; shows a live table of what each pool delivers and costs; and at the end writes
 ``summary.json`` and ``demo.png`` into the output folder. Everything it started is stopped on exit,
 Ctrl-C or SIGTERM (the cluster only if the demo started it and ``--keep-cluster`` is not given).
 """
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,88 @@ FACTORY = "deepseek-r1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "deploy" / "examples" / "deepseek-r1-h200-gb300.yaml"
 
-# What the demo changes in the example so that a day fits into minutes (shown on screen).
-DEMO_SPEC = {
-    "scaling": {"interval": "5s", "scaleDownStabilization": "60s"},
-    "metrics": {"window": "30s"},
-}
-STARTUP_SECONDS = 10  # per pool (spec.pools[].startupSeconds) and the simulator's load delay
-SIM_WINDOW = "30"
-SCRAPE_INTERVAL = "2s"
+DAY_SECONDS = 86400.0
+SIM_TICK_SECONDS = 0.5
+
+
+# What the live system can do at the fastest: the operator's loop sleeps at least 0.5 s and a pass takes
+# a few hundred ms; Prometheus scrapes once a second here and rate() needs 4 scrapes in its window; the
+# CRD accepts scaling.interval >= 1s and metrics.window >= 5s; a pod (kwok + the simulator's load delay)
+# cannot be Ready in less than a second. The compression sets each setting to its full-speed value / the
+# compression factor, but never below these.
+SCRAPE_SECONDS = 1.0
+FLOORS = {"interval": 1.0, "scaleDownStabilization": 1.0, "window": 5.0, "startupSeconds": 1.0}
+
+
+def _duration_text(seconds: float) -> str:
+    """A Go-style duration the CRD accepts: 1s, 2.08s, 350ms."""
+    if seconds < 1.0:
+        return f"{max(1, round(seconds * 1000))}ms"
+    return f"{seconds:.2f}".rstrip("0").rstrip(".") + "s"
+
+
+@dataclass(frozen=True)
+class Compression:
+    """The demo's time compression: one demo second stands for ``factor`` seconds of the day, and the
+    example's time settings are divided by ``factor`` (never below :data:`FLOORS`) so that start-up
+    delays, the control interval, the scale-down stabilization and the metrics window keep their
+    proportions to the demand's changes, as in the full-speed benchmark on the same trace."""
+
+    factor: float
+    full: dict[str, float]  # the example's settings at full speed, seconds (startup: per pool)
+    scaled: dict[str, float]  # what the demo sets
+    floored: tuple[str, ...]  # settings held at their floor (the demo is slower than the day there)
+
+    def spec_patch(self, pools: list[str]) -> dict[str, Any]:
+        return {
+            "scaling": {"interval": _duration_text(self.scaled["interval"]),
+                        "scaleDownStabilization": _duration_text(self.scaled["scaleDownStabilization"])},
+            "metrics": {"window": _duration_text(self.scaled["window"])},
+            "pools": {p: {"startupSeconds": round(self.scaled[f"startupSeconds.{p}"], 3)} for p in pools},
+        }
+
+    @property
+    def startup_seconds(self) -> float:
+        """The simulator's load delay: the longest pool start-up, scaled."""
+        return max(v for k, v in self.scaled.items() if k.startswith("startupSeconds."))
+
+    def describe(self) -> str:
+        parts = []
+        for key, label in (("interval", "scaling.interval"), ("scaleDownStabilization", "scaleDownStabilization"),
+                           ("window", "metrics.window")):
+            parts.append(f"{label} {_duration_text(self.full[key])} -> {_duration_text(self.scaled[key])}"
+                         + (" (floor)" if key in self.floored else ""))
+        for key in sorted(k for k in self.full if k.startswith("startupSeconds.")):
+            parts.append(f"{key.split('.', 1)[1]} start-up {self.full[key]:g}s -> {_duration_text(self.scaled[key])}"
+                         + (" (floor)" if key in self.floored else ""))
+        text = f"time compressed {self.factor:,.0f}x (1 demo second = {self.factor / 60:,.1f} min of the day): " + ", ".join(parts)
+        if self.floored:
+            text += ("; settings at their floor are slower than the compressed day (the live operator, Prometheus "
+                     "and pods cannot go faster), so the demo is harsher there than the full-speed benchmark")
+        return text
+
+
+def compression_for(spec: dict[str, Any], factor: float) -> Compression:
+    """The scaled time settings for the example ``spec`` (a manifest's spec, plain dict) at ``factor``."""
+    from tokenfactory import api
+
+    if not (factor >= 1.0 and math.isfinite(factor)):
+        raise DemoError(f"--compression must be a finite number >= 1, got {factor}")
+    parsed = api.parse_spec(spec)
+    full = {"interval": api.parse_duration(parsed.scaling.interval),
+            "scaleDownStabilization": api.parse_duration(parsed.scaling.scale_down_stabilization),
+            "window": api.parse_duration(parsed.metrics.window)}
+    for rp in parsed.resolve_pools():
+        full[f"startupSeconds.{rp.name}"] = float(rp.startup_seconds)
+    scaled: dict[str, float] = {}
+    floored: list[str] = []
+    for key, value in full.items():
+        floor = FLOORS[key.split(".", 1)[0]]
+        v = value / factor
+        if v < floor:
+            v, floored = floor, floored + [key]
+        scaled[key] = v
+    return Compression(factor, full, scaled, tuple(floored))
 
 
 class DemoError(RuntimeError):
@@ -60,6 +137,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--duration", type=float, default=600.0,
                    help="seconds of demand to play (default 600: one compressed day)")
+    p.add_argument("--compression", type=float, default=None, metavar="X",
+                   help="one demo second stands for X seconds of the day: the example's start-up delays, "
+                        "scaling.interval, scaleDownStabilization and metrics.window are divided by X (never below "
+                        "what the live system can do; the demo says which). Default 86400 / --duration: the default "
+                        "trace is one day in --duration seconds; a --trace should be compressed by the same factor")
     p.add_argument("--trace", default=None,
                    help="demand trace in the simulator's syntax (see `tokenfactory sim --help`); "
                         "default: a compressed diurnal day with a spike to 60,000 tok/s, written to DIR/trace.csv")
@@ -317,18 +399,23 @@ def headless_line(sample: dict, elapsed: float) -> str:
 # ------------------------------------------------------------------------------------------ run
 
 
-def demo_manifest(namespace: str) -> dict[str, Any]:
+def example_manifest() -> dict[str, Any]:
     import yaml
 
     if not EXAMPLE.exists():
         raise DemoError(f"{EXAMPLE} not found (the demo runs from a checkout of the repository)")
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc = copy.deepcopy(doc)
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def demo_manifest(namespace: str, compression: Compression) -> dict[str, Any]:
+    """The example in ``namespace`` with its time settings compressed (see :class:`Compression`)."""
+    doc = copy.deepcopy(example_manifest())
     doc["metadata"]["namespace"] = namespace
-    for section, values in DEMO_SPEC.items():
-        doc["spec"].setdefault(section, {}).update(values)
+    patch = compression.spec_patch([p["name"] for p in doc["spec"]["pools"]])
+    doc["spec"].setdefault("scaling", {}).update(patch["scaling"])
+    doc["spec"].setdefault("metrics", {}).update(patch["metrics"])
     for pool in doc["spec"]["pools"]:
-        pool["startupSeconds"] = STARTUP_SECONDS
+        pool.update(patch["pools"][pool["name"]])
     return doc
 
 
@@ -342,6 +429,9 @@ def _raise_interrupt(signum, _frame):
 def run(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         print("tokenfactory demo: error: --duration must be > 0", file=sys.stderr)
+        return 2
+    if getattr(args, "compression", None) is not None and not (math.isfinite(args.compression) and args.compression >= 1):
+        print(f"tokenfactory demo: error: --compression must be a number >= 1, got {args.compression}", file=sys.stderr)
         return 2
     # Ctrl-C raises KeyboardInterrupt even when the demo was started with SIGINT ignored (a
     # background job of a script); SIGTERM and SIGHUP (terminal closed) do the same clean-up.
@@ -357,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
 class Demo:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        self.factor = args.compression if getattr(args, "compression", None) else DAY_SECONDS / args.duration
         self.out = Path(args.output_dir).absolute()
         self.logs = self.out / "logs"
         self.r = Reporter(args.headless)
@@ -415,7 +506,9 @@ class Demo:
         from tokenfactory.localcluster.sharing import _users_dir
 
         say = self.r.say
-        self.manifest = demo_manifest(self.namespace)
+        self.compression = compression_for(example_manifest()["spec"], self.factor)
+        self.manifest = demo_manifest(self.namespace, self.compression)
+        say(self.compression.describe())
         say(f"output folder: {self.out} (logs in {self.logs})")
 
         # 1. the cluster: reuse a running one, else start it (builds the binaries when missing)
@@ -440,9 +533,9 @@ class Demo:
 
         # 2. Prometheus (real), no targets yet
         with self.r.step("starting Prometheus"):
-            self.prom = PrometheusServer(self.out / "prometheus", targets=[], scrape_interval=SCRAPE_INTERVAL)
+            self.prom = PrometheusServer(self.out / "prometheus", targets=[], scrape_interval=_duration_text(SCRAPE_SECONDS))
             self.prom.start()
-        say(f"Prometheus at {self.prom.url} (scrape every {SCRAPE_INTERVAL})")
+        say(f"Prometheus at {self.prom.url} (scrape every {_duration_text(SCRAPE_SECONDS)})")
 
         # 3. the CRD and the namespace
         from tokenfactory.crd import crd_yaml
@@ -471,7 +564,8 @@ class Demo:
         s = self.manifest["spec"]
         say(f"applying {EXAMPLE.relative_to(REPO_ROOT)} into namespace {self.namespace}, with demo settings: "
             f"scaling.interval {s['scaling']['interval']}, scaleDownStabilization {s['scaling']['scaleDownStabilization']}, "
-            f"metrics.window {s['metrics']['window']}, pools[].startupSeconds {STARTUP_SECONDS}")
+            f"metrics.window {s['metrics']['window']}, pools[].startupSeconds "
+            + ", ".join(f"{p['name']} {p['startupSeconds']:g}" for p in s["pools"]))
         k.apply(self.manifest)
         self.applied = True
         with self.r.step("waiting for the first pod of each pool to be Ready"):
@@ -490,7 +584,8 @@ class Demo:
             sport = _free_port()
             sim = Child("sim", ["sim", "--host", "127.0.0.1", "--port", str(sport), "--kubeconfig", str(info.kubeconfig),
                                 "--namespace", self.namespace, "--factory", FACTORY, "--trace", trace,
-                                "--window", SIM_WINDOW, "--tick", "0.5", "--startup-seconds", str(STARTUP_SECONDS)],
+                                "--window", f"{self.compression.scaled['window']:g}", "--tick", str(SIM_TICK_SECONDS),
+                                "--startup-seconds", f"{self.compression.startup_seconds:g}"],
                         self.logs, env)
             self.children.append(sim)
             sim.wait_http(f"http://127.0.0.1:{sport}/healthz", 60)
@@ -510,9 +605,7 @@ class Demo:
 
     def _loop(self) -> None:
         duration = self.args.duration
-        notes = [f"demo settings: scaling.interval {DEMO_SPEC['scaling']['interval']}, scaleDownStabilization "
-                 f"{DEMO_SPEC['scaling']['scaleDownStabilization']}, metrics.window {DEMO_SPEC['metrics']['window']}, "
-                 f"startupSeconds {STARTUP_SECONDS} (production defaults: 30s, 5m, 2m, 300)",
+        notes = [f"demo settings: {self.compression.describe()}",
                  f"logs: {self.logs}   Prometheus: {self.prom.url}   Ctrl-C stops and cleans up"]
         from tokenfactory.demo_report import decisions
 
@@ -667,7 +760,11 @@ class Demo:
 
         summary = summarize(self.samples, self.manifest["spec"].get("objectives") or {}, self.args.duration,
                             interrupted=interrupted, extra={"wallSeconds": round(wall, 1), "namespace": self.namespace,
-                                                            "trace": self.args.trace or str(self.out / "trace.csv")})
+                                                            "trace": self.args.trace or str(self.out / "trace.csv"),
+                                                            "compression": {"factor": self.compression.factor,
+                                                                            "settings": self.compression.scaled,
+                                                                            "fullSpeed": self.compression.full,
+                                                                            "atFloor": list(self.compression.floored)}})
         png = plot(self.samples, self.out / "demo.png",
                    title=f"tokenfactory demo: {FACTORY} on H200 + GB300 ({summary['durationSeconds']:.0f}s)")
         summary["plot"] = str(png)

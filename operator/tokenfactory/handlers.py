@@ -1,145 +1,106 @@
-"""Thin kopf glue: one daemon per TokenFactory runs the reconcile pipeline; watch events only wake it.
+"""Thin kopf glue: kopf watches the TokenFactories; everything else runs in tasks started here.
 
-- A TokenFactory change, or a change to one of its Deployments or pods (a child deleted or edited by
-  hand, a pod becoming Ready), wakes that factory's daemon, which reconciles at once.
-- Every ``spec.scaling.interval`` the daemon also measures (metrics, cost, planning) and reconciles.
-- Errors in one pass are logged and retried with backoff; a bad spec is a status, not a crash.
+- kopf's watch of TokenFactories hands every object (and its deletion) to the
+  :class:`~tokenfactory.controller.Controller`, a work queue with bounded concurrency and per-factory
+  backoff that runs the reconcile pipeline.
+- The children (Deployments, Services, Pods) are watched once for all factories by
+  :class:`~tokenfactory.informer.ChildInformers`; a change to a factory's child queues that factory.
+- Every ``spec.scaling.interval`` a factory is queued to measure (metrics, cost, planning), reading
+  the batch of metrics all factories share (``metrics_batch.py``).
+- Only the replica holding the Lease acts (``leader.py``); the others keep their caches warm.
 
-State lives in kopf's memo: ``tokenfactory run`` passes an operator-level memo holding the
-:class:`~tokenfactory.pipeline.Reconciler` and the wake-up registry (:func:`operator_memo`); kopf
-gives each TokenFactory a shallow copy of it, where the daemon keeps that factory's
-:class:`~tokenfactory.pipeline.FactoryMemory` (``memo.factory``) for as long as the object exists.
-On shutdown, :func:`_cleanup` closes the Kubernetes and Prometheus clients.
+kopf adds no finalizer and writes nothing to the TokenFactories: with only ``on.event`` handlers it has
+nothing to block deletion for (children go with their owner references), so two replicas never write
+the same object. A finalizer left by an older version (one daemon per factory) is removed by kopf on
+the object's next event ("no handlers requiring it").
+
+State lives in kopf's operator-level memo (:func:`operator_memo`). On shutdown, :func:`_cleanup`
+releases the Lease, stops the watches and closes the Kubernetes and Prometheus clients.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import datetime as dt
+import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 
-from tokenfactory import api, render
-from tokenfactory.pipeline import FactoryMemory, Reconciler
+from tokenfactory import api
+from tokenfactory.pipeline import Reconciler
 
 log = logging.getLogger("tokenfactory.handlers")
 
 FINALIZER = "tokenfactory.dev/finalizer"
-MANAGED = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
-DEBOUNCE_SECONDS = 0.3
-MAX_BACKOFF_SECONDS = 60.0
 
 
-def operator_memo(reconciler: Reconciler, on_shutdown: Any | None = None) -> kopf.Memo:
-    """The operator-level memo for ``kopf.run(memo=...)``: the reconciler, one wake-up Event per
-    factory (shared by every object's copy of the memo), and what to stop on shutdown."""
-    return kopf.Memo(reconciler=reconciler, wakes={}, on_shutdown=on_shutdown)
+class RetryForever:
+    """kopf's request backoffs, never exhausted: an apiserver restart must not escalate into a dead watch."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((0.5, 1.0), itertools.repeat(2.0))
 
 
-def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
-    event = memo.wakes.get((namespace, name))
-    if event is not None:
-        event.set()
+def operator_memo(reconciler: Reconciler, on_shutdown: Any | None = None, *, controller: Any | None = None,
+                  informers: Any | None = None, elector: Any | None = None) -> kopf.Memo:
+    """The operator-level memo for ``kopf.run(memo=...)``: the reconciler, the work queue (controller),
+    the children's watch cache, the leader elector, and what to stop on shutdown."""
+    return kopf.Memo(reconciler=reconciler, on_shutdown=on_shutdown, controller=controller, informers=informers,
+                     elector=elector)
 
 
 @kopf.on.startup()
-async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tokenfactory.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="tokenfactory.dev")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.reconnect_backoff = 0.5
     settings.networking.request_timeout = 30
+    settings.networking.error_backoffs = RetryForever()
+    if memo.get("informers") is not None:
+        memo.informers.start()
+    if memo.get("elector") is not None:
+        memo.elector.start()
+    if memo.get("controller") is not None:
+        memo.controller.start()
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Operator shutdown: close the Kubernetes and Prometheus clients, stop the /metrics server."""
+    """Operator shutdown: stop acting, release the Lease, stop the watches, close the clients."""
+    if memo.get("controller") is not None:
+        await memo.controller.stop()
+    if memo.get("elector") is not None:
+        await memo.elector.stop()
+    if memo.get("informers") is not None:
+        await memo.informers.stop()
     await memo.reconciler.aclose()
     if memo.get("on_shutdown") is not None:
         memo.on_shutdown()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def _factory_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
-    _wake(memo, namespace or "default", name)
+async def _factory_changed(memo: Any, event: Any, body: Any, namespace: str | None, name: str, **_: Any) -> None:
+    controller = memo.get("controller")
+    if controller is None:
+        return
+    if event.get("type") == "DELETED":
+        controller.remove((namespace or "default", name))
+    else:
+        controller.upsert(body)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def _deployment_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    owner = labels.get(render.LABEL_FACTORY)
-    if owner:
-        _wake(memo, namespace or "default", owner)
-
-
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def _pod_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    owner = labels.get(render.LABEL_FACTORY)
-    if owner:
-        _wake(memo, namespace or "default", owner)
-
-
-# Routing objects (spec.routing): a hand edit or a deletion wakes the factory, which applies them again. A kind
-# whose CRD is not installed is simply not watched (kopf serves it once the CRD appears).
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED)
-@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED)
-async def _routing_changed(memo: Any, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    owner = labels.get(render.LABEL_FACTORY)
-    if owner:
-        _wake(memo, namespace or "default", owner)
-
-
-def _interval_seconds(body: Any) -> float:
-    try:
-        return api.parse_duration(body.get("spec", {}).get("scaling", {}).get("interval", "30s"))
-    except (ValueError, AttributeError):
-        return 30.0
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=10.0)
-async def factory_loop(body: kopf.Body, memo: Any, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
-                       **_: Any) -> None:
-    """The reconcile loop of one factory, for as long as it exists and the operator runs."""
-    namespace = namespace or "default"
-    reconciler: Reconciler = memo.reconciler
-    key = (namespace, name)
-    wake = memo.wakes.setdefault(key, asyncio.Event())
-    if memo.get("factory") is None:
-        memo.factory = FactoryMemory()
-    memory: FactoryMemory = memo.factory
-    backoff = 1.0
-    log.info("factory %s/%s: loop started", namespace, name)
-    try:
-        while not stopped:
-            wake.clear()
-            now = dt.datetime.now(dt.UTC)
-            interval = _interval_seconds(body)
-            due = memory.last_measure is None or (now - memory.last_measure).total_seconds() >= interval
-            snapshot = copy.deepcopy(dict(body))
-            try:
-                await reconciler.reconcile(snapshot, memory, now, measure=due)
-                backoff = 1.0
-                timeout = interval if memory.last_measure is None else max(
-                    0.5, interval - (dt.datetime.now(dt.UTC) - memory.last_measure).total_seconds())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
-                log.exception("factory %s/%s: reconcile failed; retrying in %.0fs", namespace, name, backoff)
-                timeout, backoff = backoff, min(MAX_BACKOFF_SECONDS, backoff * 2)
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=timeout)
-                await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of watch events settle
-            except TimeoutError:
-                pass
-    finally:
-        memo.wakes.pop(key, None)
-        if stopped.reason is None or kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
-            memo.factory = None
-        reconciler.forget(namespace, name)
-        log.info("factory %s/%s: loop stopped", namespace, name)
+# Routing objects of CRD kinds (spec.routing; Services are in the children's watch cache): a hand edit or a
+# deletion queues the factory, which applies them again. A kind whose CRD is not installed is simply not
+# watched (kopf serves it once the CRD appears).
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels={"app.kubernetes.io/managed-by": "tokenfactory"})
+@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels={"app.kubernetes.io/managed-by": "tokenfactory"})
+async def _routing_changed(memo: Any, namespace: str | None, labels: Any, **_: Any) -> None:
+    owner = (labels or {}).get("tokenfactory.dev/factory")
+    controller = memo.get("controller")
+    if owner and controller is not None:
+        controller.child_changed(namespace or "default", owner)

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenfactory import api
-from tokenfactory.ports import KubeClient
+from tokenfactory.ports import AlreadyExists, KubeClient
 
-__all__ = ["FIELD_MANAGER", "FakeKube", "KubeClient", "LightkubeClient", "event_manifest"]
+__all__ = ["FIELD_MANAGER", "AlreadyExists", "FakeKube", "KubeClient", "LightkubeClient", "event_manifest", "owned_by"]
 
 FIELD_MANAGER = "tokenfactory"
 ROUTE_KINDS = {  # kind -> (group, version, plural): the routing kinds served by CRDs (routing.py)
@@ -32,6 +32,12 @@ class KindNotServed(RuntimeError):
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"the apiserver does not serve {kind}" + (f": {detail}" if detail else ""))
         self.kind = kind
+
+
+def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
+    """Whether ``obj`` carries an owner reference to the object with ``uid``."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(r.get("uid") == uid for r in refs)
 
 
 def _now() -> str:
@@ -89,6 +95,42 @@ class LightkubeClient:
         except Exception as err:  # ApiError, or lightkube's HTTP error for a non-JSON 404
             raise _not_served(manifest["kind"], err) from err
         return live.to_dict()
+
+    def _resource(self, kind: str, api_version: str | None = None) -> Any:
+        if kind in self._kinds:
+            return self._kinds[kind]
+        from lightkube.generic_resource import get_generic_resource
+
+        res = get_generic_resource(api_version, kind) if api_version else None
+        if res is None:
+            raise KeyError(f"{kind} ({api_version}) is not a kind this client knows")
+        return res
+
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        from lightkube import ApiError, codecs
+
+        obj = codecs.from_dict(copy.deepcopy(manifest))
+        try:
+            live = await self._client.create(obj, namespace=manifest["metadata"].get("namespace"),
+                                             field_manager=self._field_manager)
+        except ApiError as err:
+            if err.status.code == 409:
+                raise AlreadyExists(f"{manifest['kind']} {manifest['metadata']['name']} already exists") from None
+            raise _not_served(manifest["kind"], err) from err
+        except Exception as err:  # lightkube's HTTP error for a non-JSON 404 (kind not served)
+            raise _not_served(manifest["kind"], err) from err
+        return live.to_dict()
+
+    async def get(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> dict[str, Any] | None:
+        from lightkube import ApiError
+
+        try:
+            obj = await self._client.get(self._resource(kind, api_version), name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        return obj.to_dict()
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         res = self._kinds[kind]
@@ -174,13 +216,47 @@ class FakeKube:
             changed = _comparable(old) != _comparable(new)
             new["metadata"]["uid"] = old["metadata"]["uid"]
             new["metadata"]["resourceVersion"] = str(next(self._rv)) if changed else old["metadata"]["resourceVersion"]
+            gen = old["metadata"].get("generation", 1)
+            spec_changed = old.get("spec") != new.get("spec")
+            new["metadata"]["generation"] = gen + 1 if spec_changed else gen
             if "status" in old:
                 new["status"] = old["status"]
         else:
             new["metadata"]["uid"] = f"uid-{next(self._uid)}"
             new["metadata"]["resourceVersion"] = str(next(self._rv))
+            new["metadata"]["generation"] = 1
         self.objects[key] = new
         return copy.deepcopy(new)
+
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        if self.fail_next_apply is not None:  # the next write (create or apply) fails
+            err, self.fail_next_apply = self.fail_next_apply, None
+            raise err
+        kind, meta = manifest["kind"], manifest["metadata"]
+        if kind in self.unserved:
+            raise KindNotServed(kind)
+        key = (kind, meta["namespace"], meta["name"])
+        self.calls.append(("create", *key))
+        if key in self.objects:
+            raise AlreadyExists(f"{kind} {meta['name']} already exists")
+        new = copy.deepcopy(manifest)
+        new["metadata"]["uid"] = f"uid-{next(self._uid)}"
+        new["metadata"]["resourceVersion"] = str(next(self._rv))
+        new["metadata"]["generation"] = 1
+        self.objects[key] = new
+        return copy.deepcopy(new)
+
+    async def get(self, kind: str, namespace: str, name: str, api_version: str | None = None) -> dict[str, Any] | None:
+        self.calls.append(("get", kind, namespace, name))
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def cached(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """ChildCache: the fake is its own cache (only objects labelled managed-by: tokenfactory, as the watch)."""
+        obj = self.objects.get((kind, namespace, name))
+        if obj is None or (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "tokenfactory":
+            return None
+        return copy.deepcopy(obj)
 
     async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         if kind in self.unserved:
@@ -202,6 +278,15 @@ class FakeKube:
         self.events.append({"name": involved["metadata"]["name"], "type": type_, "reason": reason, "message": message})
 
     # helpers for tests ------------------------------------------------------------------------
+    def edit(self, kind: str, namespace: str, name: str, mutate: Any) -> None:
+        """Someone else edits an object, as through the apiserver: a spec change bumps its generation."""
+        obj = self.objects[(kind, namespace, name)]
+        before = copy.deepcopy(obj.get("spec"))
+        mutate(obj)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        if obj.get("spec") != before:
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+
     def set_deployment_status(self, namespace: str, name: str, ready: int, replicas: int | None = None) -> None:
         obj = self.objects[("Deployment", namespace, name)]
         want = obj["spec"]["replicas"] if replicas is None else replicas
@@ -224,7 +309,7 @@ class FakeKube:
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in obj.items() if k != "status"}
-    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in ("uid", "resourceVersion")}
+    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in ("uid", "resourceVersion", "generation")}
     return out
 
 

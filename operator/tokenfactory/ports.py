@@ -9,6 +9,9 @@ Protocol                real adapter                    fake (tests)
 :class:`MetricsSource`  ``metrics_source.PrometheusSource``  ``metrics_source.FakeMetricsSource``
 :class:`MetricsSources` ``metrics_source.SourcesByUrl`` (one source per Prometheus URL, preset fakes allowed)
 :class:`MetricsExporter` ``exporter.PrometheusExporter`` ``exporter.FakeExporter``
+:class:`ChildCache`     ``informer.ChildInformers``     ``kube.FakeKube`` (reads its own objects)
+:class:`MetricsSources` ``metrics_batch.BatchedSources`` (one PromQL query per metric for all factories)
+:class:`LeaderGate`     ``leader.LeaseElector``         ``leader.AlwaysLeader``
 ======================  ==============================  ==================================
 
 Everything crosses these boundaries as plain dicts (Kubernetes objects) or frozen dataclasses
@@ -36,6 +39,15 @@ class KubeClient(Protocol):
         """Objects of ``kind`` (Deployment, Service, Pod) in ``namespace`` matching all ``labels``."""
         ...
 
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create (POST) the object; raises :class:`AlreadyExists` when an object of that name exists,
+        so an object the operator did not make is never taken over."""
+        ...
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The live object, or None when there is none (one GET, used only when a create collided)."""
+        ...
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete (foreground-agnostic); a missing object is not an error."""
         ...
@@ -47,6 +59,30 @@ class KubeClient(Protocol):
     async def emit_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the TokenFactory (``involved``: its metadata + apiVersion/kind)."""
         ...
+
+
+class AlreadyExists(Exception):
+    """``KubeClient.create`` found an object of that name already there."""
+
+
+class ChildCache(Protocol):
+    """The operator's children (Deployments, Services, Pods labelled ``managed-by: tokenfactory``) as a
+    watch keeps them: reads cost no API request. ``kube.FakeKube`` serves its own objects."""
+
+    async def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Cached objects of ``kind`` in ``namespace`` matching all ``labels``."""
+        ...
+
+    def cached(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The cached object, or None when the cache has none of that kind and name (or does not hold ``kind``)."""
+        ...
+
+
+class LeaderGate(Protocol):
+    """Whether this replica may act (leader election on a coordination.k8s.io Lease)."""
+
+    @property
+    def is_leader(self) -> bool: ...
 
 
 @runtime_checkable

@@ -93,7 +93,8 @@ def tokenfactory_argv(*args: str) -> list[str]:
 
 
 class Operator(Proc):
-    def __init__(self, kubeconfig: Path | str, log_dir: Path, namespaces: list[str], prometheus_url: str | None = None):
+    def __init__(self, kubeconfig: Path | str, log_dir: Path, namespaces: list[str], prometheus_url: str | None = None,
+                 extra: list[str] | None = None, name: str = "operator"):
         self.metrics_port, self.health_port = free_port(), free_port()
         argv = tokenfactory_argv("run", "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
                                  "--health-port", str(self.health_port), "--prometheus-timeout", "2")
@@ -101,7 +102,8 @@ class Operator(Proc):
             argv += ["--namespace", ns]
         if prometheus_url:
             argv += ["--prometheus-url", prometheus_url]
-        super().__init__("operator", argv, log_dir, env={"KUBECONFIG": str(kubeconfig)})
+        argv += list(extra or [])
+        super().__init__(name, argv, log_dir, env={"KUBECONFIG": str(kubeconfig)})
         self.wait_http(f"http://127.0.0.1:{self.health_port}/healthz", timeout=60)
 
     @property

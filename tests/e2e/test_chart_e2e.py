@@ -51,7 +51,7 @@ NEEDED = [
     ("get", "pods"), ("list", "pods"), ("watch", "pods"),
     ("create", "events"), ("patch", "events"), ("create", "events.events.k8s.io"),
     *[(v, r) for r in ("httproutes.gateway.networking.k8s.io", "inferencepools.inference.networking.k8s.io")
-      for v in ("list", "watch", "create", "patch", "delete")],
+      for v in ("get", "list", "watch", "create", "patch", "delete")],
 ]
 REFUSED = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
@@ -187,8 +187,9 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
     docs = render(helm, release, namespace, *MONITORS_ON, "prometheus.url=http://prometheus.monitoring:9090")
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "PodMonitor", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
-                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+                     "PodDisruptionBudget", "PodMonitor", "PrometheusRule", "Role", "RoleBinding", "Service",
+                     "ServiceAccount", "ServiceMonitor", "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding"]
     try:
         install(kubectl, docs)
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -197,7 +198,7 @@ def test_chart_installs_cluster_wide(helm, kubectl, namespace, monitoring_crds):
         # CPU pool: no GPU toleration) and reported Ready by kwok.
         kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, "--timeout=120s", timeout=130)
         pods = kubectl.json("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
-        assert len(pods) == 1
+        assert len(pods) == 2  # two replicas; leader election picks the one that acts
         pod = pods[0]
         assert pod["spec"]["serviceAccountName"] == service_account(docs)[1]
         assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
@@ -244,7 +245,7 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
     docs = render(helm, release, namespace, f"watchNamespaces={{{watched}}}")
     assert {d["kind"] for d in docs} == {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
                                          "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                                         "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                                         "PodDisruptionBudget", "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
                                          "ValidatingAdmissionPolicyBinding"}
     try:
         install(kubectl, docs)
@@ -260,7 +261,12 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
                             capture_output=True, text=True, timeout=30)
         assert sa.returncode != 0 and "forbidden" in sa.stderr.lower(), sa.stdout + sa.stderr
 
-        op = Operator(kubeconfig, tmp_path, namespaces=[watched])
+        # leader election: the Lease in the release namespace, by name, and nothing else there
+        for verb in ("get", "update"):
+            assert can_i(kubectl, user, verb, "leases.coordination.k8s.io/tokenfactory-operator", namespace)
+        assert not can_i(kubectl, user, "get", "leases.coordination.k8s.io/kube-scheduler", namespace)
+        assert not can_i(kubectl, user, "update", "leases.coordination.k8s.io/tokenfactory-operator", watched)
+        op = Operator(kubeconfig, tmp_path, namespaces=[watched], extra=["--lease-namespace", namespace])
         try:
             doc = example_doc(scaling={"mode": "Off", "interval": "2s"})
             kubectl.apply(doc, watched)
@@ -280,11 +286,12 @@ def test_operator_runs_with_the_chart_service_account(cluster, helm, kubectl, na
                      "InferencePool in, HTTPRoute out")
             tf = wait_for(lambda: (o := kubectl.json("get", "tokenfactory", name, "-n", watched)).get("status", {})
                           .get("conditions") and o, 60, "status written by the operator")
-            assert "tokenfactory.dev/finalizer" in tf["metadata"]["finalizers"]
+            assert "became leader" in op.log()
+            assert not tf["metadata"].get("finalizers")  # nothing to block deletion: children go by owner references
             wait_for(lambda: kubectl.json("get", "events", "-n", watched, "--field-selector",
                                           "involvedObject.kind=TokenFactory")["items"], 60,
                      "an Event recorded by the operator")
-            # deletion goes through the operator's finalizer (patch) and completes
+            # deletion completes (no finalizer), the children are garbage-collected
             kubectl("delete", "tokenfactory", name, "-n", watched, "--timeout=60s", timeout=70)
             assert op.alive(), op.log()[-3000:]
             log = op.log()

@@ -34,15 +34,21 @@ NAMESPACED_RULES = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
-     "verbs": ["list", "watch", "create", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
-     "verbs": ["list", "watch", "create", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 CRD_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"]}
 NS_READ = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+# Leader election (leader.py): one Lease in the release namespace, by name.
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["tokenfactory-operator"],
+     "verbs": ["get", "update"]},
+]
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +139,9 @@ def test_helm_lint_strict(helm, sets):
 def test_default_render_is_cluster_wide_and_minimal(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
-                     "TokenFactoryAllowList", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+                     "Service", "ServiceAccount", "TokenFactoryAllowList", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding"]
     for d in docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
                              "ValidatingAdmissionPolicyBinding", "TokenFactoryAllowList"):
@@ -146,6 +153,38 @@ def test_default_render_is_cluster_wide_and_minimal(helm):
                                   "name": role["metadata"]["name"]}
     sa = one(docs, "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": RELEASE_NS}]
+    # the only other grant: the leader-election Lease, in the release namespace
+    lease_role = one(docs, "Role")
+    assert lease_role["rules"] == LEASE_RULES and lease_role["metadata"]["namespace"] == RELEASE_NS
+    assert one(docs, "RoleBinding")["subjects"] == binding["subjects"]
+
+
+def test_high_availability_defaults(helm):
+    docs = template(helm)
+    spec = one(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = spec["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--lease-duration") + 1] == "15" and "--no-leader-elect" not in args
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # the Lease is in the pod's own namespace (runner.lease_namespace reads $POD_NAMESPACE): overlay-safe
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    spread = pod["topologySpreadConstraints"]
+    assert {t["topologyKey"] for t in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert all(t["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"] for t in spread)
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    # a single replica without election: no PDB, no Lease grant, the flag says so
+    docs = template(helm, "replicaCount=1", "leaderElection.enabled=false")
+    assert not by_kind(docs, "PodDisruptionBudget") and not by_kind(docs, "Role")
+    assert "--no-leader-elect" in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_several_replicas_need_leader_election(helm):
+    res = run(helm, "template", "t", str(CHART), "--set", "replicaCount=2", "--set", "leaderElection.enabled=false")
+    assert res.returncode != 0 and "replicaCount" in res.stderr
 
 
 def test_rbac_never_grants_secrets_or_wildcards(helm):
@@ -162,7 +201,6 @@ def test_operator_deployment_is_hardened(helm):
     docs = template(helm, "prometheus.url=http://prom:9090")
     dep = one(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
@@ -179,10 +217,12 @@ def test_operator_deployment_is_hardened(helm):
     assert ports == {"metrics": 8080, "health": 8081}
     assert c["command"] == ["tokenfactory"]
     assert c["args"] == ["run", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json",
-                         "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5"]
+                         "--prometheus-url", "http://prom:9090", "--prometheus-timeout", "5",
+                         "--lease-name", "tokenfactory-operator", "--lease-duration", "15",
+                         "--lease-renew-deadline", "10", "--lease-retry-period", "2", "--concurrency", "8"]
     assert c["image"] == "ghcr.io/tokenfactory/tokenfactory-operator:0.1.0"
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     # kopf calls getpass.getuser(): without USER, a uid with no passwd entry crashes it at start-up
     assert env["USER"] and env["HOME"] == "/tmp"
 
@@ -211,11 +251,11 @@ def test_metrics_service_selects_the_operator_pod(helm):
 
 def test_watch_namespaces_mode(helm):
     docs = template(helm, *NAMESPACED)
-    roles = by_kind(docs, "Role")
+    roles = [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for r in roles:
         assert r["rules"] == NAMESPACED_RULES
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = [b for b in by_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for b in bindings:
         assert b["subjects"][0]["namespace"] == RELEASE_NS and b["roleRef"]["kind"] == "Role"
@@ -386,11 +426,15 @@ def test_kustomize_base_matches_the_chart(helm, kubectl):
     kinds = sorted(d["kind"] for d in kdocs)
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
                             "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "TokenFactoryAllowList",
-                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
+                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Role", "RoleBinding",
+                            "PodDisruptionBudget"])
     assert sorted((d for d in by_kind(kdocs, "CustomResourceDefinition")), key=lambda d: d["metadata"]["name"]) == [
         yaml.safe_load(CRD.read_text()), yaml.safe_load(ALLOWLIST_CRD.read_text())]
     hdocs = template(helm)
     assert one(kdocs, "ClusterRole")["rules"] == one(hdocs, "ClusterRole")["rules"]
+    assert one(kdocs, "Role")["rules"] == one(hdocs, "Role")["rules"] == LEASE_RULES
+    assert one(kdocs, "RoleBinding")["subjects"] == one(hdocs, "RoleBinding")["subjects"]
+    assert one(kdocs, "PodDisruptionBudget")["spec"] == one(hdocs, "PodDisruptionBudget")["spec"]
     kb, hb = one(kdocs, "ClusterRoleBinding"), one(hdocs, "ClusterRoleBinding")
     assert kb["subjects"] == hb["subjects"]
     kpod = one(kdocs, "Deployment")["spec"]["template"]["spec"]

@@ -90,7 +90,8 @@ async def test_deleted_or_edited_child_is_restored(kube, two_pool_example):
     rec, mem, obj = Reconciler(kube), FactoryMemory(), factory(two_pool_example)
     await rec.reconcile(obj, mem, NOW)
     del kube.objects[("Deployment", "llm", "deepseek-r1-h200")]
-    kube.objects[("Deployment", "llm", "deepseek-r1-gb300")]["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    kube.edit("Deployment", "llm", "deepseek-r1-gb300",
+              lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="evil:latest"))
     events = await rec.reconcile(with_status(kube, obj), mem, NOW)
     assert ("Deployment", "llm", "deepseek-r1-h200") in kube.objects
     image = kube.objects[("Deployment", "llm", "deepseek-r1-gb300")]["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -57,10 +57,51 @@ async def test_cleanup_closes_the_clients_and_stops_the_exporter():
     assert kube.closed and source.closed and stopped == [True]
 
 
-def test_memo_holds_the_reconciler_and_a_shared_wake_registry():
+def test_run_passes_leader_election_flags(captured):
+    assert cli.main(["run", "--lease-duration", "6", "--lease-renew-deadline", "4", "--lease-retry-period", "1",
+                     "--lease-namespace", "ops", "--concurrency", "3"]) == 0
+    kw = captured[0]
+    assert kw["leader_elect"] is True and kw["concurrency"] == 3
+    assert kw["lease"] == {"namespace": "ops", "name": "tokenfactory-operator", "lease_duration": 6.0,
+                           "renew_deadline": 4.0, "retry_period": 1.0}
+    assert cli.main(["run", "--no-leader-elect"]) == 0 and captured[1]["leader_elect"] is False
+
+
+def test_lease_namespace_order(monkeypatch):
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert runner.lease_namespace(None, []) == "default"
+    assert runner.lease_namespace(None, ["llm", "b"]) == "llm"
+    monkeypatch.setenv("POD_NAMESPACE", "tokenfactory-system")
+    assert runner.lease_namespace(None, ["llm"]) == "tokenfactory-system"
+    assert runner.lease_namespace("ops", ["llm"]) == "ops"
+
+
+def test_memo_holds_the_reconciler_and_the_controller():
     rec = Reconciler(FakeKube())
-    memo = handlers.operator_memo(rec)
-    per_object = type(memo)(memo)  # kopf gives each object a shallow copy: the registry is shared
-    per_object.wakes[("llm", "tf")] = event = __import__("asyncio").Event()
-    handlers._wake(memo, "llm", "tf")
-    assert memo.reconciler is rec and event.is_set()
+    memo = handlers.operator_memo(rec, controller="the queue")
+    per_object = type(memo)(memo)  # kopf gives each object a shallow copy: the controller is shared
+    assert per_object.reconciler is rec and per_object.controller == "the queue"
+
+
+def test_kopf_request_retries_never_run_out():
+    import itertools
+
+    delays = list(itertools.islice(iter(handlers.RetryForever()), 50))
+    assert len(delays) == 50 and max(delays) <= 2.0
+    assert list(itertools.islice(iter(handlers.RetryForever()), 2)) == [0.5, 1.0]  # re-iterable: fresh per request
+
+
+def test_one_log_line_per_outage():
+    import logging
+
+    f = runner._OnePerOutage(quiet_seconds=30)
+
+    def rec(msg, at):
+        r = logging.LogRecord("kopf", logging.ERROR, __file__, 1, msg, (), None)
+        r.created = at
+        return r
+
+    seen = [f.filter(rec(f"Request attempt #{i} failed; will retry: GET /apis -> refused", 100 + 2 * i)) for i in range(20)]
+    assert seen.count(True) == 1 and seen[0]
+    assert f.filter(rec("something else", 120))
+    assert f.filter(rec("Request attempt #1 failed; will retry: GET /apis", 200))  # a new outage: one line again

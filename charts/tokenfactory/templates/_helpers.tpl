@@ -77,16 +77,27 @@ No secrets, no configmaps.
 # are undone at once (list, watch) and deleted on a routing mode switch (delete).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["inference.networking.k8s.io"]
   resources: ["inferencepools"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Leader election: one Lease, by name (create needs no name: RBAC cannot restrict create by name). */}}
+{{- define "tokenfactory.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
 {{- end -}}
 
 {{/* Cluster-scoped reads kopf uses to observe the cluster (see values.yaml rbac.*). */}}

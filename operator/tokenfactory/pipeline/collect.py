@@ -1,8 +1,9 @@
 """Stage 1, collect: parse the spec and resolve its pools once, list the children once, read the
 metrics once (when due), and settle where each pool's replica count stands.
 
-The only I/O of the stage goes through ``ports.KubeClient`` (two lists) and ``ports.MetricsSource``
-(one reading). Metrics are read only once the factory has been applied: a new factory's first pass
+The only I/O of the stage goes through ``ports.ChildCache`` (two lookups in the watch cache, no API
+request; ``KubeClient.list`` when no cache is given) and ``ports.MetricsSource`` (one reading, served from
+the batch all factories share). Metrics are read only once the factory has been applied: a new factory's first pass
 creates its Deployments first, so it is never measured before anything could serve.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from tokenfactory import api, render
 from tokenfactory.metrics_source import MetricsUnavailable
 from tokenfactory.pipeline.model import Collected, FactoryMemory, FactoryRef, MetricsReading, PoolObservation
-from tokenfactory.ports import KubeClient, MetricsSources
+from tokenfactory.ports import ChildCache, KubeClient, MetricsSources
 
 
 def factory_ref(obj: Mapping[str, Any]) -> FactoryRef:
@@ -28,7 +29,7 @@ def factory_ref(obj: Mapping[str, Any]) -> FactoryRef:
     )
 
 
-async def observe(kube: KubeClient, namespace: str, name: str) -> dict[str, PoolObservation]:
+async def observe(kube: KubeClient | ChildCache, namespace: str, name: str) -> dict[str, PoolObservation]:
     """The factory's Deployments and pods, grouped by pool label."""
     selector = {render.LABEL_FACTORY: name, "app.kubernetes.io/managed-by": render.MANAGED_BY}
     deployments = await kube.list("Deployment", namespace, selector)
@@ -69,7 +70,13 @@ async def read_metrics(sources: MetricsSources | None, default_url: str | None, 
         return MetricsReading(read=True, url=url, problem=MetricsUnavailable(
             "NoPrometheusURL", "set spec.metrics.prometheusUrl or run the operator with --prometheus-url"))
     try:
-        fm = await sources.source(url).pool_metrics(namespace, name, api.parse_duration(spec.metrics.window), now.timestamp())
+        source = sources.source(url)
+        window = api.parse_duration(spec.metrics.window)
+        if hasattr(source, "batched_metrics"):  # one batch for every factory, fresh within one interval
+            fm = await source.batched_metrics(namespace, name, window, now.timestamp(),
+                                              max_age=api.parse_duration(spec.scaling.interval))
+        else:
+            fm = await source.pool_metrics(namespace, name, window, now.timestamp())
     except MetricsUnavailable as err:
         return MetricsReading(read=True, url=url, problem=err)
     return MetricsReading(read=True, url=url, metrics=fm)
@@ -93,7 +100,8 @@ def parse(data: Any) -> tuple[api.TokenFactorySpec | None, tuple[api.ResolvedPoo
 
 
 async def collect(kube: KubeClient, sources: MetricsSources | None, default_url: str | None,
-                  obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool) -> Collected:
+                  obj: Mapping[str, Any], memory: FactoryMemory, now: dt.datetime, measure: bool,
+                  cache: ChildCache | None = None) -> Collected:
     """Everything one pass needs to know, read once. A spec that cannot be served is not an error here:
     ``problems`` says why, and nothing else is read."""
     ref = factory_ref(obj)
@@ -101,7 +109,7 @@ async def collect(kube: KubeClient, sources: MetricsSources | None, default_url:
     if spec is None:
         return Collected(ref=ref, now=now, spec=None, problems=problems, pools=(), children={}, current={},
                          reading=MetricsReading(read=False))
-    children = await observe(kube, ref.namespace, ref.name)
+    children = await observe(cache if cache is not None else kube, ref.namespace, ref.name)
     applied = any(c.deployment is not None for c in children.values())
     if measure and applied:
         reading = await read_metrics(sources, default_url, spec, ref.namespace, ref.name, now)

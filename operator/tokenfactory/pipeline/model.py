@@ -210,6 +210,8 @@ class Actuation:
     children: Mapping[str, PoolObservation]
     errors: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
+    conflicts: tuple[str, ...] = ()  # children left alone: an object of that name is not this factory's
+    writes: int = 0  # create/apply/delete requests sent (0 at steady state)
     routing: RoutingApplied | None = None  # what the routing step applied and deleted (routing.py)
     routed: RoutingVerdict | None = None  # the Routed condition's verdict
 
@@ -243,3 +245,4 @@ class FactoryMemory:
     known_pools: frozenset[str] = frozenset()
     metrics_warned: bool = False
     serving_since: dt.datetime | None = None  # since when some replica has been ready (None: none is)
+    applied: dict[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)  # (kind, name) -> (digest, generation)

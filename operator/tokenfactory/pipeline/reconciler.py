@@ -17,7 +17,7 @@ from typing import Any
 from tokenfactory import routing
 from tokenfactory.pipeline import actuate, assess, collect, plan, status
 from tokenfactory.pipeline.model import Event, FactoryMemory
-from tokenfactory.ports import KubeClient, MetricsExporter, MetricsSources
+from tokenfactory.ports import ChildCache, KubeClient, MetricsExporter, MetricsSources
 
 log = logging.getLogger("tokenfactory.pipeline")
 
@@ -27,8 +27,9 @@ class Reconciler:
     (children and replica status only)."""
 
     def __init__(self, kube: KubeClient, *, sources: MetricsSources | None = None, exporter: MetricsExporter | None = None,
-                 default_prometheus_url: str | None = None):
+                 default_prometheus_url: str | None = None, cache: ChildCache | None = None):
         self.kube = kube
+        self.cache = cache  # the watch cache of the children; None: read them with KubeClient (the fake)
         self.sources = sources
         self.exporter = exporter
         self.default_url = default_prometheus_url
@@ -41,7 +42,8 @@ class Reconciler:
                         measure: bool = False) -> list[Event]:
         """One pass. Returns the Events it emitted. Never raises for a bad spec (that is a status, not a crash).
         ``memory.last_measure`` is set when the pass read metrics."""
-        c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring)
+        c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring,
+                                    cache=self.cache)
         if c.spec is None:
             st, event = status.invalid(c)
             await status.write(self.kube, memory, c.ref, st, [event])
@@ -66,7 +68,8 @@ class Reconciler:
                 events += a.events + outcome.events
 
         act = await actuate.actuate(self.kube, c.ref, c.spec, outcome.replicas, c.children,
-                                    outcome.capacities or routing.learned_capacities(outcome.state, c.pools))
+                                    outcome.capacities or routing.learned_capacities(outcome.state, c.pools),
+                                    cache=self.cache, applied=memory.applied)
         events += act.events
         events += status.creation_events(act)
 

@@ -5,6 +5,7 @@ series (``ports.MetricsExporter``), and the Events.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -105,7 +106,9 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
     total_ready = sum(p.ready_replicas for p in pools)
     total_desired = sum(p.desired_replicas for p in pools)
     failed = creation_report(act)
-    if act.errors:
+    if act.conflicts:
+        degraded = condition("Degraded", True, "NameConflict", "; ".join(act.conflicts), gen, prev, now)
+    elif act.errors:
         degraded = condition("Degraded", True, "ApplyFailed", "; ".join(act.errors), gen, prev, now)
     elif failed is not None:
         degraded = condition("Degraded", True, failed.reason, failed.message, gen, prev, now)
@@ -113,8 +116,9 @@ def build(c: Collected, act: Actuation, replicas: Mapping[str, int], shown: Meas
         degraded = condition("Degraded", True, "Unschedulable", "; ".join(unschedulable), gen, prev, now)
     else:
         degraded = condition("Degraded", False, "AsExpected", "all children applied", gen, prev, now)
-    if not_ready or act.errors:
-        ready = condition("Ready", False, "PoolsNotReady", ", ".join(not_ready) or "apply failed", gen, prev, now)
+    if not_ready or act.errors or act.conflicts:
+        ready = condition("Ready", False, "PoolsNotReady",
+                          ", ".join(not_ready) or ("name conflict" if act.conflicts else "apply failed"), gen, prev, now)
     else:
         ready = condition("Ready", True, "AllPoolsReady", f"{total_ready}/{total_desired} replicas ready", gen, prev, now)
     if rolling:
@@ -175,10 +179,9 @@ async def write(kube: KubeClient, memory: FactoryMemory, ref: FactoryRef, status
                 events: list[Event]) -> None:
     """Emit the Events (a Warning identical to one of the last pass is not repeated) and merge-patch the
     status when it changed; fields written before and now absent are removed (merge-patch null)."""
-    for e in events:
-        if e.type == "Warning" and (e.reason, e.message) in memory.last_event_keys:
-            continue  # the same warning again: it is in status already, do not spam Events
-        await kube.emit_event(ref.involved, e.type, e.reason, e.message)
+    # the same warning again is in status already: no Event (no spam); the others go out together
+    await asyncio.gather(*(kube.emit_event(ref.involved, e.type, e.reason, e.message) for e in events
+                           if not (e.type == "Warning" and (e.reason, e.message) in memory.last_event_keys)))
     memory.last_event_keys = {(e.reason, e.message) for e in events if e.type == "Warning"}
     body = to_patch_body(status)
     if _same(ref.old_status, body):

@@ -1,0 +1,5 @@
+import sys
+
+from tokenfactory.bench.cli import main
+
+sys.exit(main())
