@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
+from tokenfactory.planner.explain import render
 from tokenfactory.planner.forecast import ForecastState
 from tokenfactory.planner.latency import LatencyState, SafeLoad, WindowNoise, safe_loads
 from tokenfactory.planner.plans import compose, hold
@@ -17,22 +18,21 @@ from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_ba
 from tokenfactory.planner.types import Objectives, Observations, Plan, PoolProfile, Reason, Solution
 
 
-NO_LIMITS = Objectives()
+NO_OBJECTIVES = Objectives()  # no latency or budget limit (a frozen value: safe as a default)
 
 
 def solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, objectives: Objectives,
-              cur: Mapping[str, int], caps: Mapping[str, float]) -> Solution:
+              cur: Mapping[str, int], caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
     """:func:`solve` for demand x (1 + headroom) within the objectives' budget and power cap."""
     required = max(0.0, demand) * (1.0 + max(0.0, headroom))
-    return solve(pools, required, capacities=caps, current=cur,
-                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+    return _solve(pools, required, objectives, cur, caps, stop)
 
 
 def plan_for_demand(
     pools: Sequence[PoolProfile],
     demand: float,
     *,
-    objectives: Objectives = NO_LIMITS,
+    objectives: Objectives = NO_OBJECTIVES,
     headroom: float = 0.2,
     current: Mapping[str, int] | None = None,
     capacities: Mapping[str, float] | None = None,
@@ -76,8 +76,13 @@ class Sizing:
         return self.required * factor
 
 
-def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tuple[Plan, PlannerState]:
+def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
+           stop: Callable[[], bool] | None = None) -> tuple[Plan, PlannerState]:
     """One planning step: estimate capacity and demand, optimise, stabilise, explain.
+
+    ``stop`` (optional): the caller's time budget, asked by the solver as it searches; when it says
+    stop, the plan is the best mix found so far and its summary says so. Without it the search runs to
+    the end (or to ``solve``'s node cap).
 
     Steps: (1) metrics missing or older than ``max_metrics_age_seconds`` -> hold current replicas
     (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
@@ -119,10 +124,10 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
                     headroom=inputs.headroom or 0.0)
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
-    sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
+    sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps, stop)
     if size.slo is not None:
-        size, sol, routed = _slo_refined(inputs, pools, caps, size, cur, sol, routed)
-        sol, floor_binds = _with_floor(pools, sol, inputs, cur, caps, replace(size, caps=routed))
+        size, sol, routed = _slo_refined(inputs, pools, caps, size, cur, sol, routed, stop)
+        sol, floor_binds = _with_floor(pools, sol, inputs, cur, caps, replace(size, caps=routed), stop=stop)
         size = replace(size, need=Reason(size.need.code, tuple(
             (k, floor_binds if k == "floor_binds" else v) for k, v in size.need.params)))
     size = replace(size, caps=routed)
@@ -132,8 +137,8 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper_sol = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps)[0]
-        upper = _with_floor(pools, upper_sol, inputs, cur, caps, size, 1 + band)[0].replicas
+        upper_sol = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps, stop)[0]
+        upper = _with_floor(pools, upper_sol, inputs, cur, caps, size, 1 + band, stop)[0].replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
@@ -146,6 +151,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
     plan = compose(pools, cur, targets, sol, demand, size.headroom, inputs.objectives, size.caps, notes, now,
                    est.note, cap_states={cs.pool: cs for cs in cap_states},
                    need=size.need if size.slo is not None else None, slo=size.slo)
+    if sol.stopped:
+        why = Reason.of("summary.stopped", nodes=sol.nodes)
+        plan = replace(plan, summary=plan.summary + render(why), summary_why=plan.summary_why + (why,))
     new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
                              demands=demands, excursion_since=exc.since, excursions=exc.recent,
                              downs=st.downs, flaps=st.flaps, latency=size.latency or state.latency,
@@ -156,13 +164,15 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float) -> tup
 
 
 def _solve(pools: Sequence[PoolProfile], required: float, objectives: Objectives, cur: Mapping[str, int],
-           caps: Mapping[str, float]) -> Solution:
+           caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
     return solve(pools, required, capacities=caps, current=cur,
-                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts)
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts,
+                 stop=stop)
 
 
 def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: PlannerInputs, cur: Mapping[str, int],
-                  caps: Mapping[str, float]) -> tuple[Solution, dict[str, float]]:
+                  caps: Mapping[str, float], stop: Callable[[], bool] | None = None
+                  ) -> tuple[Solution, dict[str, float]]:
     """The optimum under the routing as rendered, and the load each replica then carries.
 
     ``weighted``: shares follow capacity, so each replica carries its own capacity (one solve).
@@ -171,7 +181,7 @@ def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: Planner
     left out and every replica counted at its load; the best of them (exact: the slowest pool of
     the optimum is one of the candidates)."""
     if inputs.routing != "even":
-        return _solve(pools, required, inputs.objectives, cur, caps), dict(caps)
+        return _solve(pools, required, inputs.objectives, cur, caps, stop), dict(caps)
     best: tuple[tuple[float, float, int, int], Solution, dict[str, float]] | None = None
     # fastest candidate first, ties kept: the kept optimum then uses a pool at its candidate load
     for r in sorted({caps[p.name] for p in pools if p.max_replicas > 0 and caps[p.name] > 0}, reverse=True):
@@ -180,7 +190,7 @@ def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: Planner
             continue
         allowed = tuple(p if caps[p.name] >= r else replace(p, min_replicas=0, max_replicas=0) for p in pools)
         even = {p.name: r for p in pools}
-        sol = _solve(allowed, required, inputs.objectives, cur, even)
+        sol = _solve(allowed, required, inputs.objectives, cur, even, stop)
         key = (max(0.0, sol.required_tokens_per_second - sol.capacity_tokens_per_second), sol.dollars_per_hour,
                sol.changes, sol.gpus)
         if best is None or key < best[0]:
@@ -188,7 +198,7 @@ def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: Planner
     if best is None:  # every mix includes the slowest pool's minimum: all replicas at its load
         r = min((caps[p.name] for p in pools), default=0.0)
         even = {p.name: r for p in pools}
-        return _solve(pools, required, inputs.objectives, cur, even), even
+        return _solve(pools, required, inputs.objectives, cur, even, stop), even
     return best[1], best[2]
 
 
@@ -226,14 +236,15 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
 
 
 def _with_floor(pools: Sequence[PoolProfile], sol: Solution, inputs: PlannerInputs, cur: Mapping[str, int],
-                caps: Mapping[str, float], size: Sizing, factor: float = 1.0) -> tuple[Solution, bool]:
+                caps: Mapping[str, float], size: Sizing, factor: float = 1.0,
+                stop: Callable[[], bool] | None = None) -> tuple[Solution, bool]:
     """The headroom floor of SLO planning: the learned *full* capacity must carry demand x (1 +
     headroom), as without SLO planning; each pool gets the larger of the two optima's counts (both
     constraints hold; the floor is a user's explicit choice, not part of the exact optimum). Also
     whether the floor added replicas."""
     if size.floor is None:
         return sol, False
-    floor_sol, _ = _solve_routed(pools, size.floor * factor, inputs, cur, caps)
+    floor_sol, _ = _solve_routed(pools, size.floor * factor, inputs, cur, caps, stop)
     merged = {n: max(v, floor_sol.replicas.get(n, 0)) for n, v in sol.replicas.items()}
     if merged == sol.replicas:
         return sol, False
@@ -264,8 +275,8 @@ def _safe(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str
 
 
 def _slo_refined(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float], size: Sizing,
-                 cur: Mapping[str, int], sol: Solution, routed: dict[str, float]
-                 ) -> tuple[Sizing, Solution, dict[str, float]]:
+                 cur: Mapping[str, int], sol: Solution, routed: dict[str, float],
+                 stop: Callable[[], bool] | None = None) -> tuple[Sizing, Solution, dict[str, float]]:
     """The window noise depends on how many replicas share a pool's load: re-size with the counts the
     optimum plans (a few passes; kept when they agree with the counts they were sized for)."""
     for _ in range(3):
@@ -273,7 +284,7 @@ def _slo_refined(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapp
         if all(abs(eff[n] - size.caps[n]) <= 1e-9 * max(1.0, eff[n]) for n in eff):
             break
         size = replace(size, caps=eff, slo=safe)
-        sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps)
+        sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps, stop)
     return size, sol, routed
 
 

@@ -206,6 +206,8 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "summary.plan": _plan,
     "summary.slo": _slo_plan,
     "summary.per_mtok": lambda a: f" ({mtok(a['per_mtok'])}/Mtok at {tok(a['served'])} tok/s)",
+    "summary.stopped": lambda a: (f"; time budget reached after {a['nodes']:,} search nodes: best mix found so far, "
+                                  f"not proven cheapest"),
     "summary.mw": lambda a: f", {a['kilowatts'] / 1000:.3g} MW",
     "summary.minimums": lambda a: (f"; minReplicas alone ({usd(a['dollars'])}/h, {a['kilowatts'] / 1000:.3g} MW) "
                                    f"exceed {_limits(a)}: keeping the minimums"),

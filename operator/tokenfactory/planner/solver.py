@@ -17,7 +17,7 @@ mix found in a fixed search order.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tokenfactory.planner.bounds import (
     SearchProblem,
@@ -40,6 +40,7 @@ def solve(
     max_dollars_per_hour: float | None = None,
     max_megawatts: float | None = None,
     max_nodes: int = 200_000,
+    stop: Callable[[], bool] | None = None,
 ) -> Solution:
     """Exact cheapest integer replica mix covering ``required`` tokens/s.
 
@@ -63,6 +64,9 @@ def solve(
     count that reaches the best shortfall, or the one nearest the current count when free).
     ``max_nodes`` is a safety valve: past it the search stops and returns the best mix found
     with ``exact=False`` (never reached in the tests; adversarial near-tied pools need ~10^4 nodes).
+    ``stop`` (the caller's time budget) is asked at the first node and every 128 after; when it answers
+    True the search ends and returns the best mix found so far with ``exact=False, stopped=True`` (the
+    greedy dive always gives one). The solver reads no clock itself: the caller's ``stop`` does.
     Complexity: worst case O(prod_{i<k}(max_i - min_i + 1) * k) for k pools (exponential in k, as
     the problem is NP-hard in general: it contains knapsack), O(k) per node; in practice the LP
     bounds keep it to tens or hundreds of nodes: 2 pools x (24, 18) or 5 pools x 50 take
@@ -80,7 +84,7 @@ def solve(
         g=[p.gpus_per_replica for p in ordered], lo=[p.min_replicas for p in ordered],
         hi=[p.max_replicas for p in ordered], cur=[int(cur_map.get(p.name, 0)) for p in ordered],
         R=R, B=B, P=P)
-    return _Search(prob, max_nodes).run([p.name for p in pools])
+    return _Search(prob, max_nodes, stop).run([p.name for p in pools])
 
 
 def _cap(p: PoolProfile, caps: Mapping[str, float]) -> float:
@@ -118,9 +122,11 @@ def _search_order(pools: Sequence[PoolProfile], caps: Mapping[str, float], R: fl
 class _Search:
     """Depth-first branch and bound over one :class:`SearchProblem` (state: incumbent, nodes, memo)."""
 
-    def __init__(self, prob: SearchProblem, max_nodes: int):
+    def __init__(self, prob: SearchProblem, max_nodes: int, stop: Callable[[], bool] | None = None):
         self.p = prob
         self.max_nodes = max_nodes
+        self.stop = stop
+        self.stopped = False
         self.best_key: Key | None = None
         self.best_ns: list[int] | None = None
         self.nodes = 0
@@ -156,11 +162,12 @@ class _Search:
             kilowatts=kwv,
             gpus=sum(n * gi for n, gi in zip(ns, p.g)),
             changes=sum(abs(n - ci) for n, ci in zip(ns, p.cur)),
-            exact=self.nodes <= self.max_nodes,
+            exact=self.nodes <= self.max_nodes and not self.stopped,
             covers_required=covers,
             within_limits=within,
             limited_by=self.limits(ns, cost, kwv, covers, within),
             nodes=self.nodes,
+            stopped=self.stopped,
         )
 
     def limits(self, ns: Sequence[int], cost: float, kwv: float, covers: bool, within: bool) -> tuple[str, ...]:
@@ -302,7 +309,10 @@ class _Search:
     def dfs(self, j: int, ns: list[int], capv: float, cost: float, kwv: float, chg: int, gpus: int) -> None:
         p = self.p
         self.nodes += 1
-        if self.nodes > self.max_nodes:
+        if self.nodes > self.max_nodes or self.stopped:
+            return
+        if self.stop is not None and self.nodes % 128 == 1 and self.stop():
+            self.stopped = True
             return
         if j == p.k - 1:
             self.leaf(ns, capv, cost, kwv, chg, gpus)

@@ -205,7 +205,8 @@ class Solution:
     minReplicas alone already break the budget or the power cap (then the answer is the minimums).
     ``limited_by``: what stops more capacity when not covering (``maxReplicas``, ``budget``,
     ``power``). ``nodes``: search nodes visited (for tests and benchmarks). ``exact``: the search
-    finished (False only when it hit ``max_nodes``).
+    finished (False when it hit ``max_nodes`` or the caller's ``stop`` ended it). ``stopped``: the
+    caller's ``stop`` (time budget) ended the search: the best mix found so far, not proven cheapest.
     """
 
     replicas: dict[str, int]
@@ -220,6 +221,7 @@ class Solution:
     within_limits: bool
     limited_by: tuple[str, ...]
     nodes: int
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
