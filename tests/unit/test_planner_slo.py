@@ -20,7 +20,7 @@ from tokenfactory.planner import (
 )
 from tokenfactory.planner.config import PlannerState
 from tokenfactory.planner.decide import _solve_routed
-from tokenfactory.planner.forecast import ForecastErrors, ForecastState
+from tokenfactory.planner.forecast import ForecastConfig, ForecastErrors, ForecastState
 from tokenfactory.planner.latency import Curve, LatencyLearner, LatencyState, WindowNoise
 
 H200_POINTS = gpusheet.lookup("h200").latency_points
@@ -138,6 +138,27 @@ def test_the_quantile_never_plans_above_the_recent_peak_plus_noise():
     assert 10_000.0 <= band.planned(1000.0, 1000.0) <= cap  # the recurring burst is covered
     assert band.planned(2000.0, 2000.0) == pytest.approx(cap)  # but not 2000 x (1 + error): no level never seen
     assert 2000.0 * (1 + band.error) > cap
+
+
+def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
+    """A steady level measured through a short window: the errors are the window's Poisson noise, which each
+    pool's safe load already leaves room for (WindowNoise), so the band keeps only the level's spread."""
+    import random
+
+    rng = random.Random(7)
+    level, tpr, window = 40_000.0, 2_000.0, 10.0
+    n = level * window / tpr  # requests a window holds
+    actuals = [level * (1 + rng.gauss(0.0, math.sqrt(2.0 / n))) for _ in range(300)]
+    st = _run_errors(actuals, lambda i: level)
+    fe = ForecastErrors(ForecastConfig(rate_window_seconds=window))
+    raw = fe.band(st, 0.99, level)  # no request size known: nothing taken out
+    net = fe.band(st, 0.99, level, tokens_per_request=tpr)
+    assert raw.error > 0.15  # ~ 2.33 x 10% of window noise
+    assert net.window_noise == pytest.approx(2.326 * math.sqrt(2.0 / n), rel=1e-3)
+    assert 0.0 <= net.error < 0.08 and net.noise < raw.noise
+    # a real spread of the level on top of the window noise is kept
+    moving = [a * (1 + rng.gauss(0.0, 0.2)) for a in actuals]
+    assert fe.band(_run_errors(moving, lambda i: level), 0.99, level, tokens_per_request=tpr).error > 0.3
 
 
 def test_few_errors_use_the_prior_band():

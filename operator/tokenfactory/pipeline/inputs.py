@@ -11,14 +11,18 @@ from collections.abc import Mapping, Sequence
 
 from tokenfactory import api, planner
 from tokenfactory.metrics_source import FactoryMetrics
+from tokenfactory.planner.forecast import ForecastConfig, ForecastErrors
 
 
 def planner_config(spec: api.TokenFactorySpec) -> planner.PlannerConfig:
     """The planner's pacing from ``spec.scaling``: scale-down stabilization, and metrics older than
-    3 intervals (at least 180 s) count as missing."""
+    3 intervals (at least 180 s) count as missing; the forecast error band knows the window the rates
+    are counted over (``spec.metrics.window``: its Poisson noise is the latency-safe loads' part, not
+    the forecast's)."""
     return planner.PlannerConfig(
         scale_down_stabilization_seconds=api.parse_duration(spec.scaling.scale_down_stabilization),
         max_metrics_age_seconds=max(180.0, 3 * api.parse_duration(spec.scaling.interval)),
+        forecast=ForecastErrors(ForecastConfig(rate_window_seconds=api.parse_duration(spec.metrics.window))),
     )
 
 

@@ -223,7 +223,8 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
         # errors and the recent peak on the rate served (corrected for a draining queue), not on the
         # backlog's catch-up rate
         fstate = cfg.forecast.observe(fstate, est.state.observed, est.demand, horizon, now)
-    band = cfg.forecast.band(fstate, q, est.demand)
+    measured_tpr = obs.tokens_per_request if obs is not None and obs.tokens_per_request else None
+    band = cfg.forecast.band(fstate, q, est.demand, measured_tpr)
     required = band.planned(est.demand, now_demand if now_demand is not None else est.demand)
     floor = None
     if inputs.headroom is not None and inputs.headroom > 0:
