@@ -161,6 +161,22 @@ def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
     assert fe.band(_run_errors(moving, lambda i: level), 0.99, level, tokens_per_request=tpr).error > 0.3
 
 
+def test_a_step_from_the_trough_does_not_widen_the_band_at_the_new_level():
+    """A noisy trough (few requests per window: +-30%), then a step to 32,000 with a forecast that lags it: the
+    trough's errors (and the step's) say how far demand moves from the trough; at the new level, with few errors
+    of its own, the band is close to the prior's, not the trough's."""
+    wobble = [1.0, 1.3, 0.7, 1.15, 0.85]
+    actuals = [3_000.0 * wobble[i % 5] for i in range(40)] + [32_000.0] * 8
+    st = _run_errors(actuals, lambda i: 3_000.0 if i < 42 else 32_000.0)
+    fe = ForecastErrors()
+    trough = fe.band(st, 0.99, 3_000.0)
+    top = fe.band(st, 0.99, 32_000.0)
+    assert trough.samples >= 30 and top.samples < 10 and max(e for _, _, e in st.errors) > 5  # the step is on record
+    prior = fe.band(ForecastState(), 0.99, 32_000.0).error
+    assert trough.error > 0.3
+    assert top.error < 0.5 * trough.error and top.error == pytest.approx(prior, abs=0.05)
+
+
 def test_few_errors_use_the_prior_band():
     band = ForecastErrors().band(ForecastState(), 0.99, 5000.0)
     assert band.samples == 0 and not band.measured
