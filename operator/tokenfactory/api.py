@@ -413,8 +413,10 @@ class ScalingSpec(Model):
     """How often to read metrics and plan (a duration from 1s to 1h: 30s, 1m)."""
     scale_down_stabilization: str = Field(default="5m", max_length=32, pattern=DURATION)
     """A lower replica count must hold this long before the operator scales down."""
-    headroom: float = Field(default=0.2, ge=0, le=4)
-    """Spare capacity to plan for, as a fraction of demand (0.2 = 20% above forecast demand)."""
+    headroom: float | None = Field(default=None, ge=0, le=4)
+    """Optional floor on spare capacity, as a fraction of demand (0.2 = at least 20% above forecast demand).
+    Unset (the default): the planner sizes for objectives.sloAttainment alone (latency-safe load per pool,
+    demand forecast quantile)."""
 
     @field_validator("interval")
     @classmethod
@@ -442,6 +444,10 @@ class ObjectivesSpec(Model):
     """Budget in dollars per hour for the whole factory; the autoscaler never plans above it."""
     max_megawatts: float | None = Field(default=None, gt=0, le=10_000)
     """Power cap in megawatts (all-in) for the whole factory; the autoscaler never plans above it."""
+    slo_attainment: float = Field(default=0.99, ge=0.5, lt=1)
+    """Share of metrics intervals whose p95 TTFT and ITL must meet the objectives (0.99 = 99%). The planner sizes
+    each pool for the load at which its learned p95 latencies stay within them, for this quantile of the demand
+    forecast."""
 
 
 URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s]*)?$"
@@ -880,6 +886,9 @@ class ResolvedPool:
     kilowatts_per_gpu: float
     startup_seconds: float
     sources: dict[str, str]
+    latency_points: tuple[tuple[float, float, float], ...] = ()
+    """The sheet's calibrated (load fraction, ITL p95, TTFT p95) points of one replica, when the sheet has them for
+    this gpuType and GPUs per replica (the SLO planner's prior); empty otherwise."""
 
     @property
     def price_per_replica_hour(self) -> float:
@@ -942,6 +951,8 @@ def resolve_pool(pool: PoolSpec, index: int = 0) -> ResolvedPool:
         kilowatts_per_gpu=kw,
         startup_seconds=float(startup),
         sources=sources,
+        latency_points=(sheet.latency_points if sheet and sheet.latency_gpus in (None, pool.gpus_per_replica)
+                        else ()),
     )
 
 

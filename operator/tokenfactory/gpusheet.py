@@ -22,6 +22,9 @@ class GpuSheetEntry:
     published_cost_per_million_tokens: float | None
     gpus_per_node: int
     startup_seconds: float
+    # (load fraction, ITL p95 s, TTFT p95 s) of one replica of latency_gpus GPUs (see data/gpus.yaml)
+    latency_points: tuple[tuple[float, float, float], ...] = ()
+    latency_gpus: int | None = None
 
 
 @cache
@@ -51,6 +54,8 @@ def load_sheet() -> dict[str, GpuSheetEntry]:
             published_cost_per_million_tokens=v.get("publishedCostPerMillionTokens"),
             gpus_per_node=int(v["gpusPerNode"]),
             startup_seconds=float(v["startupSeconds"]),
+            latency_points=tuple((float(a), float(b), float(c)) for a, b, c in v.get("latencyPoints", ())),
+            latency_gpus=int(v["latencyGpus"]) if "latencyGpus" in v else None,
         )
     return sheet
 

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--demand", required=True, type=_demand, metavar="TPS[,TPS...]",
                    help="demand levels in delivered tokens/s (metrics.tokenAccounting), e.g. 40k,60k,1.5M")
     p.add_argument("--headroom", type=_headroom, default=None, metavar="FRACTION",
-                   help="spare capacity to plan for (default: the file's spec.scaling.headroom)")
+                   help="spare capacity to plan for (default: the file's spec.scaling.headroom; unset = 0)")
     add_output_flag(p, ["text", "json"], "text")
     p.set_defaults(func=cmd_plan)
 
@@ -110,7 +110,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = tf.spec
     profiles = tuple(planner.PoolProfile.from_resolved(rp) for rp in spec.resolve_pools())
     objectives = planner.Objectives.from_spec(spec.objectives)
-    headroom = spec.scaling.headroom if args.headroom is None else args.headroom
+    headroom = (spec.scaling.headroom or 0.0) if args.headroom is None else args.headroom
     header = {
         "factory": tf.name,
         "model": spec.model.name,

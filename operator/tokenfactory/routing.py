@@ -94,8 +94,11 @@ def learned_capacities(planner_state: Any, pools: Iterable[api.ResolvedPool] | N
     Given the resolved ``pools``, an estimate learned against another profile than the pool's current one (the
     spec's throughput changed since) is left out, as the planner itself does."""
     profiles = {rp.name: rp.tokens_per_second_per_replica for rp in pools} if pools is not None else None
-    return {c.pool: float(c.estimate) for c in getattr(planner_state, "capacity", None) or ()
-            if profiles is None or profiles.get(c.pool) == c.profile}
+    learned = {c.pool: float(c.estimate) for c in getattr(planner_state, "capacity", None) or ()
+               if profiles is None or profiles.get(c.pool) == c.profile}
+    # SLO planning counts a replica at most at its latency-safe load: route by what the last plan counted
+    planned = dict(getattr(planner_state, "planned", None) or ())
+    return {name: float(planned.get(name, cap)) for name, cap in learned.items()}
 
 
 def _tok(x: float) -> str:

@@ -51,7 +51,7 @@ def test_the_manifest_carries_the_scaled_settings_and_validates(spec):
     assert {p["name"]: p["startupSeconds"] for p in s["pools"]} == pytest.approx(
         {"gb300": 300 / 144, "h200": 300 / 144}, abs=1e-3)
     # everything else is the example's
-    assert s["scaling"]["headroom"] == spec["scaling"]["headroom"]
+    assert s["scaling"].get("headroom") == spec["scaling"].get("headroom")  # none in the example (SLO planning)
     assert s["objectives"] == spec["objectives"]
 
 

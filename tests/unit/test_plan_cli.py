@@ -46,7 +46,8 @@ def test_invalid_file_exits_1(tmp_path, capsys):
 
 
 def test_example_levels_json(capsys):
-    code, out, err = run(capsys, "plan", str(EXAMPLE), "--demand", "40k,60k", "-o", "json")
+    # the example sets no headroom (SLO planning); --headroom 0.2 asks the what-if with a 20% floor
+    code, out, err = run(capsys, "plan", str(EXAMPLE), "--demand", "40k,60k", "--headroom", "0.2", "-o", "json")
     assert code == 0, err
     data = json.loads(out)
     low, high = data["levels"]
@@ -68,7 +69,7 @@ def test_example_levels_json(capsys):
 
 
 def test_text_output(capsys):
-    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--demand", "40k")
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--demand", "40k", "--headroom", "0.2")
     assert code == 0
     assert "mix         gb300=2, h200=1: 48,720 tok/s, covers demand x headroom" in out
     assert "$/hour      $32.48    $/Mtok $0.2256 at 40,000 tok/s" in out

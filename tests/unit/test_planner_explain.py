@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tokenfactory import cost
 from tokenfactory.planner import (
     CapacityEstimator,
@@ -14,9 +13,9 @@ from tokenfactory.planner import (
     PoolProfile,
     Reason,
     decide,
+    explain,
     plan_for_demand,
 )
-from tokenfactory.planner import explain
 
 GB300 = PoolProfile("gb300", "gb300", price_per_replica_hour=4 * 2.65, capacity=24_000.0, max_replicas=2,
                     kilowatts_per_replica=4 * 2.143, gpus_per_replica=4)

@@ -396,7 +396,10 @@ async def test_weights_use_learned_capacity_and_hold_between_measurements(two_po
     assert learned["gb300"] < 24_000.0  # learned below the profile
     measured = weights()
     assert measured != [971, 29]  # not the profile split
-    w_gb = round(learned["gb300"] / (learned["gb300"] + learned["h200"]) * 1000)
+    # the weights follow what the plan counts per replica: the learned capacity, at most the load at which the
+    # pool's p95 latencies stay within the objectives (SLO planning), x ready replicas: status.pools[].capacity
+    planned = {p["name"]: p["capacityTokensPerSecond"] for p in rig.status()["pools"]}
+    w_gb = round(planned["gb300"] / (planned["gb300"] + planned["h200"]) * 1000)
     assert abs(measured[0] - w_gb) <= 1
     # a pass that does not measure (a watch event) keeps the same weights: no flapping back to the profile
     await rig.rec.reconcile(rig.live(), rig.memory, rig.now, measure=False)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-seconds", type=float, default=None,
                     help="override every pool's start-up delay (default: the GPU sheet's, 300 s)")
     ap.add_argument("--headroom", type=float, default=None,
-                    help="override spec.scaling.headroom (what tokenfactory plans above demand; default: the example's 0.2)")
+                    help="override spec.scaling.headroom (a floor above demand under SLO planning; default: the example's, none)")
     ap.add_argument("--dt", type=float, default=10.0,
                     help="simulator step, seconds (default 10; the engines tick every second inside a step)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bursty trace")

@@ -29,7 +29,7 @@ class Setup:
     objectives: planner.Objectives
     interval: float  # control interval, s
     window: float  # metrics window, s
-    headroom: float
+    headroom: float | None  # spec.scaling.headroom: an optional floor under SLO planning (None: none)
     stabilization: float
     accounting: str
     dt: float  # simulator step, s

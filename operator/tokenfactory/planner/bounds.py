@@ -5,7 +5,7 @@ power knapsack are the same :func:`fractional_fill` over a different resource.""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 INF = math.inf
@@ -52,9 +52,20 @@ class SearchProblem:
         self.cost_order = [sorted(range(j, k), key=lambda t: pr[t] / c[t] if c[t] > 0 else INF) for j in range(k + 1)]
         self.power_order = [sorted(range(j, k), key=lambda t: kw[t] / c[t] if c[t] > 0 else INF)
                             for j in range(k + 1)]
+        self.rooms = [(hi[t] - lo[t]) * c[t] for t in range(k)]
+        self.cache: dict[tuple[str, int], list[float]] = {}  # dual breakpoints per suffix
+        # per suffix: the free pools' total room, summed in cost order (what the budget fill returns
+        # when the budget does not bind)
+        self.s_room = []
+        for j in range(k + 1):
+            total = 0.0
+            for t in self.cost_order[j]:
+                if self.rooms[t] > 0:
+                    total += self.rooms[t]
+            self.s_room.append(total)
 
     def room(self, t: int) -> float:
-        return (self.hi[t] - self.lo[t]) * self.c[t]
+        return self.rooms[t]
 
     def free(self, j: int) -> list[int]:
         return [t for t in range(j, self.k) if self.hi[t] > self.lo[t] and self.c[t] > 0]
@@ -64,8 +75,9 @@ def fractional_fill(p: SearchProblem, order: Sequence[int], weight: Sequence[flo
     """Fractional knapsack: the most capacity the pools in ``order`` add above their minimums with
     ``left`` of one resource (``weight[t]`` per replica: $/hour for the budget, kW for power)."""
     total = 0.0
+    rooms, c = p.rooms, p.c
     for t in order:
-        room = p.room(t)
+        room = rooms[t]
         if room <= 0:
             continue
         if left == INF or weight[t] <= 0:
@@ -73,21 +85,17 @@ def fractional_fill(p: SearchProblem, order: Sequence[int], weight: Sequence[flo
             continue
         if left <= 0:
             continue
-        take = min(room, left / weight[t] * p.c[t])
+        take = min(room, left / weight[t] * c[t])
         total += take
-        left -= take / p.c[t] * weight[t]
+        left -= take / c[t] * weight[t]
     return total
 
 
 def extra_ub(p: SearchProblem, j: int, budget_left: float, power_left: float) -> tuple[float, float, float]:
     """Upper bounds on the capacity the free pools j.. can add above their minimums:
     (maxReplicas only, fractional knapsack under the budget, under the power left)."""
-    room_total = 0.0
-    for t in p.cost_order[j]:
-        room = p.room(t)
-        if room > 0:
-            room_total += room
-    ub_b = fractional_fill(p, p.cost_order[j], p.pr, budget_left)
+    room_total = p.s_room[j]
+    ub_b = room_total if budget_left == INF else fractional_fill(p, p.cost_order[j], p.pr, budget_left)
     if power_left == INF:
         return room_total, ub_b, INF
     return room_total, ub_b, fractional_fill(p, p.power_order[j], p.kw, power_left)
@@ -96,10 +104,11 @@ def extra_ub(p: SearchProblem, j: int, budget_left: float, power_left: float) ->
 def cover_cost(p: SearchProblem, j: int, need: float) -> float:
     """LP lower bound on the $/hour the free pools j.. need to add ``need`` tokens/s above minimums."""
     total = 0.0
+    rooms = p.rooms
     for t in p.cost_order[j]:
         if need <= 0:
             return total
-        room = p.room(t)
+        room = rooms[t]
         if room <= 0:
             continue
         take = min(room, need)
@@ -124,14 +133,35 @@ def _budget_breakpoints(p: SearchProblem, free: list[int]) -> set[float]:
     return mus
 
 
+def _extreme(values: Sequence[float], f: Callable[[float], float], sign: float) -> float:
+    """min (sign 1) or max (sign -1) of a convex (concave) ``f`` over sorted ``values`` by bisection
+    on its slope: O(log n) evaluations. Any point is a valid dual bound, so a float wobble that
+    stops the bisection one breakpoint early only loosens the bound, never breaks exactness."""
+    lo_i, hi_i = 0, len(values) - 1
+    cache: dict[int, float] = {}
+
+    def at(i: int) -> float:
+        if i not in cache:
+            cache[i] = sign * f(values[i])
+        return cache[i]
+
+    while lo_i < hi_i:
+        mid = (lo_i + hi_i) // 2
+        if at(mid) <= at(mid + 1):
+            hi_i = mid
+        else:
+            lo_i = mid + 1
+    return sign * at(lo_i)
+
+
 def joint_extra_ub(p: SearchProblem, j: int, budget_left: float, power_left: float) -> float:
     """LP bound on extra capacity under budget and power together (Lagrangian dual on power:
     min over mu >= 0 of mu x power_left + fractional knapsack of values c - mu x kW under the
     budget; convex piecewise linear in mu, so its minimum is at one of the breakpoints)."""
     c, pr, kw, lo, hi = p.c, p.pr, p.kw, p.lo, p.hi
     free = p.free(j)
-    best_val = INF
-    for mu in _budget_breakpoints(p, free):
+
+    def dual(mu: float) -> float:
         items = []
         val = mu * power_left
         for t in free:
@@ -149,8 +179,12 @@ def joint_extra_ub(p: SearchProblem, j: int, budget_left: float, power_left: flo
             x = min(hi[t] - lo[t], bl / pr[t])
             val += ratio * pr[t] * x
             bl -= x * pr[t]
-        best_val = min(best_val, val)
-    return best_val
+        return val
+
+    key = ("budget", j)
+    if key not in p.cache:
+        p.cache[key] = sorted(_budget_breakpoints(p, free))
+    return _extreme(p.cache[key], dual, 1.0)
 
 
 def _power_cover_fits(p: SearchProblem, free: list[int], need: float, power_left: float) -> bool:
@@ -173,16 +207,19 @@ def joint_cover_cost(p: SearchProblem, j: int, need: float, power_left: float) -
     # power-efficient cover first: if even that breaks the cap, nothing does
     if not _power_cover_fits(p, free, need, power_left):
         return INF
-    mus = {0.0}
-    for a_i, a in enumerate(free):
-        for b in free[a_i + 1:]:
-            den = kw[a] / c[a] - kw[b] / c[b]
-            if den != 0:
-                mu = (pr[b] / c[b] - pr[a] / c[a]) / den
-                if mu > 0:
-                    mus.add(mu)
-    best_val = -INF
-    for mu in mus:
+    key = ("cover", j)
+    if key not in p.cache:
+        mus = {0.0}
+        for a_i, a in enumerate(free):
+            for b in free[a_i + 1:]:
+                den = kw[a] / c[a] - kw[b] / c[b]
+                if den != 0:
+                    mu = (pr[b] / c[b] - pr[a] / c[a]) / den
+                    if mu > 0:
+                        mus.add(mu)
+        p.cache[key] = sorted(mus)
+    mus_sorted = p.cache[key]
+    def dual(mu: float) -> float:
         val = -mu * power_left
         rest = need
         for t in sorted(free, key=lambda t: (pr[t] + mu * kw[t]) / c[t]):
@@ -191,5 +228,6 @@ def joint_cover_cost(p: SearchProblem, j: int, need: float, power_left: float) -
             rest -= take
             if rest <= 0:
                 break
-        best_val = max(best_val, val)
-    return max(0.0, best_val)
+        return val
+
+    return max(0.0, _extreme(mus_sorted, dual, -1.0))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from tokenfactory.planner.capacity import CapacityEstimator, CapacityState
 from tokenfactory.planner.demand import DemandEstimator, DemandState
+from tokenfactory.planner.forecast import ForecastErrors, ForecastState
+from tokenfactory.planner.latency import LatencyLearner, LatencyState
 from tokenfactory.planner.types import Objectives, Observations, PoolProfile
 
 
@@ -55,6 +57,11 @@ class PlannerConfig:
     forecast_horizon_seconds: float | None = None  # None: longest start-up among pools
     demand: DemandEstimator = DemandEstimator()
     capacity: CapacityEstimator = CapacityEstimator()
+    latency: LatencyLearner = LatencyLearner()
+    forecast: ForecastErrors = ForecastErrors()
+
+
+ROUTINGS = ("weighted", "even")
 
 
 @dataclass(frozen=True)
@@ -65,16 +72,36 @@ class PlannerInputs:
     metrics could not be read (then the plan holds; ``metrics_unavailable_reason`` says why).
     ``demand_tokens_per_second``: when set, used as the demand forecast as is (benchmarks, what-if);
     the capacity estimators still learn from ``observations`` if given.
+
+    ``slo_attainment`` (``spec.objectives.sloAttainment``, e.g. 0.99) turns on planning for the
+    SLO: each pool is sized for the load at which its learned p95 TTFT/ITL stay within the
+    objectives, for the ``slo_attainment`` quantile of the demand forecast (its error measured from
+    history); ``headroom`` is then an optional floor (demand x (1 + headroom), None = none). Left
+    None, the planner plans demand x (1 + headroom) on the full capacity (``headroom`` None = 0).
+
+    ``routing``: how requests reach the pods as rendered: ``weighted`` (each pool's share follows
+    its replicas x the plan's capacity per replica: an HTTPRoute weighted by the plan, or a
+    load-aware endpoint picker) or ``even`` (one Service: every ready pod gets the same share,
+    whatever it can carry; then a mix is sized for its slowest pool's per-replica load).
     """
 
     pools: tuple[PoolProfile, ...]
     current: Mapping[str, int]
     observations: Observations | None = None
     objectives: Objectives = Objectives()
-    headroom: float = 0.2
+    headroom: float | None = 0.2
     config: PlannerConfig = PlannerConfig()
     metrics_unavailable_reason: str = "no metrics"
     demand_tokens_per_second: float | None = None
+    slo_attainment: float | None = None
+    routing: str = "weighted"
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
+
+        if self.slo_attainment is not None and not 0.5 <= self.slo_attainment < 1.0:
+            raise ValueError(f"slo_attainment must be in [0.5, 1), got {self.slo_attainment}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,9 @@ class PlannerState:
     excursions: tuple[tuple[float, float], ...] = ()  # (ended at, lasted s) of recent backlog excursions
     downs: tuple[tuple[str, float, int, int], ...] = ()  # (pool, time, from, to) of recent scale-downs
     flaps: tuple[tuple[str, float, int], ...] = ()  # (pool, time, count) a pool went back up to count past a recent scale-down
+    latency: tuple[LatencyState, ...] = ()  # learned latency curves per pool (SLO planning)
+    forecast: ForecastState = ForecastState()  # forecast errors (SLO planning)
+    planned: tuple[tuple[str, float], ...] = ()  # (pool, tokens/s per replica the last plan counted)
 
     def capacity_of(self, pool: str) -> CapacityState | None:
         for cs in self.capacity:

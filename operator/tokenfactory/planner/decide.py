@@ -10,6 +10,8 @@ from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
 from tokenfactory.planner.explain import render
+from tokenfactory.planner.forecast import ForecastState
+from tokenfactory.planner.latency import LatencyState, SafeLoad, WindowNoise, safe_loads
 from tokenfactory.planner.plans import compose, hold
 from tokenfactory.planner.solver import solve
 from tokenfactory.planner.stabilise import Excursions, fit_limits, hysteresis_band, stabilise, track_excursions
@@ -23,9 +25,7 @@ def solve_for(pools: Sequence[PoolProfile], demand: float, headroom: float, obje
               cur: Mapping[str, int], caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
     """:func:`solve` for demand x (1 + headroom) within the objectives' budget and power cap."""
     required = max(0.0, demand) * (1.0 + max(0.0, headroom))
-    return solve(pools, required, capacities=caps, current=cur,
-                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts,
-                 stop=stop)
+    return _solve(pools, required, objectives, cur, caps, stop)
 
 
 def plan_for_demand(
@@ -55,6 +55,27 @@ class DemandEstimate:
     note: Reason | None
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """What the solver covers: ``required`` tok/s on per-replica ``caps`` (for the SLO: the loads the
+    latency objectives allow), how to scale it (hysteresis), and why."""
+
+    required: float
+    caps: Mapping[str, float]
+    need: Reason
+    demand: float  # the point forecast (what the hysteresis band measures)
+    headroom: float
+    slo: Mapping[str, SafeLoad] | None = None
+    latency: tuple[LatencyState, ...] = ()
+    forecast: ForecastState = ForecastState()
+    floor: float | None = None  # SLO planning: demand x (1 + headroom) on the full learned capacity
+
+    def required_at(self, factor: float) -> float:
+        if self.slo is None:  # demand x factor x (1 + headroom), in the order plan_for_demand uses
+            return max(0.0, self.demand * factor) * (1.0 + max(0.0, self.headroom))
+        return self.required * factor
+
+
 def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
            stop: Callable[[], bool] | None = None) -> tuple[Plan, PlannerState]:
     """One planning step: estimate capacity and demand, optimise, stabilise, explain.
@@ -67,7 +88,9 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
     (clamped to min/max, trimmed to budget/power) with reason "holding: metrics unavailable (...)",
     state unchanged; (2) update each pool's learned capacity and the demand forecast (level + damped
     trend over the longest start-up delay), unless ``demand_tokens_per_second`` is given;
-    (3) :func:`solve` for forecast x (1 + headroom); (4) scale up at once; scale down only to the
+    (3) :func:`solve` for forecast x (1 + headroom), or, with ``slo_attainment``, for the forecast's
+    ``slo_attainment`` quantile on each pool's latency-safe load (see :class:`PlannerInputs`);
+    (4) scale up at once; scale down only to the
     highest count recommended within ``scale_down_stabilization_seconds`` (each interval records,
     per pool, the larger of the optimum and the optimum for demand x (1 + band), band = the measured
     demand noise, at most ``scale_down_tolerance``: hysteresis against flapping at a replica
@@ -96,33 +119,174 @@ def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
     exc = Excursions(since=state.excursion_since, recent=state.excursions)
     if inputs.demand_tokens_per_second is None and obs is not None:
         exc = track_excursions(state, cfg, obs, est.state, horizon, now)
+    size = _slo_sizing(state, inputs, pools, caps, est, horizon, now) if inputs.slo_attainment is not None \
+        else Sizing(required=0.0, caps=caps, need=Reason.of("need.headroom"), demand=est.demand,
+                    headroom=inputs.headroom or 0.0)
     # (3) optimise, with the hysteresis band's optimum remembered for scale-downs
     demand = est.demand
-    sol = solve_for(pools, demand, inputs.headroom, inputs.objectives, cur, caps, stop)
+    sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps, stop)
+    if size.slo is not None:
+        size, sol, routed = _slo_refined(inputs, pools, caps, size, cur, sol, routed, stop)
+        sol, floor_binds = _with_floor(pools, sol, inputs, cur, caps, replace(size, caps=routed), stop=stop)
+        size = replace(size, need=Reason(size.need.code, tuple(
+            (k, floor_binds if k == "floor_binds" else v) for k, v in size.need.params)))
+    size = replace(size, caps=routed)
     raw = sol.replicas
     demands = tuple((t, d) for t, d in state.demands if now - t < cfg.hysteresis_window_seconds and t < now)
     demands = demands + ((now, demand),)
     band, band_why = hysteresis_band(cfg, demands)
     upper = raw
     if band > 0 and demand > 0:
-        upper = solve_for(pools, demand * (1 + band), inputs.headroom, inputs.objectives, cur, caps, stop).replicas
+        upper_sol = _solve_routed(pools, size.required_at(1 + band), inputs, cur, size.caps, stop)[0]
+        upper = _with_floor(pools, upper_sol, inputs, cur, caps, size, 1 + band, stop)[0].replicas
     keep = {name: max(raw[name], upper[name]) for name in raw}
     # (4) stabilise, then keep within budget and power
     st = stabilise(state, cfg, pools, cur, raw, keep, band, band_why, exc.defer, now)
-    targets, trimmed = fit_limits(pools, st.targets, {p.name: raw[p.name] for p in pools}, caps, inputs.objectives)
+    targets, trimmed = fit_limits(pools, st.targets, {p.name: raw[p.name] for p in pools}, size.caps,
+                                  inputs.objectives)
     notes = dict(st.notes)
     for name in trimmed:
         notes[name] = Reason.of("released", budget=inputs.objectives.max_dollars_per_hour,
                                 megawatts=inputs.objectives.max_megawatts, inner=notes[name])
-    plan = compose(pools, cur, targets, sol, demand, inputs.headroom, inputs.objectives, caps, notes, now,
-                   est.note, cap_states={cs.pool: cs for cs in cap_states})
+    plan = compose(pools, cur, targets, sol, demand, size.headroom, inputs.objectives, size.caps, notes, now,
+                   est.note, cap_states={cs.pool: cs for cs in cap_states},
+                   need=size.need if size.slo is not None else None, slo=size.slo)
     if sol.stopped:
         why = Reason.of("summary.stopped", nodes=sol.nodes)
         plan = replace(plan, summary=plan.summary + render(why), summary_why=plan.summary_why + (why,))
     new_state = PlannerState(capacity=tuple(cap_states), demand=est.state, recommendations=st.history, time=now,
                              demands=demands, excursion_since=exc.since, excursions=exc.recent,
-                             downs=st.downs, flaps=st.flaps)
+                             downs=st.downs, flaps=st.flaps, latency=size.latency or state.latency,
+                             forecast=size.forecast if size.slo is not None else state.forecast,
+                             planned=tuple((pp.name, pp.capacity_per_replica) for pp in plan.pools)
+                             if size.slo is not None else ())
     return plan, new_state
+
+
+def _solve(pools: Sequence[PoolProfile], required: float, objectives: Objectives, cur: Mapping[str, int],
+           caps: Mapping[str, float], stop: Callable[[], bool] | None = None) -> Solution:
+    return solve(pools, required, capacities=caps, current=cur,
+                 max_dollars_per_hour=objectives.max_dollars_per_hour, max_megawatts=objectives.max_megawatts,
+                 stop=stop)
+
+
+def _solve_routed(pools: Sequence[PoolProfile], required: float, inputs: PlannerInputs, cur: Mapping[str, int],
+                  caps: Mapping[str, float], stop: Callable[[], bool] | None = None
+                  ) -> tuple[Solution, dict[str, float]]:
+    """The optimum under the routing as rendered, and the load each replica then carries.
+
+    ``weighted``: shares follow capacity, so each replica carries its own capacity (one solve).
+    ``even``: every ready pod gets the same share, so a mix carries (its replicas) x (the per-replica
+    load of its slowest pool): one solve per candidate slowest pool, with the pools slower than it
+    left out and every replica counted at its load; the best of them (exact: the slowest pool of
+    the optimum is one of the candidates)."""
+    if inputs.routing != "even":
+        return _solve(pools, required, inputs.objectives, cur, caps, stop), dict(caps)
+    best: tuple[tuple[float, float, int, int], Solution, dict[str, float]] | None = None
+    # fastest candidate first, ties kept: the kept optimum then uses a pool at its candidate load
+    for r in sorted({caps[p.name] for p in pools if p.max_replicas > 0 and caps[p.name] > 0}, reverse=True):
+        slower = [p for p in pools if caps[p.name] < r]
+        if any(p.min_replicas > 0 for p in slower):
+            continue
+        allowed = tuple(p if caps[p.name] >= r else replace(p, min_replicas=0, max_replicas=0) for p in pools)
+        even = {p.name: r for p in pools}
+        sol = _solve(allowed, required, inputs.objectives, cur, even, stop)
+        key = (max(0.0, sol.required_tokens_per_second - sol.capacity_tokens_per_second), sol.dollars_per_hour,
+               sol.changes, sol.gpus)
+        if best is None or key < best[0]:
+            best = (key, sol, even)
+    if best is None:  # every mix includes the slowest pool's minimum: all replicas at its load
+        r = min((caps[p.name] for p in pools), default=0.0)
+        even = {p.name: r for p in pools}
+        return _solve(pools, required, inputs.objectives, cur, even, stop), even
+    return best[1], best[2]
+
+
+def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
+                est: DemandEstimate, horizon: float, now: float) -> Sizing:
+    """Plan for the SLO: each pool at the load its learned latency curves allow, for the
+    ``slo_attainment`` quantile of the demand forecast (error measured from history)."""
+    cfg, obs = inputs.config, inputs.observations
+    q = float(inputs.slo_attainment or 0.99)
+    by_pool = {ls.pool: ls for ls in state.latency}
+    lat_states = []
+    for p in pools:
+        ls = by_pool.get(p.name) or cfg.latency.initial(p)
+        if obs is not None:
+            ls = cfg.latency.observe(ls, p, obs.pools.get(p.name), inputs.objectives, now)
+        lat_states.append(ls)
+    safe, eff = _safe(inputs, pools, caps, tuple(lat_states), inputs.current)
+    fstate = state.forecast
+    now_demand = None
+    if inputs.demand_tokens_per_second is None and est.state.level is not None:
+        now_demand = est.state.observed + est.state.backlog
+        # errors and the recent peak on the rate served (corrected for a draining queue), not on the
+        # backlog's catch-up rate
+        fstate = cfg.forecast.observe(fstate, est.state.observed, est.demand, horizon, now)
+    measured_tpr = obs.tokens_per_request if obs is not None and obs.tokens_per_request else None
+    band = cfg.forecast.band(fstate, q, est.demand, measured_tpr)
+    required = band.planned(est.demand, now_demand if now_demand is not None else est.demand)
+    floor = None
+    if inputs.headroom is not None and inputs.headroom > 0:
+        floor = est.demand * (1.0 + inputs.headroom)
+    need = Reason.of("need.slo", demand=est.demand, quantile=q, error=band.error, samples=band.samples,
+                     measured=band.measured, horizon=horizon, required=required,
+                     floor=inputs.headroom if floor is not None else None, floor_binds=False)
+    return Sizing(required=required, caps=eff, need=need, demand=est.demand, headroom=inputs.headroom or 0.0,
+                  slo=safe, latency=tuple(lat_states), forecast=fstate, floor=floor)
+
+
+def _with_floor(pools: Sequence[PoolProfile], sol: Solution, inputs: PlannerInputs, cur: Mapping[str, int],
+                caps: Mapping[str, float], size: Sizing, factor: float = 1.0,
+                stop: Callable[[], bool] | None = None) -> tuple[Solution, bool]:
+    """The headroom floor of SLO planning: the learned *full* capacity must carry demand x (1 +
+    headroom), as without SLO planning; each pool gets the larger of the two optima's counts (both
+    constraints hold; the floor is a user's explicit choice, not part of the exact optimum). Also
+    whether the floor added replicas."""
+    if size.floor is None:
+        return sol, False
+    floor_sol, _ = _solve_routed(pools, size.floor * factor, inputs, cur, caps, stop)
+    merged = {n: max(v, floor_sol.replicas.get(n, 0)) for n, v in sol.replicas.items()}
+    if merged == sol.replicas:
+        return sol, False
+    eff = size.caps
+    by = {p.name: p for p in pools}
+    capv = sum(merged[n] * eff.get(n, 0.0) for n in merged)
+    return replace(
+        sol, replicas=merged, capacity_tokens_per_second=capv,
+        dollars_per_hour=sum(merged[n] * by[n].price_per_replica_hour for n in merged),
+        kilowatts=sum(merged[n] * by[n].kilowatts_per_replica for n in merged),
+        gpus=sum(merged[n] * by[n].gpus_per_replica for n in merged),
+        changes=sum(abs(merged[n] - int(cur.get(n, 0))) for n in merged),
+        covers_required=capv >= sol.required_tokens_per_second * (1 - 1e-9)), True
+
+
+def _safe(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float],
+          lat_states: tuple[LatencyState, ...], replicas: Mapping[str, int]) -> tuple[dict[str, SafeLoad],
+                                                                                 dict[str, float]]:
+    """Each pool's latency-safe load with room for the window noise of ``replicas`` replicas, and
+    what a replica then counts for (at most its learned capacity)."""
+    cfg, obs = inputs.config, inputs.observations
+    q = float(inputs.slo_attainment or 0.99)
+    tpr = obs.tokens_per_request if obs is not None and obs.tokens_per_request else cfg.demand.tokens_per_request
+    noise = {p.name: WindowNoise(quantile=q, replicas=max(1, int(replicas.get(p.name, 0))), tokens_per_request=tpr,
+                                 window_seconds=cfg.demand.reference_interval_seconds) for p in pools}
+    safe = safe_loads(cfg.latency, lat_states, pools, inputs.objectives, noise)
+    return safe, {p.name: min(caps[p.name], safe[p.name].tokens_per_second) for p in pools}
+
+
+def _slo_refined(inputs: PlannerInputs, pools: Sequence[PoolProfile], caps: Mapping[str, float], size: Sizing,
+                 cur: Mapping[str, int], sol: Solution, routed: dict[str, float],
+                 stop: Callable[[], bool] | None = None) -> tuple[Sizing, Solution, dict[str, float]]:
+    """The window noise depends on how many replicas share a pool's load: re-size with the counts the
+    optimum plans (a few passes; kept when they agree with the counts they were sized for)."""
+    for _ in range(3):
+        safe, eff = _safe(inputs, pools, caps, size.latency, {n: max(v, 1) for n, v in sol.replicas.items()})
+        if all(abs(eff[n] - size.caps[n]) <= 1e-9 * max(1.0, eff[n]) for n in eff):
+            break
+        size = replace(size, caps=eff, slo=safe)
+        sol, routed = _solve_routed(pools, size.required_at(1.0), inputs, cur, size.caps, stop)
+    return size, sol, routed
 
 
 def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> str | None:
@@ -138,13 +302,16 @@ def _metrics_problem(inputs: PlannerInputs, cfg: PlannerConfig, now: float) -> s
 def _learn_capacity(state: PlannerState, inputs: PlannerInputs, pools: Sequence[PoolProfile],
                     now: float) -> list[CapacityState]:
     cfg, obs = inputs.config, inputs.observations
+    objectives = inputs.objectives
+    if inputs.slo_attainment is not None:  # latency is the latency curves' business, not capacity's
+        objectives = replace(objectives, ttft_p95_seconds=None, itl_p95_seconds=None)
     out: list[CapacityState] = []
     for p in pools:
         cs = state.capacity_of(p.name) or cfg.capacity.initial(p)
         if cs.profile != p.capacity:  # the profile changed in the spec: start again from it
             cs = cfg.capacity.initial(p)
         if obs is not None:
-            cs = cfg.capacity.observe(cs, obs.pools.get(p.name), inputs.objectives, now)
+            cs = cfg.capacity.observe(cs, obs.pools.get(p.name), objectives, now)
         out.append(cs)
     return out
 

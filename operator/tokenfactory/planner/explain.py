@@ -88,6 +88,48 @@ def _plan(a: dict[str, Any]) -> str:
             f"plan {mix}: {tok(a['capacity'])} tok/s for {usd(a['cost'])}/h")
 
 
+def _quantile(a: dict[str, Any]) -> str:
+    src = (f"error measured over {a['samples']} intervals" if a["measured"]
+           else f"prior error band, {a['samples']} intervals measured so far")
+    return (f"its {a['quantile']:.3g} quantile over the {a['horizon']:.0f}s start-up is {a['error']:+.1%} "
+            f"({src})")
+
+
+def _need_slo(a: dict[str, Any]) -> str:
+    txt = (f"demand {tok(a['demand'])} tok/s forecast, {_quantile(a)}: needs {tok(a['required'])} tok/s "
+           f"at the loads the latency objectives allow")
+    if a["floor"] is not None:
+        txt += (f" (headroom floor x{1 + a['floor']:g} " + ("binds" if a["floor_binds"] else "does not bind") + ")")
+    return txt
+
+
+def _slo_plan(a: dict[str, Any]) -> str:
+    note = render(a["demand_note"]) if a["demand_note"] is not None else ""
+    mix = ", ".join(f"{name}={n}" for name, n in a["mix"])
+    need = a["need"].as_dict
+    floor = ""
+    if need["floor"] is not None and need["floor_binds"]:
+        floor = f", headroom floor x{1 + need['floor']:g}"
+    return (f"demand {tok(a['demand'])} tok/s{note}; SLO plan for the {need['quantile']:.3g} quantile "
+            f"({need['error']:+.1%}{floor}) = {tok(a['required'])} tok/s at latency-safe loads; "
+            f"plan {mix}: {tok(a['capacity'])} tok/s for {usd(a['cost'])}/h")
+
+
+def _slo_bound(a: dict[str, Any]) -> str:
+    head = (f"{a['pool']} planned at {a['fraction']:.0%} of profile capacity ({tok(a['tokens_per_second'])} "
+            f"tok/s/replica)")
+    curve = ("calibrated latency curve" if a["prior"] else "no calibrated latency curve")
+    learned = (f", load scale x{a['scale']:.2f} learned over {a['observations']} intervals" if a["observations"]
+               else "")
+    if a["at_max"]:
+        return f"{head}: {a['metric']} p95 stays within {a['objective']:g}s up to full load ({curve}{learned})"
+    noise = ""
+    if a["margin"]:
+        noise = (f"; typical window at {a['typical']:.0%}, {a['margin']:.1%} below it for the {a['quantile']:.3g} "
+                 f"quantile window's load")
+    return f"{head}: bound by {a['metric']} p95 {a['objective']:g}s ({curve}{learned}{noise})"
+
+
 def _saturated(a: dict[str, Any]) -> str:
     why = f"{a['waiting']:.1f} waiting/replica" if a["kv"] is None else f"KV cache {a['kv']:.0%}"
     if a["itl"] is not None:
@@ -137,6 +179,10 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "learned": lambda a: f"learned capacity {tok(a['capacity'])} tok/s/replica vs profile {tok(a['profile'])}",
     "note": lambda a: f"{render(a['note'])} (optimum {a['optimum']})",
     "serving_most": lambda a: "serving the most that fits",
+    "need.slo": _need_slo,
+    "slo.bound": _slo_bound,
+    "slo.no_latency_objective": lambda a: (f"{a['pool']} planned at {a['fraction']:.0%} of capacity "
+                                           f"(no latency objective)"),
     "holding": lambda a: f"holding: metrics unavailable ({a['problem']})",
     "hold.lowered": lambda a: f"lowered to stay within {_limits(a)}",
     "hold.clamped": lambda a: f"kept within minReplicas {a['min']} .. maxReplicas {a['max']}",
@@ -158,6 +204,7 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "band.noise": _band,
     # the summary (each part after the first carries its own separator)
     "summary.plan": _plan,
+    "summary.slo": _slo_plan,
     "summary.per_mtok": lambda a: f" ({mtok(a['per_mtok'])}/Mtok at {tok(a['served'])} tok/s)",
     "summary.stopped": lambda a: (f"; time budget reached after {a['nodes']:,} search nodes: best mix found so far, "
                                   f"not proven cheapest"),

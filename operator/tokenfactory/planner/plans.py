@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerInputs, PlannerState
 from tokenfactory.planner.explain import render_pool, render_summary
+from tokenfactory.planner.latency import SafeLoad
 from tokenfactory.planner.stabilise import fit_limits
 from tokenfactory.planner.types import INF, Objectives, Plan, PoolPlan, PoolProfile, Reason, Solution, per_mtok
 
@@ -81,8 +82,12 @@ class Context:
 def compose(pools: Sequence[PoolProfile], cur: Mapping[str, int], targets: Mapping[str, int], sol: Solution,
             demand: float, headroom: float, objectives: Objectives, caps: Mapping[str, float],
             notes: Mapping[str, Reason | None], now: float | None, demand_note: Reason | None,
-            cap_states: Mapping[str, CapacityState] | None = None) -> Plan:
-    """The plan for ``targets`` (after stabilisation) given the optimum ``sol``, with reasons."""
+            cap_states: Mapping[str, CapacityState] | None = None, need: Reason | None = None,
+            slo: Mapping[str, SafeLoad] | None = None) -> Plan:
+    """The plan for ``targets`` (after stabilisation) given the optimum ``sol``, with reasons.
+
+    ``need`` (default: demand x headroom) says what the requirement is; ``slo`` (SLO planning) the
+    load each pool is planned at and which latency limit sets it (``caps`` are then those loads)."""
     required = sol.required_tokens_per_second
     capv, cost, kwv, gpus = totals(pools, targets, caps)
     served = min(demand, capv)
@@ -97,17 +102,21 @@ def compose(pools: Sequence[PoolProfile], cur: Mapping[str, int], targets: Mappi
     ctx = Context(pools=pools, sol=sol, caps=caps, objectives=objectives, ranked=[])
     ranked = sorted(pools, key=lambda p: (ctx.eff(p), p.name))
     ctx = Context(pools=pools, sol=sol, caps=caps, objectives=objectives, ranked=ranked)
-    need = Reason.of("need.headroom", demand=demand, headroom=headroom, required=required)
+    if need is None:
+        need = Reason.of("need.headroom", demand=demand, headroom=headroom, required=required)
     lines: list[PoolPlan] = []
     for p in pools:
         c, t, o = cur[p.name], targets[p.name], sol.replicas[p.name]
         cap = caps[p.name]
         why: tuple[Reason, ...] = (_head(p.name, c, t), need, _role(ctx, p, required))
+        if slo is not None and p.name in slo:
+            why += (slo[p.name].why,)
         others = tuple((q.name, sol.replicas[q.name], caps[q.name]) for q in pools if q.name != p.name)
         if others:
             why += (Reason.of("others", items=others),)
-        if cap_states is not None and p.capacity > 0 and abs(cap / p.capacity - 1) > 0.05:
-            why += (Reason.of("learned", capacity=cap, profile=p.capacity),)
+        learned = cap_states[p.name].estimate if slo is not None and cap_states and p.name in cap_states else cap
+        if cap_states is not None and p.capacity > 0 and abs(learned / p.capacity - 1) > 0.05:
+            why += (Reason.of("learned", capacity=learned, profile=p.capacity),)
         note = notes.get(p.name)
         if note is not None:
             why += (Reason.of("note", note=note, optimum=o),)
@@ -119,7 +128,7 @@ def compose(pools: Sequence[PoolProfile], cur: Mapping[str, int], targets: Mappi
                               capacity_reason=cap_states[p.name].reason if cap_states and p.name in cap_states
                               else "", why=why))
     summary = _summary(pools, targets, sol, demand, headroom, objectives, demand_note, capv, cost, kwv,
-                       mtok_now, served, demand_met, within_cost)
+                       mtok_now, served, demand_met, within_cost, need if slo is not None else None)
     return Plan(time=now, replicas=dict(targets), pools=tuple(lines), demand_tokens_per_second=demand,
                 required_tokens_per_second=required, capacity_tokens_per_second=capv, dollars_per_hour=cost,
                 dollars_per_million_tokens=mtok_now, megawatts=kwv / 1000.0, gpus=gpus, demand_met=demand_met,
@@ -130,11 +139,15 @@ def compose(pools: Sequence[PoolProfile], cur: Mapping[str, int], targets: Mappi
 def _summary(pools: Sequence[PoolProfile], targets: Mapping[str, int], sol: Solution, demand: float,
              headroom: float, objectives: Objectives, demand_note: Reason | None, capv: float, cost: float,
              kwv: float, mtok_now: float | None, served: float, demand_met: bool,
-             within_cost: bool | None) -> tuple[Reason, ...]:
+             within_cost: bool | None, slo_need: Reason | None) -> tuple[Reason, ...]:
     required = sol.required_tokens_per_second
+    mix = tuple((p.name, targets[p.name]) for p in pools)
     why: tuple[Reason, ...] = (Reason.of(
         "summary.plan", demand=demand, demand_note=demand_note, headroom=headroom, required=required,
-        mix=tuple((p.name, targets[p.name]) for p in pools), capacity=capv, cost=cost),)
+        mix=mix, capacity=capv, cost=cost),)
+    if slo_need is not None:
+        why = (Reason.of("summary.slo", demand=demand, demand_note=demand_note, need=slo_need, required=required,
+                         mix=mix, capacity=capv, cost=cost),)
     if mtok_now is not None:
         why += (Reason.of("summary.per_mtok", per_mtok=mtok_now, served=served),)
     if kwv > 0:

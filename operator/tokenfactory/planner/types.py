@@ -68,6 +68,9 @@ class PoolProfile:
     startup_seconds: float = 300.0
     kilowatts_per_replica: float = 0.0
     gpus_per_replica: int = 1
+    # calibrated operating points of one replica: (load as a fraction of ``capacity``, ITL p95 s,
+    # TTFT p95 s); the prior of the latency curves the SLO planner learns (see planner.latency)
+    latency_points: tuple[tuple[float, float | None, float | None], ...] = ()
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < self.min_replicas:
@@ -96,6 +99,7 @@ class PoolProfile:
             startup_seconds=float(rp.startup_seconds),  # type: ignore[attr-defined]
             kilowatts_per_replica=float(rp.kilowatts_per_gpu) * g,  # type: ignore[attr-defined]
             gpus_per_replica=g,
+            latency_points=tuple((float(a), b, c) for a, b, c in getattr(rp, "latency_points", ()) or ()),
         )
 
     @property

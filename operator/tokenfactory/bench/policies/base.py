@@ -26,5 +26,5 @@ def warm_mix(setup: Setup, demand: float) -> dict[str, int]:
     """The mix a running operator would have settled on for ``demand`` (start state of the dynamic
     policies: every one begins warm, from the same mix)."""
     return dict(planner.plan_for_demand(setup.profiles, demand, objectives=setup.objectives,
-                                        headroom=setup.headroom).replicas)
+                                        headroom=setup.headroom or 0.0).replicas)
 

@@ -31,7 +31,7 @@ class K8sAutoscaler(Policy):
         if len(self.pools) == 1:  # one Deployment scaled; the rest at its floor
             scaled = self.pools[0]
             rest = {**mins, scaled: 0}
-            need = run.trace(0.0).output_tokens_per_second * (1 + s.headroom) - s.capacity(rest)
+            need = run.trace(0.0).output_tokens_per_second * (1 + (s.headroom or 0.0)) - s.capacity(rest)
             p = s.by_name[scaled]
             mix = {**mins, scaled: min(p.max_replicas, max(p.min_replicas, math.ceil(max(0.0, need) / p.capacity)))}
         return mix
