@@ -114,19 +114,34 @@ def test_hand_added_container_hostnetwork_privileged_are_reverted(operator, kube
         {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
         # (privileged and allowPrivilegeEscalation=false are exclusive: the whole securityContext is replaced)
         {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}},
+        # host port, hooks, a probe that runs a command, name resolution: reverted too
+        {"op": "add", "path": "/spec/template/spec/containers/0/ports/0/hostPort", "value": 8000},
+        {"op": "add", "path": "/spec/template/spec/containers/0/lifecycle",
+         "value": {"preStop": {"exec": {"command": ["sh", "-c", "true"]}}}},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/livenessProbe",
+         "value": {"exec": {"command": ["sh", "-c", "true"]}, "periodSeconds": 10}},
+        {"op": "add", "path": "/spec/template/spec/hostAliases", "value": [{"ip": "10.0.0.66", "hostnames": ["huggingface.co"]}]},
+        {"op": "replace", "path": "/spec/template/spec/dnsPolicy", "value": "Default"},
     ]
     kubectl("patch", "deployment", dep, "-n", namespace, "--type=json", "-p", json.dumps(patch))
 
     def reverted():
         pod = kubectl.json("get", "deployment", dep, "-n", namespace)["spec"]["template"]["spec"]
         names = [c["name"] for c in pod["containers"]]
-        privileged = (pod["containers"][0].get("securityContext") or {}).get("privileged")
-        return names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+        vllm = pod["containers"][0]
+        privileged = (vllm.get("securityContext") or {}).get("privileged")
+        return (names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+                and not any(p.get("hostPort") for p in vllm.get("ports", [])) and not vllm.get("lifecycle")
+                and "httpGet" in vllm["livenessProbe"] and not pod.get("hostAliases")
+                and pod.get("dnsPolicy") == "ClusterFirst")
 
     wait_for(reverted, 60, "the hand edits reverted")
     (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "DriftReverted"), 30, "Warning DriftReverted")
     assert dep in event["message"] and "containers[miner] (added)" in event["message"]
     assert "hostNetwork" in event["message"] and "containers[vllm].securityContext" in event["message"]
+    for field in ("containers[vllm].ports", "containers[vllm].lifecycle", "containers[vllm].livenessProbe",
+                  "spec.template.spec.hostAliases", "spec.template.spec.dnsPolicy"):
+        assert field in event["message"], (field, event["message"])
     # and it stays reverted, with one revert (no fight with another manager on the next passes)
     kubectl("annotate", "tokenfactory", "deepseek-r1", "-n", namespace, "e2e/poke=2", "--overwrite")
     time.sleep(3)

