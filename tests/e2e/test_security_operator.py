@@ -10,8 +10,9 @@
   a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
 - pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning;
 - the adversarial planner spec (8 near-tied custom pools, maxReplicas 1000, budget + power cap) fed a real
-  2.4M tok/s through Prometheus: its decision says the time budget was reached, /healthz answers and
-  another factory's deleted Deployment is restored meanwhile.
+  2.4M tok/s through Prometheus: its decision says the time budget was reached; meanwhile the slowest
+  /healthz over three planning passes answers within 1.5 s and another factory's deleted Deployment is
+  restored within 5 s (issue 15: p50 22.8 s and 4-23 s).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class CountingExposition(Recorder):
         pass
 
 
-def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometheus, namespace):
+def test_adversarial_spec_does_not_stall_the_operator(cluster, operator, kubectl, prometheus, namespace):
     """Issue 15: 8 near-tied custom pools, maxReplicas 1000, budget + power cap cost 12.6 s of synchronous CPU
     per pass. Now the plan runs in a worker with a time budget: its decision says the budget was reached,
     /healthz answers, and another factory's deleted Deployment is restored while it plans."""
@@ -279,13 +280,45 @@ def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometh
 
         decision = wait_for(budget_reached, 120, "a decision that says the time budget was reached")
         assert decision["mode"] == "Recommend" and decision["changes"]
-        # while it keeps planning (every 2 s), the operator answers its liveness probe (the chart's probe
-        # allows 5 s) and reconciles the other factory
-        for _ in range(5):
-            assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
-        kubectl("delete", "deployment", "deepseek-r1-h200", "-n", namespace)
-        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 30,
-                 "the deleted Deployment restored")
+        # while it keeps planning (every 2 s, each solve stopped at its 1 s budget), the operator answers its
+        # liveness probe within ~1 s (issue 15 saw a p50 of 22.8 s): the worst /healthz latency over several
+        # planning passes, the requests back to back so that each solve overlaps some
+        latencies: list[float] = []
+        first = decision["time"]
+        end = time.monotonic() + 3 * 3.0  # three passes of interval + budget
+        with httpx.Client(timeout=5) as http:
+            while time.monotonic() < end:
+                t = time.monotonic()
+                assert http.get(f"http://127.0.0.1:{operator.health_port}/healthz").status_code == 200
+                latencies.append(time.monotonic() - t)
+        later = budget_reached()
+        assert later and later["time"] != first, "the planner kept planning (a later decision at its budget)"
+        print(json.dumps({"healthz_requests": len(latencies), "healthz_max_s": round(max(latencies), 3)}))
+        assert max(latencies) < 1.5, f"/healthz took {max(latencies):.2f} s while the planner ran"
+        # and another factory's deleted Deployment is restored within ~5 s (issue 15: 4-23 s), measured on
+        # the apiserver directly (no kubectl start-up in the figure)
+        from lightkube import Client, KubeConfig
+        from lightkube.core.exceptions import ApiError
+        from lightkube.resources.apps_v1 import Deployment
+
+        kube = Client(config=KubeConfig.from_file(str(cluster.kubeconfig)))
+        old_uid = kube.get(Deployment, "deepseek-r1-h200", namespace=namespace).metadata.uid
+        kube.delete(Deployment, "deepseek-r1-h200", namespace=namespace)
+        deleted_at = time.monotonic()
+
+        def restored():
+            try:
+                return kube.get(Deployment, "deepseek-r1-h200", namespace=namespace).metadata.uid != old_uid
+            except ApiError as err:
+                if err.status.code == 404:
+                    return False
+                raise
+
+        while not restored() and time.monotonic() - deleted_at < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - deleted_at
+        print(json.dumps({"restore_s": round(took, 3)}))
+        assert took < 5.0, f"the deleted Deployment came back after {took:.1f} s while the planner ran"
     finally:
         prometheus.set_targets([])
         server.shutdown()
