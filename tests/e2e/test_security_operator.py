@@ -5,7 +5,8 @@
 - children stay what the operator wrote: an extra container, hostNetwork and a privileged securityContext
   added to a child Deployment with kubectl (another field manager) are reverted, with a Warning naming them;
 - one NaN gauge on one pod: the real Prometheus answers the operator's PromQL with that series left out of
-  the sums and named by the non-finite query; the other figures stand;
+  the sums and named by the non-finite query; the other figures stand; through the running operator the
+  factory says MetricsAvailable=True reason SeriesDropped naming them, with a Warning MetricsSeriesDropped;
 - author rights re-checked by the operator: with --admission-policy naming a policy that is not installed,
   a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
 - pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning;
@@ -188,6 +189,33 @@ async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(pr
             assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2, batched
             assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
                                   "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN"), batched
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+
+
+def test_a_nan_series_reaches_the_factory_as_series_dropped_with_a_warning(operator, kubectl, prometheus, namespace):
+    """The same NaN/+Inf samples, now through the running operator: the factory stays measured
+    (MetricsAvailable=True, reason SeriesDropped naming the pods and series) and a Warning
+    MetricsSeriesDropped is emitted; issue 15 saw the whole factory go BadResponse, no Event."""
+    server = Recorder(EXPOSITION.replace("NS", namespace).replace('factory="f"', 'factory="deepseek-r1"').encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        wait_for(lambda: len(prometheus.query(f'vllm:num_requests_running{{namespace="{namespace}"}}')) == 3, 60,
+                 "scraped")
+        kubectl.apply(example_doc(scaling={"mode": "Recommend", "interval": "2s"}, metrics={"window": "10s"}), namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") == "SeriesDropped"
+                        and c, 90, "MetricsAvailable SeriesDropped")
+        assert cond["status"] == "True"
+        assert "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN" in cond["message"], cond["message"]
+        assert "pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf" in cond["message"], cond["message"]
+        (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "MetricsSeriesDropped"), 30,
+                               "Warning MetricsSeriesDropped")
+        assert "vllm:num_requests_waiting = NaN" in event["message"]
+        # the rest of the factory is measured: both pools carry figures from the finite series
+        pools = {p["name"]: p for p in tf(kubectl, namespace)["status"]["pools"]}
+        assert set(pools) == {"h200", "gb300"}
+        assert all(p.get("tokensPerSecond") is not None for p in pools.values()), pools
     finally:
         prometheus.set_targets([])
         server.shutdown()
