@@ -221,6 +221,28 @@ def test_a_nan_series_reaches_the_factory_as_series_dropped_with_a_warning(opera
         server.shutdown()
 
 
+def test_a_ready_pool_without_series_is_pool_not_reporting(operator, kubectl, prometheus, namespace):
+    """Issue 15: a pool with Ready replicas whose engines are not scraped read as 0 tok/s with
+    MetricsAvailable=True. Now, after the serving grace (one window), it is MetricsAvailable=False reason
+    PoolNotReporting naming the pool, and no factory $/Mtok is computed from the partial data."""
+    only_gb300 = "\n".join(line for line in EXPOSITION.splitlines() if "h200" not in line and "NaN" not in line)
+    server = Recorder((only_gb300.replace("NS", namespace).replace('factory="f"', 'factory="deepseek-r1"')
+                       .replace("+Inf", "2") + "\n").encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        kubectl.apply(example_doc(scaling={"mode": "Recommend", "interval": "2s"}, metrics={"window": "10s"}), namespace)
+        wait_for(lambda: all((kubectl.json("get", "deployment", f"deepseek-r1-{p}", "-n", namespace).get("status") or {})
+                             .get("readyReplicas", 0) >= 1 for p in ("h200", "gb300")), 120, "both pools Ready")
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") == "PoolNotReporting"
+                        and c, 120, "MetricsAvailable PoolNotReporting")
+        assert cond["status"] == "False" and "pool h200" in cond["message"] and "gb300" not in cond["message"], cond
+        status = tf(kubectl, namespace)["status"]
+        assert status.get("costPerMillionTokens") is None, status
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+
+
 def test_without_the_admission_policy_a_secret_reference_is_refused(cluster, kubectl, namespace, tmp_path):
     """The operator re-checks author rights: run as the chart runs it (--admission-policy) on a cluster
     where that policy is not installed, a spec reading a Secret is refused and nothing is created."""
