@@ -160,6 +160,31 @@ def test_images_and_tolerations_come_from_the_admins_allow_lists(kubectl, namesp
         in res.stderr, res.stderr
 
 
+def test_trust_remote_code_needs_the_admins_allow(kubectl, namespace, policy):
+    """The author names the model repository (spec.model.name) and the engine's extraArgs: vLLM's
+    --trust-remote-code would run that repository's code in the allowed image. Refused, in any form, on the
+    shared engine and on a pool override, until the admin's allow-list says allowTrustRemoteCode: true."""
+    allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
+    assert policy["TokenFactoryAllowList"]["spec"]["allowTrustRemoteCode"] is False  # the chart's default
+    doc = factory("trc")
+    doc["spec"]["engine"]["extraArgs"] = ["--gpu-memory-utilization", "0.95", "--trust-remote-code"]
+    res = create_as(kubectl, "alice", namespace, doc)
+    assert res.returncode != 0
+    assert ("spec.engine.extraArgs: --trust-remote-code runs code from the model repository (spec.model.name) in "
+            f"the vLLM pods; the cluster admin does not allow it (TokenFactoryAllowList {allow}, "
+            "spec.allowTrustRemoteCode: true allows it)") in res.stderr, res.stderr
+    pooled = factory("trc-pool")
+    pooled["spec"]["pools"][0]["engine"] = {"extraArgs": ["--trust_remote_code=true"]}
+    res = create_as(kubectl, "alice", namespace, pooled)
+    assert res.returncode != 0
+    assert f"spec.pools[name={pooled['spec']['pools'][0]['name']}].engine.extraArgs: --trust-remote-code" in res.stderr, \
+        res.stderr
+    kubectl("patch", "tokenfactoryallowlist", allow, "--type=merge", "-p", '{"spec": {"allowTrustRemoteCode": true}}')
+    ok = wait_for(lambda: (r := create_as(kubectl, "alice", namespace, doc)).returncode == 0 and r, 30,
+                  "--trust-remote-code admitted once the admin allows it")
+    assert ok.returncode == 0
+
+
 def test_without_its_parameters_the_policy_refuses(kubectl, namespace, policy):
     allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
     kubectl("delete", "tokenfactoryallowlist", allow)
