@@ -274,3 +274,40 @@ def test_per_pool_engine_overrides_are_held_to_the_same_rules(kubectl, namespace
     doc["spec"]["pools"][0]["engine"] = {"image": "vllm/vllm-openai:v0.11.0-arm64"}
     ok = create_as(kubectl, "alice", namespace, doc)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_namespace_the_binding_leaves_out_is_rechecked_as_unprotected(helm, cluster, kubectl, crd, namespace, tmp_path):
+    """The binding's namespaceSelector selects namespaces by a label this namespace lacks, so the policy never
+    checks authors here and a Secret reference is admitted; the operator (run as the chart runs it, with
+    --admission-policy) reads the selector and the Namespace's labels and refuses it, as without the policy."""
+    release = f"sel{uuid.uuid4().hex[:6]}"
+    docs = render_policy(helm, release, namespace, "json:admissionPolicy.namespaceSelector=" + json.dumps(
+        {"matchLabels": {f"e2e.tokenfactory.dev/{release}": "on"}}))
+    vap = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")["metadata"]["name"]
+    kubectl.apply(docs)
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace], extra=["--admission-policy", vap])
+    try:
+        doc = factory("unchecked", env=HF)
+        res = kubectl.run("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+        assert res.returncode == 0, res.stderr  # not selected: the apiserver's policy does not look at it
+
+        def refused():
+            obj = kubectl.json("get", "tokenfactory", "unchecked", "-n", namespace)
+            return next((c for c in (obj.get("status") or {}).get("conditions", [])
+                         if c["type"] == "Degraded" and c["reason"] == "AdmissionPolicyMissing"), None)
+
+        cond = wait_for(refused, 60, "Degraded AdmissionPolicyMissing")
+        assert f"does not select namespace {namespace}" in cond["message"], cond["message"]
+        assert "secretKeyRef.name: Secret hf-token" in cond["message"], cond["message"]
+        assert kubectl.json("get", "deployments", "-n", namespace)["items"] == []
+        # label the namespace into the binding: now the allow-list applies (the example passes it) and it is
+        # served (the operator's cache of the policy and labels lasts 30 s)
+        kubectl("label", "namespace", namespace, f"e2e.tokenfactory.dev/{release}=on")
+        wait_for(lambda: kubectl.run("get", "deployment", "unchecked-h200", "-n", namespace).returncode == 0, 90,
+                 "served once the binding selects the namespace")
+    finally:
+        kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+        op.stop()
+        for d in docs:
+            group = d["apiVersion"].split("/")[0]
+            kubectl.run("delete", f"{d['kind'].lower()}.{group}", d["metadata"]["name"], "--ignore-not-found")
