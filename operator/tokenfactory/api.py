@@ -641,13 +641,16 @@ class AllowedToleration(Model):
 
 
 class AllowListSpec(Model):
-    """What TokenFactory authors may use beyond their own rights: images and tolerations."""
+    """What TokenFactory authors may use beyond their own rights: images, tolerations and --trust-remote-code."""
 
     allowed_images: list[Annotated[str, Field(min_length=1, max_length=512, pattern=NO_SPACE)]] = Field(
         default_factory=list, max_length=128)
     """Images spec.engine.image may name: an exact reference, or a prefix ending in '*' (vllm/vllm-openai:*)."""
     allowed_tolerations: list[AllowedToleration] = Field(default_factory=list, max_length=64)
     """Tolerations pools may carry, per GPU type."""
+    allow_trust_remote_code: bool = False
+    """Whether engine extraArgs (spec.engine and spec.pools[].engine) may pass vLLM --trust-remote-code, which runs
+    Python code from the model repository the author names (spec.model.name) inside the vLLM pods. Default false."""
 
 
 # ------------------------------------------------------------------------------------------- status

@@ -34,9 +34,39 @@ def toleration_allowed(t: api.Toleration, gpu_type: str, allowed: list[api.Allow
                for a in allowed)
 
 
+TRUST_REMOTE_CODE = "--trust-remote-code"
+
+
+def trusts_remote_code(arg: str) -> bool:
+    """``arg`` turns on vLLM's --trust-remote-code, in any form vLLM's parser takes: ``--trust-remote-code``,
+    ``--trust-remote-code=true``, underscores for dashes (``--trust_remote_code``) and an abbreviation
+    (argparse accepts a unique prefix: ``--trust``). The policy's CEL applies the same test."""
+    name = arg.split("=", 1)[0].replace("_", "-")
+    return len(name) >= 4 and TRUST_REMOTE_CODE.startswith(name)
+
+
+def trust_remote_code_fields(spec: api.TokenFactorySpec) -> list[str]:
+    """Where ``spec`` passes --trust-remote-code: ``spec.engine.extraArgs`` / ``spec.pools[name=..].engine.extraArgs``."""
+    out = []
+    if any(trusts_remote_code(a) for a in spec.engine.extra_args):
+        out.append("spec.engine.extraArgs")
+    for pool in spec.pools:
+        if pool.engine is not None and any(trusts_remote_code(a) for a in pool.engine.extra_args):
+            out.append(f"spec.pools[name={pool.name}].engine.extraArgs")
+    return out
+
+
+def trust_remote_code_problem(fields: list[str]) -> str:
+    return (f"{', '.join(fields)}: {TRUST_REMOTE_CODE} runs code from the model repository (spec.model.name) in the "
+            f"vLLM pods; the cluster admin does not allow it (spec.allowTrustRemoteCode: true allows it)")
+
+
 def check(spec: api.TokenFactorySpec, allow: api.AllowListSpec) -> list[str]:
-    """Image and toleration problems of ``spec`` under the admin's allow-list (empty: allowed)."""
+    """Image, toleration and --trust-remote-code problems of ``spec`` under the admin's allow-list (empty: allowed)."""
     problems = []
+    trc = trust_remote_code_fields(spec)
+    if trc and not allow.allow_trust_remote_code:
+        problems.append(trust_remote_code_problem(trc))
     if not image_allowed(spec.engine.image, allow.allowed_images):
         problems.append(f"spec.engine.image: {spec.engine.image} is not allowed; the cluster admin allows: "
                         + (", ".join(allow.allowed_images) or "no image"))
@@ -64,10 +94,11 @@ def references(spec: api.TokenFactorySpec) -> list[tuple[str, str, str]]:
 
 def unsafe_without_policy(spec: api.TokenFactorySpec) -> list[str]:
     """Fields that grant more than creating a TokenFactory should, when no admission policy checked the author:
-    Secret/ConfigMap references, an image other than the default, and any toleration."""
+    Secret/ConfigMap references, an image other than the default, any toleration and --trust-remote-code."""
     default_image = api.EngineSpec.model_fields["image"].default
     problems = [f"{field}: {kind} {name}" for field, kind, name in references(spec)]
     if spec.engine.image != default_image:
         problems.append(f"spec.engine.image: {spec.engine.image}")
     problems += [f"spec.pools[name={p.name}].tolerations" for p in spec.pools if p.tolerations]
+    problems += [f"{field}: {TRUST_REMOTE_CODE}" for field in trust_remote_code_fields(spec)]
     return problems

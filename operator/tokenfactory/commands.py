@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--admission-policy", metavar="NAME", default=os.environ.get("TOKENFACTORY_ADMISSION_POLICY") or None,
                    help="the author-rights ValidatingAdmissionPolicy to rely on (its binding has the same name; default: "
                         "$TOKENFACTORY_ADMISSION_POLICY). The operator re-checks each spec against the policy's "
-                        "TokenFactoryAllowList, and refuses Secret/ConfigMap references, non-default images and "
-                        "tolerations when the policy is not installed. Unset: no re-check (development)")
+                        "TokenFactoryAllowList, and refuses Secret/ConfigMap references, non-default images, "
+                        "tolerations and --trust-remote-code when the policy is not installed. Unset: no re-check (development)")
     p.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds before a Prometheus query counts as failed (default 5)")
     auth = p.add_argument_group(
         "Prometheus client (Prometheus, Mimir, Thanos, Cortex behind auth/TLS)",

@@ -6,18 +6,24 @@ survives every apply; ``pipeline.actuate`` therefore compares the live template 
 when a field below differs, replaces the whole pod spec with the rendered one (the operator owns its
 children's pod spec) and emits a Warning ``DriftReverted`` naming the fields.
 
-Compared (anything else, e.g. labels/annotations on the template, is left to server-side apply):
+Compared (anything else is left to server-side apply):
 
 - pod: the container list (names), ``initContainers``, ``ephemeralContainers``, ``volumes``,
   ``securityContext``, ``hostNetwork``, ``hostPID``, ``hostIPC``, ``hostUsers``,
   ``shareProcessNamespace``, ``serviceAccountName``/``serviceAccount``,
   ``automountServiceAccountToken``, ``nodeName``, ``runtimeClassName``, ``tolerations``,
-  ``nodeSelector``, ``priorityClassName``;
+  ``nodeSelector``, ``priorityClassName``, ``hostAliases``, ``dnsPolicy`` (absent = ``ClusterFirst``),
+  ``dnsConfig``;
 - each of the operator's containers: ``image``, ``command``, ``args``, ``securityContext``,
-  ``volumeMounts``, ``volumeDevices``, ``env``, ``envFrom``.
+  ``volumeMounts``, ``volumeDevices``, ``env``, ``envFrom``, ``lifecycle`` (postStart/preStop hooks),
+  ``ports`` (every key, ``hostPort``/``hostIP`` included; protocol defaults to TCP) and what each probe
+  runs (``exec``/``httpGet``/``tcpSocket``/``grpc`` of the startup, readiness and liveness probes).
 
 Not compared (server-side apply keeps the operator's own values of these, but does not remove what others
-add): ``resources``, probes, ports, labels and annotations of the template, the Deployment's own spec.
+add): ``resources``, probe timings (periods, thresholds, timeouts), labels and annotations of the
+template, ``affinity``, ``topologySpreadConstraints``, ``workingDir``, ``imagePullPolicy``,
+``imagePullSecrets``, ``terminationGracePeriodSeconds`` and every other field not listed above, and the
+Deployment's own spec (replicas, strategy, selector).
 
 Fields the apiserver fills with defaults (``terminationMessagePath``, a volume's ``defaultMode``, an env
 ``fieldRef.apiVersion`` ...) are not drift: a live value counts as drift only when it is not the rendered
@@ -33,8 +39,13 @@ from typing import Any
 POD_FIELDS = ("initContainers", "ephemeralContainers", "securityContext", "hostNetwork", "hostPID", "hostIPC",
               "hostUsers", "shareProcessNamespace", "serviceAccountName", "serviceAccount",
               "automountServiceAccountToken", "nodeName", "runtimeClassName", "tolerations", "nodeSelector",
-              "priorityClassName")
-CONTAINER_FIELDS = ("image", "command", "args", "securityContext", "volumeMounts", "volumeDevices", "env", "envFrom")
+              "priorityClassName", "hostAliases", "dnsConfig")
+CONTAINER_FIELDS = ("image", "command", "args", "securityContext", "volumeMounts", "volumeDevices", "env", "envFrom",
+                    "lifecycle")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+# The apiserver's default dnsPolicy when the pod spec names none (the operator names none).
+_DEFAULT_DNS_POLICY = "ClusterFirst"
 # Where the apiserver adds defaults inside a value, extra live keys are tolerated (rendered keys must match).
 _DEFAULTED = {"volumes", "env", "tolerations"}
 _PREFIX = "spec.template.spec"
@@ -75,11 +86,35 @@ def pod_spec_drift(rendered: Mapping[str, Any], live: Mapping[str, Any]) -> list
         for f in CONTAINER_FIELDS:
             if not _same(ours[name].get(f), theirs[name].get(f), f in _DEFAULTED):
                 out.append(f"{_PREFIX}.containers[{name}].{f}")
+        if not _same(_ports(ours[name].get("ports")), _ports(theirs[name].get("ports")), False):
+            out.append(f"{_PREFIX}.containers[{name}].ports")
+        for f in PROBES:
+            if not _same(_probe_handler(ours[name].get(f)), _probe_handler(theirs[name].get(f)), False):
+                out.append(f"{_PREFIX}.containers[{name}].{f}")
     if not _same(_volume_shape(rendered.get("volumes")), _volume_shape(live.get("volumes")), False):
         out.append(f"{_PREFIX}.volumes")
     for f in POD_FIELDS:
         if not _same(rendered.get(f), live.get(f), f in _DEFAULTED):
             out.append(f"{_PREFIX}.{f}")
+    if (rendered.get("dnsPolicy") or _DEFAULT_DNS_POLICY) != (live.get("dnsPolicy") or _DEFAULT_DNS_POLICY):
+        out.append(f"{_PREFIX}.dnsPolicy")
+    return out
+
+
+def _ports(ports: Any) -> list[dict[str, Any]]:
+    """A container's ports with the apiserver's default protocol filled in; every other key (``hostPort``,
+    ``hostIP``, another ``containerPort``) is compared as written."""
+    return [{"protocol": "TCP", **p} for p in ports or [] if isinstance(p, Mapping)]
+
+
+def _probe_handler(probe: Any) -> dict[str, Any]:
+    """What a probe runs (``exec``, ``httpGet`` with its host/path/port/headers, ``tcpSocket``, ``grpc``), with
+    the default ``scheme: HTTP`` left out; its timings (period, thresholds, timeouts) are not compared."""
+    if not isinstance(probe, Mapping):
+        return {}
+    out = {k: probe[k] for k in _HANDLERS if not _empty(probe.get(k))}
+    if isinstance(out.get("httpGet"), Mapping) and out["httpGet"].get("scheme") == "HTTP":
+        out["httpGet"] = {k: v for k, v in out["httpGet"].items() if k != "scheme"}
     return out
 
 

@@ -8,6 +8,7 @@ Durations (failover, restore) are measured and printed as JSON lines (``RELIABIL
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -183,14 +184,24 @@ def test_prometheus_outage_holds_replicas_and_logs_once(cluster, kubectl, crd, p
     sim = Simulator(cluster.kubeconfig, tmp_path, namespace, NAME, "constant:5000")
     prometheus.set_targets([("vllm", sim.address, True)])
     try:
-        kubectl.apply(example_doc(scaling={"mode": "Auto", "interval": "2s"}, metrics={"window": "30s"}), namespace)
+        # gb300 held at 2 by its minReplicas (5,000 tok/s fit in one); the bound is lowered during the outage,
+        # so once Prometheus is back the planner wants gb300 2 -> 1: issue 15, that must wait for a full
+        # window of fresh data (the first rates after a gap are diluted by it)
+        doc = example_doc(scaling={"mode": "Auto", "interval": "2s", "scaleDownStabilization": "10s"},
+                          metrics={"window": "30s"})
+        gb300 = next(i for i, p in enumerate(doc["spec"]["pools"]) if p["name"] == "gb300")
+        doc["spec"]["pools"][gb300]["minReplicas"] = 2
+        kubectl.apply(doc, namespace)
         wait_for(lambda: condition(kubectl, namespace, "MetricsAvailable").get("status") == "True", 180,
                  "MetricsAvailable=True")
         replicas = {p: deployment(kubectl, namespace, p)["spec"]["replicas"] for p in ("h200", "gb300")}
+        assert replicas["gb300"] == 2
         prometheus.stop()
         wait_for(lambda: condition(kubectl, namespace, "MetricsAvailable").get("status") == "False", 60,
                  "MetricsAvailable=False")
-        time.sleep(12)  # six intervals blind
+        kubectl("patch", "tokenfactory", NAME, "-n", namespace, "--type=json", "-p",
+                json.dumps([{"op": "replace", "path": f"/spec/pools/{gb300}/minReplicas", "value": 1}]))
+        time.sleep(12)  # six intervals blind, longer than scaleDownStabilization
         assert {p: deployment(kubectl, namespace, p)["spec"]["replicas"] for p in replicas} == replicas
         log = op.log()
         assert log.count("unavailable (") == 1, log[-3000:]  # one line for the outage, not one per pass
@@ -200,6 +211,25 @@ def test_prometheus_outage_holds_replicas_and_logs_once(cluster, kubectl, crd, p
         assert op.alive() and op.log().count("answers again") == 1
         warnings = [e for e in kubectl.json("get", "events", "-n", namespace)["items"] if e["reason"] == "MetricsUnavailable"]
         assert len(warnings) == 1
+
+        def events(reason):
+            return [e for e in kubectl.json("get", "events", "-n", namespace, "--field-selector",
+                                            f"involvedObject.kind=TokenFactory,reason={reason}")["items"]]
+
+        (held, *_) = wait_for(lambda: [e for e in events("ScaleDownHeld") if "gb300: 2 -> 1" in e["message"]], 60,
+                              "ScaleDownHeld for gb300 2 -> 1")
+        assert deployment(kubectl, namespace, "gb300")["spec"]["replicas"] == 2
+        assert not [e for e in events("ScaledDown") if e["message"].startswith("gb300")]
+        back = held["message"].split("metrics came back at ")[1].split(" ")[0]  # the operator's clock
+        assert "30s window is not yet all fresh data" in held["message"], held["message"]
+        # the scale-down does come, once the window is all fresh data, and not before
+        wait_for(lambda: deployment(kubectl, namespace, "gb300")["spec"]["replicas"] == 1, 120, "gb300 scaled to 1")
+        decision = kubectl.json("get", "tokenfactory", NAME, "-n", namespace)["status"]["lastDecision"]
+        assert [(c["pool"], c["from"], c["to"]) for c in decision["changes"]] == [("gb300", 2, 1)], decision
+        parse = lambda t: dt.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")  # noqa: E731 - whole seconds
+        waited = (parse(decision["time"]) - parse(back)).total_seconds()
+        report(scale_down_after_metrics_back_seconds=waited)
+        assert waited >= 30 - 1, (back, decision)  # a full 30 s window (timestamps in whole seconds)
     finally:
         cleanup(kubectl, namespace, op)
         sim.stop()

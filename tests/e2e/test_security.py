@@ -160,6 +160,31 @@ def test_images_and_tolerations_come_from_the_admins_allow_lists(kubectl, namesp
         in res.stderr, res.stderr
 
 
+def test_trust_remote_code_needs_the_admins_allow(kubectl, namespace, policy):
+    """The author names the model repository (spec.model.name) and the engine's extraArgs: vLLM's
+    --trust-remote-code would run that repository's code in the allowed image. Refused, in any form, on the
+    shared engine and on a pool override, until the admin's allow-list says allowTrustRemoteCode: true."""
+    allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
+    assert policy["TokenFactoryAllowList"]["spec"]["allowTrustRemoteCode"] is False  # the chart's default
+    doc = factory("trc")
+    doc["spec"]["engine"]["extraArgs"] = ["--gpu-memory-utilization", "0.95", "--trust-remote-code"]
+    res = create_as(kubectl, "alice", namespace, doc)
+    assert res.returncode != 0
+    assert ("spec.engine.extraArgs: --trust-remote-code runs code from the model repository (spec.model.name) in "
+            f"the vLLM pods; the cluster admin does not allow it (TokenFactoryAllowList {allow}, "
+            "spec.allowTrustRemoteCode: true allows it)") in res.stderr, res.stderr
+    pooled = factory("trc-pool")
+    pooled["spec"]["pools"][0]["engine"] = {"extraArgs": ["--trust_remote_code=true"]}
+    res = create_as(kubectl, "alice", namespace, pooled)
+    assert res.returncode != 0
+    assert f"spec.pools[name={pooled['spec']['pools'][0]['name']}].engine.extraArgs: --trust-remote-code" in res.stderr, \
+        res.stderr
+    kubectl("patch", "tokenfactoryallowlist", allow, "--type=merge", "-p", '{"spec": {"allowTrustRemoteCode": true}}')
+    ok = wait_for(lambda: (r := create_as(kubectl, "alice", namespace, doc)).returncode == 0 and r, 30,
+                  "--trust-remote-code admitted once the admin allows it")
+    assert ok.returncode == 0
+
+
 def test_without_its_parameters_the_policy_refuses(kubectl, namespace, policy):
     allow = policy["TokenFactoryAllowList"]["metadata"]["name"]
     kubectl("delete", "tokenfactoryallowlist", allow)
@@ -249,3 +274,40 @@ def test_per_pool_engine_overrides_are_held_to_the_same_rules(kubectl, namespace
     doc["spec"]["pools"][0]["engine"] = {"image": "vllm/vllm-openai:v0.11.0-arm64"}
     ok = create_as(kubectl, "alice", namespace, doc)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_namespace_the_binding_leaves_out_is_rechecked_as_unprotected(helm, cluster, kubectl, crd, namespace, tmp_path):
+    """The binding's namespaceSelector selects namespaces by a label this namespace lacks, so the policy never
+    checks authors here and a Secret reference is admitted; the operator (run as the chart runs it, with
+    --admission-policy) reads the selector and the Namespace's labels and refuses it, as without the policy."""
+    release = f"sel{uuid.uuid4().hex[:6]}"
+    docs = render_policy(helm, release, namespace, "json:admissionPolicy.namespaceSelector=" + json.dumps(
+        {"matchLabels": {f"e2e.tokenfactory.dev/{release}": "on"}}))
+    vap = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")["metadata"]["name"]
+    kubectl.apply(docs)
+    op = Operator(cluster.kubeconfig, tmp_path, namespaces=[namespace], extra=["--admission-policy", vap])
+    try:
+        doc = factory("unchecked", env=HF)
+        res = kubectl.run("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+        assert res.returncode == 0, res.stderr  # not selected: the apiserver's policy does not look at it
+
+        def refused():
+            obj = kubectl.json("get", "tokenfactory", "unchecked", "-n", namespace)
+            return next((c for c in (obj.get("status") or {}).get("conditions", [])
+                         if c["type"] == "Degraded" and c["reason"] == "AdmissionPolicyMissing"), None)
+
+        cond = wait_for(refused, 60, "Degraded AdmissionPolicyMissing")
+        assert f"does not select namespace {namespace}" in cond["message"], cond["message"]
+        assert "secretKeyRef.name: Secret hf-token" in cond["message"], cond["message"]
+        assert kubectl.json("get", "deployments", "-n", namespace)["items"] == []
+        # label the namespace into the binding: now the allow-list applies (the example passes it) and it is
+        # served (the operator's cache of the policy and labels lasts 30 s)
+        kubectl("label", "namespace", namespace, f"e2e.tokenfactory.dev/{release}=on")
+        wait_for(lambda: kubectl.run("get", "deployment", "unchecked-h200", "-n", namespace).returncode == 0, 90,
+                 "served once the binding selects the namespace")
+    finally:
+        kubectl.run("delete", "tokenfactories", "--all", "-n", namespace, "--timeout=30s")
+        op.stop()
+        for d in docs:
+            group = d["apiVersion"].split("/")[0]
+            kubectl.run("delete", f"{d['kind'].lower()}.{group}", d["metadata"]["name"], "--ignore-not-found")

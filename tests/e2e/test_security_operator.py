@@ -5,13 +5,15 @@
 - children stay what the operator wrote: an extra container, hostNetwork and a privileged securityContext
   added to a child Deployment with kubectl (another field manager) are reverted, with a Warning naming them;
 - one NaN gauge on one pod: the real Prometheus answers the operator's PromQL with that series left out of
-  the sums and named by the non-finite query; the other figures stand;
+  the sums and named by the non-finite query; the other figures stand; through the running operator the
+  factory says MetricsAvailable=True reason SeriesDropped naming them, with a Warning MetricsSeriesDropped;
 - author rights re-checked by the operator: with --admission-policy naming a policy that is not installed,
   a Secret reference is refused (AdmissionPolicyMissing) and nothing is created;
 - pods the apiserver refuses (a ResourceQuota) make the factory Degraded (PodCreationFailed) with a Warning;
 - the adversarial planner spec (8 near-tied custom pools, maxReplicas 1000, budget + power cap) fed a real
-  2.4M tok/s through Prometheus: its decision says the time budget was reached, /healthz answers and
-  another factory's deleted Deployment is restored meanwhile.
+  2.4M tok/s through Prometheus: its decision says the time budget was reached; meanwhile the slowest
+  /healthz over three planning passes answers within 1.5 s and another factory's deleted Deployment is
+  restored within 5 s (issue 15: p50 22.8 s and 4-23 s).
 """
 
 from __future__ import annotations
@@ -114,19 +116,34 @@ def test_hand_added_container_hostnetwork_privileged_are_reverted(operator, kube
         {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},
         # (privileged and allowPrivilegeEscalation=false are exclusive: the whole securityContext is replaced)
         {"op": "add", "path": "/spec/template/spec/containers/0/securityContext", "value": {"privileged": True}},
+        # host port, hooks, a probe that runs a command, name resolution: reverted too
+        {"op": "add", "path": "/spec/template/spec/containers/0/ports/0/hostPort", "value": 8000},
+        {"op": "add", "path": "/spec/template/spec/containers/0/lifecycle",
+         "value": {"preStop": {"exec": {"command": ["sh", "-c", "true"]}}}},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/livenessProbe",
+         "value": {"exec": {"command": ["sh", "-c", "true"]}, "periodSeconds": 10}},
+        {"op": "add", "path": "/spec/template/spec/hostAliases", "value": [{"ip": "10.0.0.66", "hostnames": ["huggingface.co"]}]},
+        {"op": "replace", "path": "/spec/template/spec/dnsPolicy", "value": "Default"},
     ]
     kubectl("patch", "deployment", dep, "-n", namespace, "--type=json", "-p", json.dumps(patch))
 
     def reverted():
         pod = kubectl.json("get", "deployment", dep, "-n", namespace)["spec"]["template"]["spec"]
         names = [c["name"] for c in pod["containers"]]
-        privileged = (pod["containers"][0].get("securityContext") or {}).get("privileged")
-        return names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+        vllm = pod["containers"][0]
+        privileged = (vllm.get("securityContext") or {}).get("privileged")
+        return (names == ["vllm"] and not pod.get("hostNetwork") and not privileged
+                and not any(p.get("hostPort") for p in vllm.get("ports", [])) and not vllm.get("lifecycle")
+                and "httpGet" in vllm["livenessProbe"] and not pod.get("hostAliases")
+                and pod.get("dnsPolicy") == "ClusterFirst")
 
     wait_for(reverted, 60, "the hand edits reverted")
     (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "DriftReverted"), 30, "Warning DriftReverted")
     assert dep in event["message"] and "containers[miner] (added)" in event["message"]
     assert "hostNetwork" in event["message"] and "containers[vllm].securityContext" in event["message"]
+    for field in ("containers[vllm].ports", "containers[vllm].lifecycle", "containers[vllm].livenessProbe",
+                  "spec.template.spec.hostAliases", "spec.template.spec.dnsPolicy"):
+        assert field in event["message"], (field, event["message"])
     # and it stays reverted, with one revert (no fight with another manager on the next passes)
     kubectl("annotate", "tokenfactory", "deepseek-r1", "-n", namespace, "e2e/poke=2", "--overwrite")
     time.sleep(3)
@@ -172,6 +189,55 @@ async def test_nan_and_inf_series_on_a_real_prometheus_are_left_out_and_named(pr
             assert fm.pools["gb300"].engines_reporting == 1 and fm.pools["h200"].engines_reporting == 2, batched
             assert fm.dropped == ("pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf",
                                   "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN"), batched
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+
+
+def test_a_nan_series_reaches_the_factory_as_series_dropped_with_a_warning(operator, kubectl, prometheus, namespace):
+    """The same NaN/+Inf samples, now through the running operator: the factory stays measured
+    (MetricsAvailable=True, reason SeriesDropped naming the pods and series) and a Warning
+    MetricsSeriesDropped is emitted; issue 15 saw the whole factory go BadResponse, no Event."""
+    server = Recorder(EXPOSITION.replace("NS", namespace).replace('factory="f"', 'factory="deepseek-r1"').encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        wait_for(lambda: len(prometheus.query(f'vllm:num_requests_running{{namespace="{namespace}"}}')) == 3, 60,
+                 "scraped")
+        kubectl.apply(example_doc(scaling={"mode": "Recommend", "interval": "2s"}, metrics={"window": "10s"}), namespace)
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") == "SeriesDropped"
+                        and c, 90, "MetricsAvailable SeriesDropped")
+        assert cond["status"] == "True"
+        assert "pod f-h200-a (pool h200): vllm:num_requests_waiting = NaN" in cond["message"], cond["message"]
+        assert "pod f-gb300-a (pool gb300): vllm:num_requests_running = +Inf" in cond["message"], cond["message"]
+        (event, *_) = wait_for(lambda: warnings(kubectl, namespace, "MetricsSeriesDropped"), 30,
+                               "Warning MetricsSeriesDropped")
+        assert "vllm:num_requests_waiting = NaN" in event["message"]
+        # the rest of the factory is measured: both pools carry figures from the finite series
+        pools = {p["name"]: p for p in tf(kubectl, namespace)["status"]["pools"]}
+        assert set(pools) == {"h200", "gb300"}
+        assert all(p.get("tokensPerSecond") is not None for p in pools.values()), pools
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+
+
+def test_a_ready_pool_without_series_is_pool_not_reporting(operator, kubectl, prometheus, namespace):
+    """Issue 15: a pool with Ready replicas whose engines are not scraped read as 0 tok/s with
+    MetricsAvailable=True. Now, after the serving grace (one window), it is MetricsAvailable=False reason
+    PoolNotReporting naming the pool, and no factory $/Mtok is computed from the partial data."""
+    only_gb300 = "\n".join(line for line in EXPOSITION.splitlines() if "h200" not in line and "NaN" not in line)
+    server = Recorder((only_gb300.replace("NS", namespace).replace('factory="f"', 'factory="deepseek-r1"')
+                       .replace("+Inf", "2") + "\n").encode())
+    try:
+        prometheus.set_targets([("static-vllm", server.url.removeprefix("http://"), True)])
+        kubectl.apply(example_doc(scaling={"mode": "Recommend", "interval": "2s"}, metrics={"window": "10s"}), namespace)
+        wait_for(lambda: all((kubectl.json("get", "deployment", f"deepseek-r1-{p}", "-n", namespace).get("status") or {})
+                             .get("readyReplicas", 0) >= 1 for p in ("h200", "gb300")), 120, "both pools Ready")
+        cond = wait_for(lambda: (c := condition(kubectl, namespace, "MetricsAvailable")).get("reason") == "PoolNotReporting"
+                        and c, 120, "MetricsAvailable PoolNotReporting")
+        assert cond["status"] == "False" and "pool h200" in cond["message"] and "gb300" not in cond["message"], cond
+        status = tf(kubectl, namespace)["status"]
+        assert status.get("costPerMillionTokens") is None, status
     finally:
         prometheus.set_targets([])
         server.shutdown()
@@ -233,7 +299,7 @@ class CountingExposition(Recorder):
         pass
 
 
-def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometheus, namespace):
+def test_adversarial_spec_does_not_stall_the_operator(cluster, operator, kubectl, prometheus, namespace):
     """Issue 15: 8 near-tied custom pools, maxReplicas 1000, budget + power cap cost 12.6 s of synchronous CPU
     per pass. Now the plan runs in a worker with a time budget: its decision says the budget was reached,
     /healthz answers, and another factory's deleted Deployment is restored while it plans."""
@@ -264,13 +330,45 @@ def test_adversarial_spec_does_not_stall_the_operator(operator, kubectl, prometh
 
         decision = wait_for(budget_reached, 120, "a decision that says the time budget was reached")
         assert decision["mode"] == "Recommend" and decision["changes"]
-        # while it keeps planning (every 2 s), the operator answers its liveness probe (the chart's probe
-        # allows 5 s) and reconciles the other factory
-        for _ in range(5):
-            assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
-        kubectl("delete", "deployment", "deepseek-r1-h200", "-n", namespace)
-        wait_for(lambda: kubectl.run("get", "deployment", "deepseek-r1-h200", "-n", namespace).returncode == 0, 30,
-                 "the deleted Deployment restored")
+        # while it keeps planning (every 2 s, each solve stopped at its 1 s budget), the operator answers its
+        # liveness probe within ~1 s (issue 15 saw a p50 of 22.8 s): the worst /healthz latency over several
+        # planning passes, the requests back to back so that each solve overlaps some
+        latencies: list[float] = []
+        first = decision["time"]
+        end = time.monotonic() + 3 * 3.0  # three passes of interval + budget
+        with httpx.Client(timeout=5) as http:
+            while time.monotonic() < end:
+                t = time.monotonic()
+                assert http.get(f"http://127.0.0.1:{operator.health_port}/healthz").status_code == 200
+                latencies.append(time.monotonic() - t)
+        later = budget_reached()
+        assert later and later["time"] != first, "the planner kept planning (a later decision at its budget)"
+        print(json.dumps({"healthz_requests": len(latencies), "healthz_max_s": round(max(latencies), 3)}))
+        assert max(latencies) < 1.5, f"/healthz took {max(latencies):.2f} s while the planner ran"
+        # and another factory's deleted Deployment is restored within ~5 s (issue 15: 4-23 s), measured on
+        # the apiserver directly (no kubectl start-up in the figure)
+        from lightkube import Client, KubeConfig
+        from lightkube.core.exceptions import ApiError
+        from lightkube.resources.apps_v1 import Deployment
+
+        kube = Client(config=KubeConfig.from_file(str(cluster.kubeconfig)))
+        old_uid = kube.get(Deployment, "deepseek-r1-h200", namespace=namespace).metadata.uid
+        kube.delete(Deployment, "deepseek-r1-h200", namespace=namespace)
+        deleted_at = time.monotonic()
+
+        def restored():
+            try:
+                return kube.get(Deployment, "deepseek-r1-h200", namespace=namespace).metadata.uid != old_uid
+            except ApiError as err:
+                if err.status.code == 404:
+                    return False
+                raise
+
+        while not restored() and time.monotonic() - deleted_at < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - deleted_at
+        print(json.dumps({"restore_s": round(took, 3)}))
+        assert took < 5.0, f"the deleted Deployment came back after {took:.1f} s while the planner ran"
     finally:
         prometheus.set_targets([])
         server.shutdown()

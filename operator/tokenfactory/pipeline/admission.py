@@ -11,19 +11,27 @@ of a TokenFactory at admission. The operator re-checks what it can before it cre
   more than creating a TokenFactory should (a Secret/ConfigMap reference, a non-default image, a
   toleration: ``authorcheck.unsafe_without_policy``) is refused, reason ``AdmissionPolicyMissing``.
 
+- the binding's ``matchResources.namespaceSelector`` leaves the factory's namespace out: the policy never
+  checked its author, so it is treated as the policy missing (``AdmissionPolicyMissing``) for that factory.
+  A selector on ``kubernetes.io/metadata.name`` only (the chart's ``watchNamespaces`` form) is decided from
+  the name; any other label needs the Namespace (``get namespaces``: the chart grants it when
+  ``admissionPolicy.namespaceSelector`` is set).
+
 Refused means: Degraded=True with that reason and the fields named, one Warning Event, nothing applied.
 The Secret/ConfigMap rule needs the author's identity, which only the apiserver has at admission: without
 the policy such references are refused outright. ``--admission-policy`` unset (development, tests): no
 re-check, and ``tokenfactory run`` says so at start-up.
 
-``gate`` is pure; ``AdmissionReader`` reads the three objects through lightkube (``get`` on exactly these
-names: the chart grants nothing more) and caches the answer for ``ttl`` seconds.
+``gate`` and ``selector_matches`` are pure; ``AdmissionReader`` reads the three objects through lightkube
+(``get`` on exactly these names: the chart grants nothing more), and a Namespace's labels when the
+binding's selector needs them, and caches the answers for ``ttl`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +41,7 @@ log = logging.getLogger("tokenfactory.admission")
 
 NOT_ALLOWED = "NotAllowed"
 POLICY_MISSING = "AdmissionPolicyMissing"
+NAME_LABEL = "kubernetes.io/metadata.name"  # set by the apiserver on every Namespace: its name
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,43 @@ class AdmissionState:
     policy: str
     allow: api.AllowListSpec | None = None  # None: policy, binding or allow-list missing
     missing: str = ""  # what is missing, for the message
+    namespace_selector: Mapping[str, Any] | None = None  # the binding's matchResources.namespaceSelector
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (``matchLabels`` and ``matchExpressions``) against ``labels``; empty or
+    absent selects everything."""
+    if not selector:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), list(e.get("values") or [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True
+
+
+def selector_keys(selector: Mapping[str, Any] | None) -> set[str]:
+    """The label keys a selector looks at."""
+    sel = selector or {}
+    return set(sel.get("matchLabels") or {}) | {e.get("key") for e in sel.get("matchExpressions") or []}
+
+
+def for_namespace(state: AdmissionState, namespace: str, labels: Mapping[str, str] | None) -> AdmissionState:
+    """``state`` as it applies to a factory in ``namespace`` (``labels``: the Namespace's, None when they
+    could not be read): a namespace the binding does not select was never checked at admission, so it is
+    treated as the policy missing."""
+    if state.allow is None or not state.namespace_selector:
+        return state
+    if labels is not None and selector_matches(state.namespace_selector, labels):
+        return state
+    why = ("its binding's namespaceSelector does not select namespace " + namespace if labels is not None else
+           f"the labels of namespace {namespace}, which its binding's namespaceSelector needs, could not be read")
+    return AdmissionState(state.policy, missing=why, namespace_selector=state.namespace_selector)
 
 
 def gate(spec: api.TokenFactorySpec, state: AdmissionState | None) -> tuple[str, list[str]] | None:
@@ -91,6 +137,7 @@ class AdmissionReader:
         self.ttl = ttl
         self._client = client
         self._cached: tuple[float, AdmissionState] | None = None
+        self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
 
     async def state(self) -> AdmissionState:
         now = time.monotonic()
@@ -99,6 +146,36 @@ class AdmissionReader:
         st = await self._read()
         self._cached = (now, st)
         return st
+
+    async def state_for(self, namespace: str) -> AdmissionState:
+        """:meth:`state` for a factory in ``namespace`` (see :func:`for_namespace`)."""
+        st = await self.state()
+        if st.allow is None or not st.namespace_selector:
+            return st
+        labels: dict[str, str] | None = {NAME_LABEL: namespace}
+        if selector_keys(st.namespace_selector) - {NAME_LABEL}:
+            labels = await self._namespace_labels(namespace)
+        return for_namespace(st, namespace, labels)
+
+    async def _namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        now = time.monotonic()
+        cached = self._labels.get(namespace)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import Namespace
+
+        labels: dict[str, str] | None
+        try:
+            ns = await self._client.get(Namespace, namespace)  # type: ignore[union-attr]
+            labels = dict((ns.metadata.labels if ns.metadata else None) or {})
+            labels.setdefault(NAME_LABEL, namespace)
+        except ApiError as err:
+            log.warning("cannot read namespace %s for the admission policy's namespaceSelector: %s",
+                        namespace, err.status.message)
+            labels = None
+        self._labels[namespace] = (now, labels)
+        return labels
 
     async def _read(self) -> AdmissionState:
         from lightkube import ApiError, AsyncClient
@@ -125,4 +202,8 @@ class AdmissionReader:
                 return AdmissionState(self.policy, missing="the operator may not read it (RBAC)")
             raise
         data = allow.to_dict() if hasattr(allow, "to_dict") else dict(allow)
-        return AdmissionState(self.policy, allow=api.AllowListSpec.model_validate(data.get("spec") or {}))
+        match = getattr(binding.spec, "matchResources", None) if binding.spec else None
+        sel = getattr(match, "namespaceSelector", None)
+        selector = (sel.to_dict() if hasattr(sel, "to_dict") else dict(sel)) if sel else None
+        return AdmissionState(self.policy, allow=api.AllowListSpec.model_validate(data.get("spec") or {}),
+                              namespace_selector=selector or None)

@@ -47,7 +47,7 @@ class Reconciler:
         ``memory.last_measure`` is set when the pass read metrics."""
         c = await collect.collect(self.kube, self.sources, self.default_url, obj, memory, now, measure and self.measuring,
                                     cache=self.cache, allowed_urls=self.allowed_urls,
-                                    admission=await self.admission.state() if self.admission else None)
+                                    admission=await self.admission.state_for(_namespace(obj)) if self.admission else None)
         if c.spec is None:
             st, event = status.invalid(c)
             await status.write(self.kube, memory, c.ref, st, [event])
@@ -133,3 +133,7 @@ class Reconciler:
         close = getattr(self.kube, "close", None)
         if close is not None:
             await close()
+
+
+def _namespace(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "")
