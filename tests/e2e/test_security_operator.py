@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,9 @@ from harness import CRD, Operator, example_doc, wait_for
 
 from tokenfactory import metrics_batch as mb
 from tokenfactory import metrics_source as ms
+
+
+CHART_DEPLOYMENT = Path(__file__).resolve().parents[2] / "charts/tokenfactory/templates/deployment.yaml"
 
 
 class Recorder(http.server.ThreadingHTTPServer):
@@ -344,8 +349,13 @@ def test_adversarial_spec_does_not_stall_the_operator(cluster, operator, kubectl
         later = budget_reached()
         assert later and later["time"] != first, "the planner kept planning (a later decision at its budget)"
         print(json.dumps({"healthz_requests": len(latencies), "healthz_max_s": round(max(latencies), 3)}))
-        assert max(latencies) < 1.5, f"/healthz took {max(latencies):.2f} s while the planner ran"
-        # and another factory's deleted Deployment is restored within ~5 s (issue 15: 4-23 s), measured on
+        # the bound is the chart's probe contract, not a speed target: a /healthz slower than the liveness
+        # probe's timeoutSeconds (5) is a probe failure, and three of them restart the operator
+        liveness = CHART_DEPLOYMENT.read_text().split("livenessProbe:")[1].split("readinessProbe:")[0]
+        probe_timeout = float(re.search(r"timeoutSeconds:\s*(\d+)", liveness).group(1))
+        assert max(latencies) < probe_timeout, f"/healthz took {max(latencies):.2f} s while the planner ran"
+        # and another factory's deleted Deployment is restored within 5 s, five planning budgets (issue 15:
+        # 4-23 s behind the synchronous solve; 0.6 s measured since), measured on
         # the apiserver directly (no kubectl start-up in the figure)
         from lightkube import Client, KubeConfig
         from lightkube.core.exceptions import ApiError
