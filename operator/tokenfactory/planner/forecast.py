@@ -116,15 +116,23 @@ class ForecastErrors:
         here = [e for _, p, e in state.errors if p == pos]
         errs = here  # a level's own errors: a jump seen from another level says nothing about this one
         wn = self.window_noise(q, point, tokens_per_request)
-        noise = self._robust(every, q, wn)
-        if len(errs) >= 1.0 / max(1e-9, 1.0 - q):
-            med = _empirical(errs, 0.5)
-            err = _less(med, _empirical(errs, q) - med, wn)
-        else:
-            err = self._robust(errs, q, wn)
+        err = self._quantile(errs, q, wn)
         peak = max((d for _, d in state.recent), default=0.0)
+        # the cap's band: how far demand went above the forecasts made at the *peak's* level (the
+        # same rule: a jump from the trough to the peak is an error of the trough's forecasts, not
+        # uncertainty of the peak; a peak that recurs but never grows gets a band near 0)
+        at_peak = [e for _, p, e in state.errors if p == self.position(state, peak)] if peak > 0 else every
+        noise = self._quantile(at_peak, q, self.window_noise(q, peak, tokens_per_request) if peak > 0 else wn)
         return Band(quantile=q, error=err, samples=len(errs), measured=len(errs) >= cfg.prior_samples,
                     position=pos, noise=noise, peak=peak, window_noise=wn)
+
+    def _quantile(self, errs: list[float], q: float, window_noise: float) -> float:
+        """The ``q`` quantile of one level's errors: empirical with at least ``1 / (1 - q)`` of them, else
+        the robust band shrunk toward the prior; the window noise taken out."""
+        if len(errs) >= 1.0 / max(1e-9, 1.0 - q):
+            med = _empirical(errs, 0.5)
+            return _less(med, _empirical(errs, q) - med, window_noise)
+        return self._robust(errs, q, window_noise)
 
     def window_noise(self, q: float, point: float, tokens_per_request: float | None) -> float:
         """z_q x the relative noise of a rate counted over ``rate_window_seconds`` at ``point`` tok/s."""
