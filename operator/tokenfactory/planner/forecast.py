@@ -118,13 +118,25 @@ class ForecastErrors:
         wn = self.window_noise(q, point, tokens_per_request)
         err = self._quantile(errs, q, wn)
         peak = max((d for _, d in state.recent), default=0.0)
-        # the cap's band: how far demand went above the forecasts made at the *peak's* level (the
-        # same rule: a jump from the trough to the peak is an error of the trough's forecasts, not
-        # uncertainty of the peak; a peak that recurs but never grows gets a band near 0)
-        at_peak = [e for _, p, e in state.errors if p == self.position(state, peak)] if peak > 0 else every
-        noise = self._quantile(at_peak, q, self.window_noise(q, peak, tokens_per_request) if peak > 0 else wn)
+        noise = self._peak_band(state, q, peak, wn, tokens_per_request)
         return Band(quantile=q, error=err, samples=len(errs), measured=len(errs) >= cfg.prior_samples,
                     position=pos, noise=noise, peak=peak, window_noise=wn)
+
+    def _peak_band(self, state: ForecastState, q: float, peak: float, window_noise: float,
+                   tokens_per_request: float | None) -> float:
+        """The cap's band: the lower of two upper estimates of how far demand may go above the recent
+        peak: the robust band of the errors of every level (which includes the jumps between levels,
+        so it is wide on bursty demand), and the ``q`` quantile of the errors of the forecasts made at
+        the peak's own level (as for any level: empirical with enough of them, else robust and shrunk
+        toward the prior). A jump from the trough to the peak is an error of the trough's forecasts,
+        not uncertainty of the peak: a peak that recurs but never grows gets a band near 0 from its
+        own record, however wide the jumps make the band of every level."""
+        every = self._robust([e for _, _, e in state.errors], q, window_noise)
+        if not peak > 0:
+            return every
+        pos = self.position(state, peak)
+        at_peak = [e for _, p, e in state.errors if p == pos]
+        return min(every, self._quantile(at_peak, q, self.window_noise(q, peak, tokens_per_request)))
 
     def _quantile(self, errs: list[float], q: float, window_noise: float) -> float:
         """The ``q`` quantile of one level's errors: empirical with at least ``1 / (1 - q)`` of them, else
