@@ -140,6 +140,30 @@ def test_the_quantile_never_plans_above_the_recent_peak_plus_noise():
     assert 2000.0 * (1 + band.error) > cap
 
 
+def test_the_cap_is_the_recurring_peak_not_the_jumps_to_it():
+    """Bursts from a trough to a peak that recurs but never grows: the jumps make the band of every level wide,
+    but they are errors of the trough's forecasts; the peak's own forecasts all came in lower (the bursts end),
+    so the plan for the trough stops at the peak itself, not at the peak x (1 + the jumps' band)."""
+    import random
+
+    rng = random.Random(1)
+    actuals = [a * (1 + rng.uniform(-0.05, 0.05)) for a in ([1000.0] * 6 + [10_000.0] * 2) * 60]
+    st = _run_errors(actuals, lambda i: actuals[i])
+    fe = ForecastErrors()
+    every = fe._robust([e for _, _, e in st.errors], 0.99)
+    assert every > 0.3  # what capped the plan before: the peak x (1 + every)
+    band = fe.band(st, 0.99, 1000.0)
+    peak = max(actuals[-240:])  # the last 2 h
+    assert band.error > 5 and band.peak == pytest.approx(peak) and band.noise <= 0.0
+    assert band.planned(1000.0, 1000.0) == pytest.approx(peak)
+    # a peak level whose own forecasts do land higher keeps its band (at most the band of every level)
+    noisy = [10_000.0 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(300)]
+    nst = _run_errors(noisy, lambda i: 10_000.0)
+    nb = fe.band(nst, 0.99, 10_000.0)
+    assert 0.1 < nb.noise <= fe._robust([e for _, _, e in nst.errors], 0.99) + 1e-12
+    assert nb.planned(10_000.0, 10_000.0) == pytest.approx(10_000.0 * (1 + nb.error))  # the cap does not clip it
+
+
 def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
     """A steady level measured through a short window: the errors are the window's Poisson noise, which each
     pool's safe load already leaves room for (WindowNoise), so the band keeps only the level's spread."""

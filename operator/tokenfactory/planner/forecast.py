@@ -25,8 +25,14 @@ median with ``z_q x`` that noise taken out in quadrature (normal errors: ``sqrt(
 never below zero. Without ``tokens_per_request`` nothing is taken out.
 
 The quantile never plans above the highest demand of the last ``peak_seconds`` (or what is asked
-now, if higher) plus the robust band of all errors (a trend extrapolated from a jump overshoots): levels that recur (bursts) are covered, a
-level never seen is not guessed at (a step to it is met when it shows, one start-up delay later).
+now, if higher) plus a band (a trend extrapolated from a jump overshoots): levels that recur (bursts) are covered, a
+level never seen is not guessed at (a step to it is met when it shows, one start-up delay later). That band is
+the lower of two upper estimates of how far demand goes above the peak: the robust band of the errors of every
+level, and the quantile of the errors made at the peak's own level (the same rule as for any level). The first
+alone holds the jumps between levels: on bursty demand (a trough at 4,300 tok/s, bursts to 41,500) it is +30%
+and more, so the plan for the trough, capped at the recurring peak, asked 54,000 tok/s, above what the
+cheapest pool carries at its maximum, and bought the costliest pool's replicas for it; the peak's own forecasts
+all came in lower (the bursts end), so its own band is 0.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class Band:
     samples: int  # errors behind it (at this level, or all)
     measured: bool  # False: still mostly the prior
     position: int  # level bin of the point forecast (log scale)
-    noise: float = 0.0  # robust band of all errors
+    noise: float = 0.0  # the cap's band: min(robust band of all errors, quantile at the peak's level)
     peak: float = 0.0  # highest demand of the last peak_seconds
     window_noise: float = 0.0  # z_q x the rate window's own relative noise, taken out of error and noise
 
@@ -112,7 +118,6 @@ class ForecastErrors:
         rate window's own noise at ``point`` is taken out (see the module docstring)."""
         cfg = self.config
         pos = self.position(state, point)
-        every = [e for _, _, e in state.errors]
         here = [e for _, p, e in state.errors if p == pos]
         errs = here  # a level's own errors: a jump seen from another level says nothing about this one
         wn = self.window_noise(q, point, tokens_per_request)
