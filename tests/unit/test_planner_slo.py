@@ -164,6 +164,41 @@ def test_the_cap_is_the_recurring_peak_not_the_jumps_to_it():
     assert nb.planned(10_000.0, 10_000.0) == pytest.approx(10_000.0 * (1 + nb.error))  # the cap does not clip it
 
 
+def test_a_jump_that_a_level_shows_often_counts_before_the_empirical_quantile_is_due():
+    """Fewer errors than 1 / (1 - q) at a level: the robust normal band alone treats a jump that 10 of 50
+    errors show as an outlier (median 0, MAD ~0); the q quantile is at least the errors' own empirical one, so
+    a trough from which demand jumped 10x in a fifth of its intervals plans for the jump."""
+    fe = ForecastErrors()
+    pos = fe.position(ForecastState(), 1000.0)
+    jumps = ForecastState(errors=tuple((float(i), pos, 9.0 if i % 5 == 0 else 0.01 * (i % 3)) for i in range(50)))
+    assert fe._robust([e for _, _, e in jumps.errors], 0.99) < 0.2
+    assert fe.band(jumps, 0.99, 1000.0).error == pytest.approx(9.0)
+    # a level without jumps keeps the robust band (the empirical quantile of small errors is below it)
+    calm = ForecastState(errors=tuple((float(i), pos, 0.01 * (i % 3)) for i in range(50)))
+    assert fe.band(calm, 0.99, 1000.0).error == pytest.approx(fe._robust([e for _, _, e in calm.errors], 0.99))
+    # below prior_samples errors, one jump is not yet a pattern: the robust band, shrunk toward the prior
+    few = ForecastState(errors=((0.0, pos, 9.0),) + tuple((float(i), pos, 0.0) for i in range(1, 5)))
+    assert fe.band(few, 0.99, 1000.0).error < 1.0
+
+
+def test_hysteresis_asks_the_same_quantile_of_more_demand():
+    """The scale-down hysteresis sizes for demand x (1 + band) through the same quantile: a plan capped at the
+    recurring peak stays at the peak (more demand in the trough does not raise what the peak needs), while an
+    uncapped plan scales with the demand."""
+    from tokenfactory.planner.decide import Sizing
+    from tokenfactory.planner.forecast import Band
+
+    capped = Band(quantile=0.99, error=9.0, samples=200, measured=True, position=9, noise=0.0, peak=10_000.0)
+    size = Sizing(required=capped.planned(1000.0, 1000.0), caps={}, need=None, demand=1000.0,  # type: ignore[arg-type]
+                  headroom=0.0, slo={}, band=capped, asked=1000.0)
+    assert size.required_at(1.0) == pytest.approx(10_000.0)
+    assert size.required_at(1.1) == pytest.approx(10_000.0)  # before: 11,000, held by the hysteresis
+    free = Band(quantile=0.99, error=0.2, samples=200, measured=True, position=9, noise=0.5, peak=1200.0)
+    size = Sizing(required=free.planned(1000.0, 1000.0), caps={}, need=None, demand=1000.0,  # type: ignore[arg-type]
+                  headroom=0.0, slo={}, band=free, asked=1000.0)
+    assert size.required_at(1.1) == pytest.approx(1.1 * size.required_at(1.0))
+
+
 def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
     """A steady level measured through a short window: the errors are the window's Poisson noise, which each
     pool's safe load already leaves room for (WindowNoise), so the band keeps only the level's spread."""

@@ -14,7 +14,8 @@ errors made at the same level as now (a step from the trough is an error of the 
 it says how far demand may jump *from* there, not how uncertain the new level is). With fewer than
 ``1 / (1 - q)`` errors there, the robust normal approximation ``median + z_q x 1.4826 MAD`` over
 them, its spread shrunk toward ``prior_std`` with the weight of ``prior_samples`` (a level not seen
-yet: the prior).
+yet: the prior), and from ``prior_samples`` errors on at least their own empirical quantile (the
+robust band alone takes a jump that a fifth of a trough's errors show for an outlier).
 
 The measured error of a window's rate holds two parts: how far the demand *level* moved from the
 forecast, and the window-to-window noise of a rate counted over ``rate_window_seconds`` (Poisson
@@ -146,10 +147,12 @@ class ForecastErrors:
     def _quantile(self, errs: list[float], q: float, window_noise: float) -> float:
         """The ``q`` quantile of one level's errors: empirical with at least ``1 / (1 - q)`` of them, else
         the robust band shrunk toward the prior; the window noise taken out."""
+        med = _empirical(errs, 0.5) if errs else 0.0
+        empirical = _less(med, _empirical(errs, q) - med, window_noise) if errs else 0.0
         if len(errs) >= 1.0 / max(1e-9, 1.0 - q):
-            med = _empirical(errs, 0.5)
-            return _less(med, _empirical(errs, q) - med, window_noise)
-        return self._robust(errs, q, window_noise)
+            return empirical
+        robust = self._robust(errs, q, window_noise)
+        return max(robust, empirical) if len(errs) >= self.config.prior_samples else robust
 
     def window_noise(self, q: float, point: float, tokens_per_request: float | None) -> float:
         """z_q x the relative noise of a rate counted over ``rate_window_seconds`` at ``point`` tok/s."""
