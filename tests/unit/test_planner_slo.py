@@ -156,6 +156,14 @@ def test_the_cap_is_the_recurring_peak_not_the_jumps_to_it():
     peak = max(actuals[-240:])  # the last 2 h
     assert band.error > 5 and band.peak == pytest.approx(peak) and band.noise <= 0.0
     assert band.planned(1000.0, 1000.0) == pytest.approx(peak)
+    # the reason says so
+    from tokenfactory.planner.explain import render
+    from tokenfactory.planner.types import Reason
+
+    txt = render(Reason.of("need.slo", demand=1000.0, quantile=0.99, error=band.error, samples=band.samples,
+                           measured=True, horizon=60.0, required=peak, floor=None, floor_binds=False, peak=peak,
+                           peak_band=0.0, peak_seconds=7200.0))
+    assert f"at most the recurring peak {peak:,.0f} tok/s of the last 2 h x1 " in txt
     # a peak level whose own forecasts do land higher keeps its band (at most the band of every level)
     noisy = [10_000.0 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(300)]
     nst = _run_errors(noisy, lambda i: 10_000.0)
