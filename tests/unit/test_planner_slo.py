@@ -189,24 +189,6 @@ def test_a_jump_that_a_level_shows_often_counts_before_the_empirical_quantile_is
     assert fe.band(few, 0.99, 1000.0).error < 1.0
 
 
-def test_hysteresis_asks_the_same_quantile_of_more_demand():
-    """The scale-down hysteresis sizes for demand x (1 + band) through the same quantile: a plan capped at the
-    recurring peak stays at the peak (more demand in the trough does not raise what the peak needs), while an
-    uncapped plan scales with the demand."""
-    from tokenfactory.planner.decide import Sizing
-    from tokenfactory.planner.forecast import Band
-
-    capped = Band(quantile=0.99, error=9.0, samples=200, measured=True, position=9, noise=0.0, peak=10_000.0)
-    size = Sizing(required=capped.planned(1000.0, 1000.0), caps={}, need=None, demand=1000.0,  # type: ignore[arg-type]
-                  headroom=0.0, slo={}, band=capped, asked=1000.0)
-    assert size.required_at(1.0) == pytest.approx(10_000.0)
-    assert size.required_at(1.1) == pytest.approx(10_000.0)  # before: 11,000, held by the hysteresis
-    free = Band(quantile=0.99, error=0.2, samples=200, measured=True, position=9, noise=0.5, peak=1200.0)
-    size = Sizing(required=free.planned(1000.0, 1000.0), caps={}, need=None, demand=1000.0,  # type: ignore[arg-type]
-                  headroom=0.0, slo={}, band=free, asked=1000.0)
-    assert size.required_at(1.1) == pytest.approx(1.1 * size.required_at(1.0))
-
-
 def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
     """A steady level measured through a short window: the errors are the window's Poisson noise, which each
     pool's safe load already leaves room for (WindowNoise), so the band keeps only the level's spread."""

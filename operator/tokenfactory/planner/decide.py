@@ -10,7 +10,7 @@ from tokenfactory.planner.capacity import CapacityState
 from tokenfactory.planner.config import PlannerConfig, PlannerInputs, PlannerState
 from tokenfactory.planner.demand import DemandState
 from tokenfactory.planner.explain import render
-from tokenfactory.planner.forecast import Band, ForecastState
+from tokenfactory.planner.forecast import ForecastState
 from tokenfactory.planner.latency import LatencyState, SafeLoad, WindowNoise, safe_loads
 from tokenfactory.planner.plans import compose, hold
 from tokenfactory.planner.solver import solve
@@ -69,18 +69,11 @@ class Sizing:
     latency: tuple[LatencyState, ...] = ()
     forecast: ForecastState = ForecastState()
     floor: float | None = None  # SLO planning: demand x (1 + headroom) on the full learned capacity
-    band: Band | None = None  # SLO planning: the demand quantile planned (None: required as given)
-    asked: float = 0.0  # SLO planning: the demand asked now (observed + backlog)
 
     def required_at(self, factor: float) -> float:
-        """What ``factor`` x the demand needs. SLO planning: the same quantile of the scaled demand, so
-        a plan capped at the recurring peak stays there (more demand in the trough does not raise
-        what the peak needs; the scale-down hysteresis then holds nothing for it)."""
         if self.slo is None:  # demand x factor x (1 + headroom), in the order plan_for_demand uses
             return max(0.0, self.demand * factor) * (1.0 + max(0.0, self.headroom))
-        if self.band is None:
-            return self.required * factor
-        return self.band.planned(self.demand * factor, self.asked * factor)
+        return self.required * factor
 
 
 def decide(state: PlannerState | None, inputs: PlannerInputs, now: float, *,
@@ -245,7 +238,6 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
                      peak=band.peak if capped else None, peak_band=max(0.0, band.noise),
                      peak_seconds=cfg.forecast.config.peak_seconds)
     return Sizing(required=required, caps=eff, need=need, demand=est.demand, headroom=inputs.headroom or 0.0,
-                  band=band, asked=asked,
                   slo=safe, latency=tuple(lat_states), forecast=fstate, floor=floor)
 
 
