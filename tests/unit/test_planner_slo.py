@@ -140,6 +140,55 @@ def test_the_quantile_never_plans_above_the_recent_peak_plus_noise():
     assert 2000.0 * (1 + band.error) > cap
 
 
+def test_the_cap_is_the_recurring_peak_not_the_jumps_to_it():
+    """Bursts from a trough to a peak that recurs but never grows: the jumps make the band of every level wide,
+    but they are errors of the trough's forecasts; the peak's own forecasts all came in lower (the bursts end),
+    so the plan for the trough stops at the peak itself, not at the peak x (1 + the jumps' band)."""
+    import random
+
+    rng = random.Random(1)
+    actuals = [a * (1 + rng.uniform(-0.05, 0.05)) for a in ([1000.0] * 6 + [10_000.0] * 2) * 60]
+    st = _run_errors(actuals, lambda i: actuals[i])
+    fe = ForecastErrors()
+    every = fe._robust([e for _, _, e in st.errors], 0.99)
+    assert every > 0.3  # what capped the plan before: the peak x (1 + every)
+    band = fe.band(st, 0.99, 1000.0)
+    peak = max(actuals[-240:])  # the last 2 h
+    assert band.error > 5 and band.peak == pytest.approx(peak) and band.noise <= 0.0
+    assert band.planned(1000.0, 1000.0) == pytest.approx(peak)
+    # the reason says so
+    from tokenfactory.planner.explain import render
+    from tokenfactory.planner.types import Reason
+
+    txt = render(Reason.of("need.slo", demand=1000.0, quantile=0.99, error=band.error, samples=band.samples,
+                           measured=True, horizon=60.0, required=peak, floor=None, floor_binds=False, peak=peak,
+                           peak_band=0.0, peak_seconds=7200.0))
+    assert f"at most the recurring peak {peak:,.0f} tok/s of the last 2 h x1 " in txt
+    # a peak level whose own forecasts do land higher keeps its band (at most the band of every level)
+    noisy = [10_000.0 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(300)]
+    nst = _run_errors(noisy, lambda i: 10_000.0)
+    nb = fe.band(nst, 0.99, 10_000.0)
+    assert 0.1 < nb.noise <= fe._robust([e for _, _, e in nst.errors], 0.99) + 1e-12
+    assert nb.planned(10_000.0, 10_000.0) == pytest.approx(10_000.0 * (1 + nb.error))  # the cap does not clip it
+
+
+def test_a_jump_that_a_level_shows_often_counts_before_the_empirical_quantile_is_due():
+    """Fewer errors than 1 / (1 - q) at a level: the robust normal band alone treats a jump that 10 of 50
+    errors show as an outlier (median 0, MAD ~0); the q quantile is at least the errors' own empirical one, so
+    a trough from which demand jumped 10x in a fifth of its intervals plans for the jump."""
+    fe = ForecastErrors()
+    pos = fe.position(ForecastState(), 1000.0)
+    jumps = ForecastState(errors=tuple((float(i), pos, 9.0 if i % 5 == 0 else 0.01 * (i % 3)) for i in range(50)))
+    assert fe._robust([e for _, _, e in jumps.errors], 0.99) < 0.2
+    assert fe.band(jumps, 0.99, 1000.0).error == pytest.approx(9.0)
+    # a level without jumps keeps the robust band (the empirical quantile of small errors is below it)
+    calm = ForecastState(errors=tuple((float(i), pos, 0.01 * (i % 3)) for i in range(50)))
+    assert fe.band(calm, 0.99, 1000.0).error == pytest.approx(fe._robust([e for _, _, e in calm.errors], 0.99))
+    # below prior_samples errors, one jump is not yet a pattern: the robust band, shrunk toward the prior
+    few = ForecastState(errors=((0.0, pos, 9.0),) + tuple((float(i), pos, 0.0) for i in range(1, 5)))
+    assert fe.band(few, 0.99, 1000.0).error < 1.0
+
+
 def test_the_rate_windows_own_noise_is_left_to_the_latency_safe_loads():
     """A steady level measured through a short window: the errors are the window's Poisson noise, which each
     pool's safe load already leaves room for (WindowNoise), so the band keeps only the level's spread."""

@@ -229,9 +229,14 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
     floor = None
     if inputs.headroom is not None and inputs.headroom > 0:
         floor = est.demand * (1.0 + inputs.headroom)
+    asked = now_demand if now_demand is not None else est.demand
+    cap = max(band.peak, asked) * (1.0 + max(0.0, band.noise))
+    capped = band.peak > 0 and est.demand * (1.0 + band.error) > cap and required <= cap * (1 + 1e-12)
     need = Reason.of("need.slo", demand=est.demand, quantile=q, error=band.error, samples=band.samples,
                      measured=band.measured, horizon=horizon, required=required,
-                     floor=inputs.headroom if floor is not None else None, floor_binds=False)
+                     floor=inputs.headroom if floor is not None else None, floor_binds=False,
+                     peak=band.peak if capped else None, peak_band=max(0.0, band.noise),
+                     peak_seconds=cfg.forecast.config.peak_seconds)
     return Sizing(required=required, caps=eff, need=need, demand=est.demand, headroom=inputs.headroom or 0.0,
                   slo=safe, latency=tuple(lat_states), forecast=fstate, floor=floor)
 

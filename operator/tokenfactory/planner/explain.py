@@ -96,8 +96,11 @@ def _quantile(a: dict[str, Any]) -> str:
 
 
 def _need_slo(a: dict[str, Any]) -> str:
-    txt = (f"demand {tok(a['demand'])} tok/s forecast, {_quantile(a)}: needs {tok(a['required'])} tok/s "
-           f"at the loads the latency objectives allow")
+    txt = f"demand {tok(a['demand'])} tok/s forecast, {_quantile(a)}"
+    if a.get("peak") is not None:
+        txt += (f", at most the recurring peak {tok(a['peak'])} tok/s of the last {a['peak_seconds'] / 3600:g} h "
+                f"x{1 + a['peak_band']:.3g} (the band of the peak's own level or of every level, the lower)")
+    txt += f": needs {tok(a['required'])} tok/s at the loads the latency objectives allow"
     if a["floor"] is not None:
         txt += (f" (headroom floor x{1 + a['floor']:g} " + ("binds" if a["floor_binds"] else "does not bind") + ")")
     return txt

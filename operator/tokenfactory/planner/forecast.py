@@ -14,7 +14,8 @@ errors made at the same level as now (a step from the trough is an error of the 
 it says how far demand may jump *from* there, not how uncertain the new level is). With fewer than
 ``1 / (1 - q)`` errors there, the robust normal approximation ``median + z_q x 1.4826 MAD`` over
 them, its spread shrunk toward ``prior_std`` with the weight of ``prior_samples`` (a level not seen
-yet: the prior).
+yet: the prior), and from ``prior_samples`` errors on at least their own empirical quantile (the
+robust band alone takes a jump that a fifth of a trough's errors show for an outlier).
 
 The measured error of a window's rate holds two parts: how far the demand *level* moved from the
 forecast, and the window-to-window noise of a rate counted over ``rate_window_seconds`` (Poisson
@@ -25,8 +26,14 @@ median with ``z_q x`` that noise taken out in quadrature (normal errors: ``sqrt(
 never below zero. Without ``tokens_per_request`` nothing is taken out.
 
 The quantile never plans above the highest demand of the last ``peak_seconds`` (or what is asked
-now, if higher) plus the robust band of all errors (a trend extrapolated from a jump overshoots): levels that recur (bursts) are covered, a
-level never seen is not guessed at (a step to it is met when it shows, one start-up delay later).
+now, if higher) plus a band (a trend extrapolated from a jump overshoots): levels that recur (bursts) are covered, a
+level never seen is not guessed at (a step to it is met when it shows, one start-up delay later). That band is
+the lower of two upper estimates of how far demand goes above the peak: the robust band of the errors of every
+level, and the quantile of the errors made at the peak's own level (the same rule as for any level). The first
+alone holds the jumps between levels: on bursty demand (a trough at 4,300 tok/s, bursts to 41,500) it is +30%
+and more, so the plan for the trough, capped at the recurring peak, asked 54,000 tok/s, above what the
+cheapest pool carries at its maximum, and bought the costliest pool's replicas for it; the peak's own forecasts
+all came in lower (the bursts end), so its own band is 0.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class Band:
     samples: int  # errors behind it (at this level, or all)
     measured: bool  # False: still mostly the prior
     position: int  # level bin of the point forecast (log scale)
-    noise: float = 0.0  # robust band of all errors
+    noise: float = 0.0  # the cap's band: min(robust band of all errors, quantile at the peak's level)
     peak: float = 0.0  # highest demand of the last peak_seconds
     window_noise: float = 0.0  # z_q x the rate window's own relative noise, taken out of error and noise
 
@@ -112,19 +119,40 @@ class ForecastErrors:
         rate window's own noise at ``point`` is taken out (see the module docstring)."""
         cfg = self.config
         pos = self.position(state, point)
-        every = [e for _, _, e in state.errors]
         here = [e for _, p, e in state.errors if p == pos]
         errs = here  # a level's own errors: a jump seen from another level says nothing about this one
         wn = self.window_noise(q, point, tokens_per_request)
-        noise = self._robust(every, q, wn)
-        if len(errs) >= 1.0 / max(1e-9, 1.0 - q):
-            med = _empirical(errs, 0.5)
-            err = _less(med, _empirical(errs, q) - med, wn)
-        else:
-            err = self._robust(errs, q, wn)
+        err = self._quantile(errs, q, wn)
         peak = max((d for _, d in state.recent), default=0.0)
+        noise = self._peak_band(state, q, peak, wn, tokens_per_request)
         return Band(quantile=q, error=err, samples=len(errs), measured=len(errs) >= cfg.prior_samples,
                     position=pos, noise=noise, peak=peak, window_noise=wn)
+
+    def _peak_band(self, state: ForecastState, q: float, peak: float, window_noise: float,
+                   tokens_per_request: float | None) -> float:
+        """The cap's band: the lower of two upper estimates of how far demand may go above the recent
+        peak: the robust band of the errors of every level (which includes the jumps between levels,
+        so it is wide on bursty demand), and the ``q`` quantile of the errors of the forecasts made at
+        the peak's own level (as for any level: empirical with enough of them, else robust and shrunk
+        toward the prior). A jump from the trough to the peak is an error of the trough's forecasts,
+        not uncertainty of the peak: a peak that recurs but never grows gets a band near 0 from its
+        own record, however wide the jumps make the band of every level."""
+        every = self._robust([e for _, _, e in state.errors], q, window_noise)
+        if not peak > 0:
+            return every
+        pos = self.position(state, peak)
+        at_peak = [e for _, p, e in state.errors if p == pos]
+        return min(every, self._quantile(at_peak, q, self.window_noise(q, peak, tokens_per_request)))
+
+    def _quantile(self, errs: list[float], q: float, window_noise: float) -> float:
+        """The ``q`` quantile of one level's errors: empirical with at least ``1 / (1 - q)`` of them, else
+        the robust band shrunk toward the prior; the window noise taken out."""
+        med = _empirical(errs, 0.5) if errs else 0.0
+        empirical = _less(med, _empirical(errs, q) - med, window_noise) if errs else 0.0
+        if len(errs) >= 1.0 / max(1e-9, 1.0 - q):
+            return empirical
+        robust = self._robust(errs, q, window_noise)
+        return max(robust, empirical) if len(errs) >= self.config.prior_samples else robust
 
     def window_noise(self, q: float, point: float, tokens_per_request: float | None) -> float:
         """z_q x the relative noise of a rate counted over ``rate_window_seconds`` at ``point`` tok/s."""
