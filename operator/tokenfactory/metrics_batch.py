@@ -31,8 +31,8 @@ from typing import Any
 
 
 from tokenfactory.metrics_source import (
-    _PROMETHEUS_ERROR_TYPES, BAD_RESPONSE, CHECKED_SERIES, FINITE, PROMETHEUS_ERROR, TIMEOUT, FactoryMetrics,
-    MetricsUnavailable, PrometheusSource, SourcesByUrl, assemble, dropped_items, escape_label_value, range_literal,
+    _PROMETHEUS_ERROR_TYPES, BAD_RESPONSE, FINITE, PROMETHEUS_ERROR, TIMEOUT, FactoryMetrics, MetricsUnavailable,
+    PrometheusSource, SourcesByUrl, assemble, dropped_items, escape_label_value, nonfinite_series, range_literal,
 )
 
 log = logging.getLogger("tokenfactory.metrics")
@@ -79,9 +79,7 @@ def batch_queries(window_seconds: float, namespaces: tuple[str, ...] = ()) -> di
 def batch_nonfinite_query(namespaces: tuple[str, ...] = ()) -> str:
     """``metrics_source.nonfinite_query`` for every factory at once: the series whose current value the
     figures leave out, with their namespace, factory, pool and pod labels (pure)."""
-    sel = _selector(namespaces)
-    return " or ".join(f'label_replace(({m}{sel} unless ({m}{sel}{FINITE})), "series", "{m}", "", "")'
-                       for m in CHECKED_SERIES)
+    return nonfinite_series(_selector(namespaces))
 
 
 def parse_dropped_grouped(payload: object) -> dict[tuple[str, str], tuple[str, ...]]:

@@ -177,9 +177,14 @@ CHECKED_SERIES = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vll
 
 def nonfinite_query(namespace: str, factory: str) -> str:
     """The series of the factory whose current value is NaN, +-Inf or negative, with pod and pool labels."""
-    sel = selector(namespace, factory)
-    parts = [f'label_replace(({m}{sel} unless ({m}{sel}{FINITE})), "series", "{m}", "", "")' for m in CHECKED_SERIES]
-    return " or ".join(parts)
+    return nonfinite_series(selector(namespace, factory))
+
+
+def nonfinite_series(sel: str) -> str:
+    """The checked series matching the label selector ``sel`` whose current value is NaN, +-Inf or negative,
+    each labelled ``series`` with its metric name (shared by the per-factory and the batched reader)."""
+    return " or ".join(f'label_replace(({m}{sel} unless ({m}{sel}{FINITE})), "series", "{m}", "", "")'
+                       for m in CHECKED_SERIES)
 
 
 def promql_queries(namespace: str, factory: str, window_seconds: float) -> dict[str, str]:
