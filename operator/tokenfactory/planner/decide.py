@@ -225,12 +225,12 @@ def _slo_sizing(state: PlannerState, inputs: PlannerInputs, pools: Sequence[Pool
         fstate = cfg.forecast.observe(fstate, est.state.observed, est.demand, horizon, now)
     measured_tpr = obs.tokens_per_request if obs is not None and obs.tokens_per_request else None
     band = cfg.forecast.band(fstate, q, est.demand, measured_tpr)
-    required = band.planned(est.demand, now_demand if now_demand is not None else est.demand)
+    asked = now_demand if now_demand is not None else est.demand
+    required = band.planned(est.demand, asked)
     floor = None
     if inputs.headroom is not None and inputs.headroom > 0:
         floor = est.demand * (1.0 + inputs.headroom)
-    asked = now_demand if now_demand is not None else est.demand
-    cap = max(band.peak, asked) * (1.0 + max(0.0, band.noise))
+    cap = band.cap(asked)
     capped = band.peak > 0 and est.demand * (1.0 + band.error) > cap and required <= cap * (1 + 1e-12)
     need = Reason.of("need.slo", demand=est.demand, quantile=q, error=band.error, samples=band.samples,
                      measured=band.measured, horizon=horizon, required=required,

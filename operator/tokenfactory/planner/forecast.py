@@ -75,15 +75,14 @@ class Band:
     peak: float = 0.0  # highest demand of the last peak_seconds
     window_noise: float = 0.0  # z_q x the rate window's own relative noise, taken out of error and noise
 
-    def planned(self, point: float, now: float) -> float:
-        """The demand to plan for: the quantile, at most the recent peak or what is asked now (if
-        higher) plus the noise band, and never less than what is asked now."""
-        cap = max(self.peak, now) * (1.0 + max(0.0, self.noise))
-        return max(0.0, now, min(point * (1.0 + self.error), cap))
+    def cap(self, now: float) -> float:
+        """The most the quantile may plan for: the recent peak or what is asked now (if higher) plus the
+        cap's band."""
+        return max(self.peak, now) * (1.0 + max(0.0, self.noise))
 
-    @property
-    def capped(self) -> bool:
-        return self.error > max(0.0, self.noise) and self.peak > 0
+    def planned(self, point: float, now: float) -> float:
+        """The demand to plan for: the quantile, at most :meth:`cap`, and never less than what is asked now."""
+        return max(0.0, now, min(point * (1.0 + self.error), self.cap(now)))
 
 
 def z_of(q: float) -> float:
